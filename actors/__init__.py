@@ -1,0 +1,1 @@
+"""Dramatiq: the broker built from settings, the export actor and the worker pool."""

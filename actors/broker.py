@@ -1,0 +1,40 @@
+"""Builds the Redis client and the broker explicitly; nothing binds to an import-time global broker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Middleware, Retries, ShutdownNotifications, TimeLimit
+
+EXPORT_QUEUE = "exports"
+
+
+def build_redis(url: str) -> redis.Redis:
+    """A pooled client that fails fast when Redis is down instead of hanging a request or a job."""
+    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30)
+
+
+def build_broker(
+    client: redis.Redis,
+    *,
+    namespace: str,
+    heartbeat_timeout_ms: int,
+    extra_middleware: list[Middleware] | None = None,
+) -> Any:
+    """A RedisBroker with the middleware exportd relies on, and its queue declared."""
+    middleware: list[Middleware] = [
+        TimeLimit(),
+        ShutdownNotifications(),
+        Retries(),
+        *(extra_middleware or []),
+    ]
+    broker = RedisBroker(
+        client=client,
+        namespace=f"{namespace}:dramatiq",
+        heartbeat_timeout=heartbeat_timeout_ms,
+        middleware=middleware,
+    )
+    broker.declare_queue(EXPORT_QUEUE)
+    return broker

@@ -1,0 +1,170 @@
+"""The export actor: load the job, run its converter, store the outputs, finish the job.
+
+Delivery is at least once, so a job may run twice: a finished job is never run again, outputs are
+deterministic and written atomically under fixed keys, and the first finish wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import Middleware
+from dramatiq.middleware.time_limit import TimeLimitExceeded
+
+from actors.broker import EXPORT_QUEUE
+from exporters import registry
+from exporters.base import ConversionError, InputFile, Limits, parse_options
+from storage.base import ObjectNotFound, Storage
+from storage.jobs import Job, JobError, Output, RecordNotFound, Records
+
+EXPORT_ACTOR = "export"
+
+log = logging.getLogger("exportd.export")
+
+
+def output_key(job_id: str, name: str) -> str:
+    return f"outputs/{job_id}/{name}"
+
+
+class ExportTask:
+    """What the actor runs for one job id."""
+
+    def __init__(self, *, records: Records, storage: Storage, limits: Limits, work_dir: Path | None = None) -> None:
+        self.records = records
+        self.storage = storage
+        self.limits = limits
+        self.work_dir = work_dir
+
+    def __call__(self, job_id: str) -> None:
+        ctx = {"job_id": job_id}
+        try:
+            job = self.records.start_job(job_id)
+        except RecordNotFound:
+            log.warning("job record is gone (past its retention); nothing to do", extra=ctx)
+            return
+        if job.finished:
+            log.info("job already finished; this delivery is a duplicate", extra=ctx)
+            return
+        ctx["attempt"] = str(job.attempts)
+        log.info("job started", extra=ctx)
+        began = time.perf_counter()
+        try:
+            outputs = self._convert(job)
+        except ConversionError as exc:
+            self.records.finish_job(job_id, error=JobError(exc.code, exc.message))
+            log.info("job failed", extra={**ctx, "code": exc.code, "reason": exc.message})
+            return
+        except TimeLimitExceeded:
+            # Deterministic work that ran out of time once will run out again: no retry.
+            self.records.finish_job(
+                job_id,
+                error=JobError(
+                    "time_limit_exceeded",
+                    "the conversion took longer than this service allows; try a smaller file or fewer pages",
+                ),
+            )
+            log.warning("job hit its time limit", extra=ctx)
+            return
+        finished = self.records.finish_job(job_id, outputs=outputs)
+        log.info(
+            "job succeeded",
+            extra={**ctx, "outputs": len(finished.outputs), "ms": round((time.perf_counter() - began) * 1000)},
+        )
+
+    def _convert(self, job: Job) -> tuple[Output, ...]:
+        conversion = registry.find([u.content_type for u in job.inputs], job.format)
+        options = parse_options(conversion.options, job.options)
+        with tempfile.TemporaryDirectory(prefix=f"exportd-{job.id}-", dir=self.work_dir) as tmp:
+            in_dir, out_dir = Path(tmp, "in"), Path(tmp, "out")
+            in_dir.mkdir()
+            out_dir.mkdir()
+            inputs = []
+            for index, upload in enumerate(job.inputs):
+                path = in_dir / str(index)
+                try:
+                    self.storage.fetch(upload.key, path)
+                except ObjectNotFound:
+                    raise InputGone(upload.filename) from None
+                inputs.append(InputFile(path=path, filename=upload.filename, content_type=upload.content_type))
+            produced = conversion.convert(inputs, out_dir, options, limits=self.limits)
+            stored = []
+            for out in produced:
+                obj = self.storage.put_file(output_key(job.id, out.name), out.path)
+                stored.append(
+                    Output(name=out.name, key=obj.key, content_type=out.content_type, size=obj.size, sha256=obj.sha256)
+                )
+            shutil.rmtree(in_dir, ignore_errors=True)
+            return tuple(stored)
+
+
+class InputGone(ConversionError):
+    code = "input_missing"
+
+    def __init__(self, filename: str) -> None:
+        super().__init__(f"the input {filename!r} is no longer stored (past its retention); upload it again")
+
+
+class JobOutcome(Middleware):  # type: ignore[misc]
+    """Keeps the job record true when the actor raised: queued while a retry waits, failed when none is left."""
+
+    def __init__(self, records_for: Callable[[], Records]) -> None:
+        self._records_for = records_for
+
+    def after_process_message(
+        self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        if exception is None or message.actor_name != EXPORT_ACTOR:
+            return
+        job_id = message.args[0]
+        records = self._records_for()
+        try:
+            if message.failed:
+                log.error(
+                    "job failed after its last retry",
+                    extra={"job_id": job_id, "error": type(exception).__name__},
+                )
+                records.finish_job(
+                    job_id,
+                    error=JobError(
+                        "internal_error",
+                        "the export failed because of a fault in the service; it was retried and then given up",
+                    ),
+                )
+            else:
+                log.warning(
+                    "job raised; a retry is scheduled", extra={"job_id": job_id, "error": type(exception).__name__}
+                )
+                records.requeue_job(job_id)
+        except Exception:  # Redis itself may be what failed; the retry or the requeue will set this right
+            log.exception("could not record the outcome of a job", extra={"job_id": job_id})
+
+
+def declare_export_actor(broker: Any, task: ExportTask, *, time_limit_s: int, max_retries: int) -> Any:
+    """Register the export actor on `broker`."""
+    return dramatiq.Actor(
+        task,
+        broker=broker,
+        actor_name=EXPORT_ACTOR,
+        queue_name=EXPORT_QUEUE,
+        priority=0,
+        options={
+            "time_limit": time_limit_s * 1000,
+            "max_retries": max_retries,
+            "min_backoff": 1000,
+            "max_backoff": 60_000,
+        },
+    )
+
+
+def enqueue_export(broker: Any, job_id: str) -> None:
+    """Queue the job's message. The job record must exist before this is called."""
+    broker.enqueue(
+        dramatiq.Message(queue_name=EXPORT_QUEUE, actor_name=EXPORT_ACTOR, args=(job_id,), kwargs={}, options={})
+    )

@@ -1,0 +1,115 @@
+"""The worker pool: N processes × M threads of Dramatiq workers, supervised.
+
+Dramatiq's own CLI shuts the whole pool down when one process dies. exportd's converters run
+native decoders, and one crashing file must not stop the service, so this supervisor replaces
+a dead process instead; the dead process's unfinished messages go back to the queue when its
+heartbeat expires.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from dramatiq import Worker
+
+from actors.broker import EXPORT_QUEUE
+
+log = logging.getLogger("exportd.pool")
+
+#: Restarting a process that keeps dying at once would spin: back off up to this long.
+MAX_RESTART_DELAY_S = 30.0
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    processes: int
+    threads: int
+    poll_ms: int  # longest idle sleep between queue polls: the idle latency bound
+    shutdown_timeout_s: int
+
+
+def _child(boot: Callable[[], Any], config: PoolConfig, index: int) -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    broker = boot()
+    broker.emit_after("process_boot")
+    worker = Worker(broker, queues={EXPORT_QUEUE}, worker_threads=config.threads, worker_timeout=config.poll_ms)
+    # Prefetch no more than the threads can start: a busy process must not hold messages an idle one could run.
+    worker.queue_prefetch = config.threads
+    worker.start()
+    log.info("worker process ready", extra={"worker": index, "threads": config.threads})
+    while not stop.wait(1.0):
+        pass
+    log.info("worker process stopping", extra={"worker": index})
+    worker.stop(timeout=config.shutdown_timeout_s * 1000)
+    broker.emit_before("process_stop")
+    broker.close()
+
+
+class Pool:
+    def __init__(self, boot: Callable[[], Any], config: PoolConfig) -> None:
+        self.boot = boot
+        self.config = config
+        self._ctx = multiprocessing.get_context("fork")
+        self._procs: dict[int, BaseProcess] = {}
+        self._stopping = threading.Event()
+        self._crashes: list[float] = []
+
+    def _spawn(self, index: int) -> None:
+        proc = self._ctx.Process(target=_child, args=(self.boot, self.config, index), name=f"exportd-worker-{index}")
+        proc.start()
+        self._procs[index] = proc
+
+    def _restart_delay(self) -> float:
+        now = time.monotonic()
+        self._crashes = [t for t in self._crashes if now - t < 60] + [now]
+        return min(MAX_RESTART_DELAY_S, 0.5 * 2 ** (len(self._crashes) - 1)) if len(self._crashes) > 3 else 0.0
+
+    def run(self) -> int:
+        """Run until SIGTERM or SIGINT; returns the exit status."""
+        signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
+        log.info(
+            "worker pool starting",
+            extra={"processes": self.config.processes, "threads": self.config.threads, "pid": os.getpid()},
+        )
+        for index in range(self.config.processes):
+            self._spawn(index)
+        while not self._stopping.wait(0.5):
+            for index, proc in list(self._procs.items()):
+                if proc.is_alive() or self._stopping.is_set():
+                    continue
+                delay = self._restart_delay()
+                log.error(
+                    "worker process died; replacing it",
+                    extra={"worker": index, "exitcode": proc.exitcode, "restart_in_s": delay},
+                )
+                if self._stopping.wait(delay):
+                    break
+                self._spawn(index)
+        return self._shutdown()
+
+    def _shutdown(self) -> int:
+        log.info("worker pool stopping; running jobs may finish", extra={"timeout_s": self.config.shutdown_timeout_s})
+        for proc in self._procs.values():
+            if proc.is_alive() and proc.pid:
+                os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.config.shutdown_timeout_s + 5
+        for proc in self._procs.values():
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                log.error("worker process did not stop in time; killing it", extra={"pid": proc.pid})
+                proc.kill()
+                proc.join()
+        log.info("worker pool stopped")
+        return 0

@@ -1,0 +1,1 @@
+"""The HTTP API (Falcon) and the process entry points."""

@@ -1,0 +1,103 @@
+"""create_app: the Falcon application, given its collaborators. Reads no environment."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import falcon
+import falcon.media
+
+from exporters.base import Limits
+from service import errors
+from service.logs import request_id_var
+from service.resources.exports import ExportItem, Exports, Formats, JobView
+from service.resources.files import Files
+from service.resources.health import Healthz, Readyz
+from service.resources.uploads import UploadItem, UploadReceiver, Uploads
+from service.settings import Settings
+from storage.base import Storage
+from storage.jobs import Records
+from storage.signing import Signer
+
+log = logging.getLogger("exportd.api")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class RequestContext:
+    """Gives each request an id (the client's X-Request-ID when sane) and logs one line per request."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        incoming = req.get_header("X-Request-ID") or ""
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        req.context.request_id = request_id
+        req.context.token = request_id_var.set(request_id)
+        req.context.started = time.perf_counter()
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
+        resp.set_header("X-Request-ID", req.context.request_id)
+        # The query string is left out: it carries link signatures.
+        log.info(
+            "request",
+            extra={
+                "method": req.method,
+                "path": req.path,
+                "status": int(resp.status_code),
+                "ms": round((time.perf_counter() - req.context.started) * 1000, 1),
+            },
+        )
+        request_id_var.reset(req.context.token)
+
+
+def limits_from(settings: Settings) -> Limits:
+    return Limits(
+        max_pixels=settings.max_pixels,
+        max_output_side_px=settings.max_output_side_px,
+        max_pages=settings.max_pages,
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    records: Records,
+    storage: Storage,
+    enqueue: Callable[[str], None],
+    clock: Callable[[], float] = time.time,
+) -> falcon.App:
+    """The WSGI app. `enqueue(job_id)` queues a job's message."""
+    app = falcon.App(middleware=[RequestContext()])
+    app.req_options.strip_url_path_trailing_slash = True
+    multipart = app.req_options.media_handlers[falcon.MEDIA_MULTIPART]
+    multipart.parse_options.max_body_part_count = settings.max_inputs + 4
+    errors.install(app)
+
+    signer = Signer(settings.signing_keys)
+    receiver = UploadReceiver(storage=storage, records=records, max_bytes=settings.max_upload_bytes, clock=clock)
+    view = JobView(
+        signer=signer,
+        base_url=settings.base_url,
+        link_ttl_s=settings.link_ttl_s,
+        retention_s=settings.retention_s,
+        clock=clock,
+    )
+    app.add_route("/healthz", Healthz())
+    app.add_route("/readyz", Readyz(records, storage))
+    app.add_route("/v1/formats", Formats())
+    app.add_route("/v1/uploads", Uploads(receiver))
+    app.add_route("/v1/uploads/{upload_id}", UploadItem(records))
+    app.add_route(
+        "/v1/exports",
+        Exports(receiver=receiver, records=records, enqueue=enqueue, view=view,
+                max_inputs=settings.max_inputs, clock=clock),
+    )  # fmt: skip
+    app.add_route("/v1/exports/{job_id}", ExportItem(records=records, view=view))
+    app.add_route("/v1/files/outputs/{job_id}/{name}", Files(storage=storage, signer=signer, clock=clock))
+    return app

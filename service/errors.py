@@ -1,0 +1,130 @@
+"""The one table from domain exceptions to HTTP problems (RFC 9457, application/problem+json)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import falcon
+import redis
+
+from exporters.base import ConversionError, InputTooLarge, UnsupportedInput
+from service.logs import request_id_var
+from storage.base import ObjectNotFound, ObjectTooLarge, StorageUnavailable
+from storage.jobs import RecordNotFound, RecordsUnavailable
+from storage.signing import BadSignature, LinkExpired
+
+log = logging.getLogger("exportd.api")
+
+PROBLEM_JSON = "application/problem+json"
+
+#: Seconds a client should wait before retrying after a 503.
+RETRY_AFTER_S = 5
+
+
+class BadRequest(Exception):
+    """The request itself is malformed (not JSON, missing field, wrong type)."""
+
+    code = "invalid_request"
+    status = 400
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        if status:
+            self.status = status
+
+
+class UnknownUpload(Exception):
+    """An export names an upload id that does not exist (or expired)."""
+
+
+# Most specific first: the first matching row wins.
+_TABLE: list[tuple[type[BaseException], int, str, str]] = [
+    (ObjectTooLarge, 413, "payload_too_large", "Payload too large"),
+    (InputTooLarge, 413, "input_too_large", "Input too large"),
+    (UnsupportedInput, 415, "unsupported_input", "Unsupported input"),
+    (ConversionError, 422, "", "Cannot convert"),  # the exception's own code
+    (BadRequest, 400, "", "Invalid request"),
+    (UnknownUpload, 422, "unknown_upload", "Unknown upload"),
+    (RecordNotFound, 404, "not_found", "Not found"),
+    (ObjectNotFound, 404, "not_found", "Not found"),
+    (BadSignature, 403, "invalid_signature", "Invalid link"),
+    (LinkExpired, 403, "link_expired", "Link expired"),
+    (RecordsUnavailable, 503, "service_unavailable", "Service unavailable"),
+    (StorageUnavailable, 503, "service_unavailable", "Service unavailable"),
+    (redis.ConnectionError, 503, "service_unavailable", "Service unavailable"),
+    (redis.TimeoutError, 503, "service_unavailable", "Service unavailable"),
+]
+
+#: Codes for errors Falcon raises itself (routing, parsing, methods).
+_FALCON_CODES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    411: "length_required",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+
+
+def problem(status: int, code: str, title: str, detail: str, req: falcon.Request | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": f"urn:exportd:problem:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if req is not None:
+        body["instance"] = req.path
+    request_id = request_id_var.get()
+    if request_id:
+        body["request_id"] = request_id
+    return body
+
+
+def _write(resp: falcon.Response, status: int, body: dict[str, Any]) -> None:
+    resp.status = status
+    resp.content_type = PROBLEM_JSON
+    resp.text = json.dumps(body, ensure_ascii=False)
+    if status == 503:
+        resp.set_header("Retry-After", str(RETRY_AFTER_S))
+
+
+def handle_domain_error(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]) -> None:
+    for exc_type, status, code, title in _TABLE:
+        if isinstance(exc, exc_type):
+            code = code or getattr(exc, "code", "invalid_request")
+            status = getattr(exc, "status", status) if isinstance(exc, BadRequest) else status
+            if status == 503:
+                log.warning("dependency unavailable", extra={"error": str(exc)})
+                detail = "a service exportd depends on is unavailable; retry shortly"
+            elif isinstance(exc, (RecordNotFound, ObjectNotFound)):
+                detail = "no such resource (it never existed or is past its retention)"
+            else:
+                detail = getattr(exc, "message", None) or str(exc)
+            _write(resp, status, problem(status, code, title, detail, req))
+            return
+    log.exception("unhandled error", extra={"path": req.path, "method": req.method})
+    _write(resp, 500, problem(500, "internal_error", "Internal error", "an unexpected error occurred", req))
+
+
+def serialize_http_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> None:
+    """Falcon's own errors (unknown route, bad method, unparsable body) as problem JSON too."""
+    status = exc.status_code
+    code = _FALCON_CODES.get(status, "invalid_request")
+    body = problem(status, code, exc.title or "Error", exc.description or exc.title or "", req)
+    resp.content_type = PROBLEM_JSON
+    resp.text = json.dumps(body, ensure_ascii=False)
+
+
+def install(app: falcon.App) -> None:
+    app.add_error_handler(Exception, handle_domain_error)
+    app.set_error_serializer(serialize_http_error)

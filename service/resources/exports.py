@@ -1,0 +1,175 @@
+"""POST /v1/exports, GET /v1/exports/{id} and GET /v1/formats."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import falcon
+
+from exporters import registry
+from exporters.base import options_as_dict, parse_options
+from service.errors import BadRequest, UnknownUpload
+from service.resources.uploads import UploadReceiver, check_declared_length, upload_view
+from storage.jobs import Job, Records, RecordNotFound, Upload, new_id
+from storage.signing import Signer
+
+log = logging.getLogger("exportd.api")
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JobView:
+    """The job as clients see it, with download links signed at the moment it is read."""
+
+    def __init__(self, *, signer: Signer, base_url: str, link_ttl_s: int, retention_s: int,
+                 clock: Callable[[], float]) -> None:  # fmt: skip
+        self.signer = signer
+        self.base_url = base_url
+        self.link_ttl_s = link_ttl_s
+        self.retention_s = retention_s
+        self.clock = clock
+
+    def __call__(self, job: Job) -> dict[str, Any]:
+        # A link never outlives the file it points to.
+        expires = int(min(self.clock() + self.link_ttl_s, job.created_at + self.retention_s))
+        return {
+            "id": job.id,
+            "status": job.status,
+            "format": job.format,
+            "inputs": [upload_view(u) for u in job.inputs],
+            "options": job.options,
+            "created_at": _iso(job.created_at),
+            "started_at": _iso(job.started_at),
+            "finished_at": _iso(job.finished_at),
+            "attempts": job.attempts,
+            "error": {"code": job.error.code, "message": job.error.message} if job.error else None,
+            "outputs": [
+                {
+                    "name": out.name,
+                    "content_type": out.content_type,
+                    "size": out.size,
+                    "sha256": out.sha256,
+                    "url": self.signer.url(self.base_url, out.key, expires=expires),
+                    "expires_at": _iso(expires),
+                }
+                for out in job.outputs
+            ],
+            **({"details": job.extra} if job.extra else {}),
+        }
+
+
+class Exports:
+    def __init__(self, *, receiver: UploadReceiver, records: Records, enqueue: Callable[[str], None],
+                 view: JobView, max_inputs: int, clock: Callable[[], float]) -> None:  # fmt: skip
+        self.receiver = receiver
+        self.records = records
+        self.enqueue = enqueue
+        self.view = view
+        self.max_inputs = max_inputs
+        self.clock = clock
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.content_type and req.content_type.startswith("multipart/form-data"):
+            uploads, target, raw_options = self._from_multipart(req)
+        elif req.content_type and req.content_type.startswith("application/json"):
+            uploads, target, raw_options = self._from_json(req)
+        else:
+            raise BadRequest(
+                "send multipart/form-data (file parts, format, options) or application/json "
+                '({"inputs": [upload ids], "format": ..., "options": {...}})',
+                code="unsupported_media_type",
+                status=415,
+            )
+        if not isinstance(target, str) or not target:
+            raise BadRequest("'format' is required: the output format, e.g. pdf, png, jpeg, webp")
+        conversion = registry.find([u.content_type for u in uploads], target)
+        options = parse_options(conversion.options, raw_options)
+        job = Job(
+            id=new_id(),
+            format=target,
+            inputs=tuple(uploads),
+            options=options_as_dict(options),
+            created_at=self.clock(),
+        )
+        # The record exists before its message: a worker never meets a message without a job.
+        self.records.create_job(job)
+        try:
+            self.enqueue(job.id)
+        except Exception:
+            self.records.delete_job(job.id)
+            raise
+        log.info("job queued", extra={"job_id": job.id, "format": target, "inputs": len(uploads)})
+        resp.status = falcon.HTTP_202
+        resp.location = f"/v1/exports/{job.id}"
+        resp.media = self.view(job)
+
+    def _check_count(self, count: int) -> None:
+        if count == 0:
+            raise BadRequest("an export needs at least one input file")
+        if count > self.max_inputs:
+            raise BadRequest(f"an export takes at most {self.max_inputs} inputs, not {count}", code="too_many_inputs")
+
+    def _from_multipart(self, req: falcon.Request) -> tuple[list[Upload], Any, Any]:
+        check_declared_length(req, (self.receiver.max_bytes + 64 * 1024) * self.max_inputs)
+        uploads: list[Upload] = []
+        target: str | None = None
+        raw_options: Any = None
+        for part in req.get_media():
+            if part.name == "file":
+                self._check_count(len(uploads) + 1)
+                uploads.append(self.receiver.receive(part.stream, part.filename))
+            elif part.name == "format":
+                target = part.text.strip().lower()
+            elif part.name == "options":
+                try:
+                    raw_options = json.loads(part.text or "{}")
+                except json.JSONDecodeError as exc:
+                    raise BadRequest(f"'options' is not valid JSON: {exc.msg} at position {exc.pos}") from None
+            else:
+                raise BadRequest(f"unexpected form field {part.name!r}; expected file, format and options")
+        self._check_count(len(uploads))
+        return uploads, target, raw_options
+
+    def _from_json(self, req: falcon.Request) -> tuple[list[Upload], Any, Any]:
+        body = req.get_media()
+        if not isinstance(body, dict):
+            raise BadRequest("the JSON body must be an object")
+        unknown = set(body) - {"inputs", "format", "options"}
+        if unknown:
+            raise BadRequest(f"unknown field(s) {', '.join(sorted(unknown))}; expected inputs, format, options")
+        ids = body.get("inputs")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise BadRequest("'inputs' must be a list of upload ids")
+        self._check_count(len(ids))
+        try:
+            uploads = self.records.get_uploads(ids)
+        except RecordNotFound as exc:
+            raise UnknownUpload(f"no upload with id {exc.args[0]!r} (never uploaded, or expired)") from None
+        target = body.get("format")
+        return uploads, target.lower() if isinstance(target, str) else target, body.get("options")
+
+
+class ExportItem:
+    def __init__(self, *, records: Records, view: JobView) -> None:
+        self.records = records
+        self.view = view
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        resp.media = self.view(self.records.get_job(job_id))
+        resp.cache_control = ["no-store"]  # the body holds freshly signed links
+
+
+class Formats:
+    def __init__(self) -> None:
+        self._body = registry.describe()
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = self._body

@@ -1,0 +1,125 @@
+"""GET /v1/files/outputs/{job_id}/{name}: the signed download link."""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from collections.abc import Callable
+from typing import Any, BinaryIO
+from urllib.parse import quote
+
+import falcon
+
+from storage.base import Storage
+from storage.signing import Signer
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+_CONTENT_TYPES = {".pdf": "application/pdf", ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+                  ".webp": "image/webp", ".zip": "application/zip", ".json": "application/json"}  # fmt: skip
+
+
+def content_type_of(name: str) -> str:
+    dot = name.rfind(".")
+    ext = name[dot:].lower() if dot >= 0 else ""
+    return _CONTENT_TYPES.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def content_disposition(name: str) -> str:
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "").replace("?", "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """(first, last) inclusive for one satisfiable byte range; None to serve the whole file.
+
+    Raises falcon.HTTPRangeNotSatisfiable.
+    """
+    match = _RANGE.match(header.strip())
+    if not match:
+        return None  # several ranges or another unit: the whole file is a valid answer
+    first_s, last_s = match.groups()
+    if not first_s and not last_s:
+        return None
+    if not first_s:  # the last N bytes
+        n = int(last_s)
+        if n == 0:
+            raise falcon.HTTPRangeNotSatisfiable(size)
+        return max(0, size - n), size - 1
+    first = int(first_s)
+    last = min(int(last_s), size - 1) if last_s else size - 1
+    if first >= size or first > last:
+        raise falcon.HTTPRangeNotSatisfiable(size)
+    return first, last
+
+
+class _Slice:
+    """A reader of `length` bytes of an open file, for a 206 response."""
+
+    def __init__(self, fh: BinaryIO, length: int) -> None:
+        self._fh = fh
+        self._left = length
+
+    def read(self, size: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        want = self._left if size < 0 else min(size, self._left)
+        chunk = self._fh.read(want)
+        self._left -= len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class Files:
+    def __init__(self, *, storage: Storage, signer: Signer, clock: Callable[[], float]) -> None:
+        self.storage = storage
+        self.signer = signer
+        self.clock = clock
+
+    def _authorise(self, req: falcon.Request, key: str) -> int:
+        exp = req.get_param("exp")
+        self.signer.verify(key, exp=exp, kid=req.get_param("kid"), sig=req.get_param("sig"), now=self.clock())
+        return int(exp or 0)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str, name: str) -> None:
+        self._serve(req, resp, f"outputs/{job_id}/{name}", name, body=True)
+
+    def on_head(self, req: falcon.Request, resp: falcon.Response, job_id: str, name: str) -> None:
+        self._serve(req, resp, f"outputs/{job_id}/{name}", name, body=False)
+
+    def _serve(self, req: falcon.Request, resp: falcon.Response, key: str, name: str, *, body: bool) -> None:
+        expires = self._authorise(req, key)
+        stat = self.storage.stat(key)
+        headers: dict[str, Any] = {
+            "ETag": stat.etag,
+            "Accept-Ranges": "bytes",
+            "Content-Disposition": content_disposition(name),
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            "Cache-Control": f"private, max-age={max(0, expires - int(self.clock()))}",
+        }
+        resp.set_headers(headers)
+        resp.content_type = content_type_of(name)
+        if stat.etag in [t.strip() for t in (req.get_header("If-None-Match") or "").split(",")]:
+            resp.status = falcon.HTTP_304
+            return
+        span = None
+        range_header = req.get_header("Range")
+        if_range = req.get_header("If-Range")
+        if range_header and (not if_range or if_range == stat.etag):
+            span = parse_range(range_header, stat.size)
+        if span is None:
+            resp.content_length = stat.size
+            if body:
+                resp.stream = self.storage.open(key)
+            return
+        first, last = span
+        resp.status = falcon.HTTP_206
+        resp.content_range = (first, last, stat.size)
+        resp.content_length = last - first + 1
+        if body:
+            fh = self.storage.open(key)
+            fh.seek(first)
+            resp.stream = _Slice(fh, last - first + 1)

@@ -1,0 +1,126 @@
+"""POST /v1/uploads: one file, streamed to storage, its type sniffed from its bytes."""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+import falcon
+
+from exporters import registry
+from exporters.base import UnsupportedInput
+from exporters.sniff import SNIFF_BYTES, sniff
+from service.errors import BadRequest
+from storage.base import ObjectTooLarge, Storage
+from storage.jobs import Records, Upload, new_id
+
+MAX_FILENAME_CHARS = 200
+
+
+def clean_filename(raw: str | None, fallback: str = "upload") -> str:
+    """The client's file name without directories or control characters; Unicode letters kept."""
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip(" .")
+    name = re.sub(r"\s+", " ", name)
+    return name[:MAX_FILENAME_CHARS] or fallback
+
+
+class _HeadRecorder:
+    """Passes reads through, keeping the first bytes for sniffing."""
+
+    def __init__(self, stream: BinaryIO | Any) -> None:
+        self._stream = stream
+        self.head = b""
+        self.exhausted = False
+
+    def read(self, size: int = -1) -> bytes:
+        chunk: bytes = self._stream.read(size)
+        if not chunk:
+            self.exhausted = True
+        if len(self.head) < SNIFF_BYTES:
+            self.head += chunk[: SNIFF_BYTES - len(self.head)]
+        return chunk
+
+
+class UploadReceiver:
+    """Streams one file into storage and records it; refuses what no conversion accepts."""
+
+    def __init__(self, *, storage: Storage, records: Records, max_bytes: int, clock: Callable[[], float]) -> None:
+        self.storage = storage
+        self.records = records
+        self.max_bytes = max_bytes
+        self.clock = clock
+
+    def receive(self, stream: BinaryIO | Any, filename: str | None) -> Upload:
+        """Raises ObjectTooLarge, UnsupportedInput, StorageUnavailable, RecordsUnavailable."""
+        upload_id = new_id()
+        recorder = _HeadRecorder(stream)
+        stored = self.storage.put_stream(f"uploads/{upload_id}", recorder, max_bytes=self.max_bytes)
+        content_type = sniff(recorder.head, complete=stored.size <= SNIFF_BYTES)
+        try:
+            if stored.size == 0:
+                raise UnsupportedInput("the file is empty")
+            registry.kind_of(content_type)
+        except UnsupportedInput:
+            self.storage.delete(stored.key)
+            raise
+        upload = Upload(
+            id=upload_id,
+            filename=clean_filename(filename),
+            content_type=content_type,
+            size=stored.size,
+            sha256=stored.sha256,
+            created_at=self.clock(),
+        )
+        self.records.add_upload(upload)
+        return upload
+
+
+def upload_view(upload: Upload) -> dict[str, Any]:
+    return {
+        "id": upload.id,
+        "filename": upload.filename,
+        "content_type": upload.content_type,
+        "size": upload.size,
+        "sha256": upload.sha256,
+    }
+
+
+def check_declared_length(req: falcon.Request, max_bytes: int) -> None:
+    """Refuse at once a body whose declared length is already too large. Raises ObjectTooLarge."""
+    if req.content_length is not None and req.content_length > max_bytes:
+        raise ObjectTooLarge(max_bytes)
+
+
+class Uploads:
+    def __init__(self, receiver: UploadReceiver) -> None:
+        self.receiver = receiver
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.content_type and req.content_type.startswith("multipart/form-data"):
+            # Multipart framing adds a few hundred bytes; the file part itself is held to the limit.
+            check_declared_length(req, self.receiver.max_bytes + 64 * 1024)
+            upload = None
+            for part in req.get_media():
+                if part.name == "file" and upload is None:
+                    upload = self.receiver.receive(part.stream, part.filename)
+            if upload is None:
+                raise BadRequest("the multipart body has no part named 'file'")
+        else:
+            check_declared_length(req, self.receiver.max_bytes)
+            upload = self.receiver.receive(req.bounded_stream, req.get_param("filename"))
+        resp.status = falcon.HTTP_201
+        resp.location = f"/v1/uploads/{upload.id}"
+        resp.media = upload_view(upload)
+
+
+class UploadItem:
+    def __init__(self, records: Records) -> None:
+        self.records = records
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, upload_id: str) -> None:
+        (upload,) = self.records.get_uploads([upload_id])
+        resp.media = upload_view(upload)

@@ -1,0 +1,199 @@
+"""Every setting of exportd: one frozen dataclass, read from `EXPORTD_*` variables in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the process must not start."""
+
+
+#: The environment variable of each field is EXPORTD_ + its name in upper case.
+PREFIX = "EXPORTD_"
+
+DEV_KEY_FILE = "dev-signing-key"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # -- process -------------------------------------------------------------------------------
+    # "development" generates a signing key under data_dir when none is set; "production" refuses to start without one.
+    env: str = "production"
+    # Address the API binds to.
+    host: str = "127.0.0.1"
+    # Port the API listens on.
+    port: int = 8080
+    # Base URL clients reach the API at, used in Location headers and download links; default http://host:port.
+    public_url: str = ""
+    # Log level of every process (DEBUG, INFO, WARNING, ERROR).
+    log_level: str = "INFO"
+    # Number of gunicorn worker processes serving the API.
+    api_processes: int = 2
+    # Threads per API process (gthread worker).
+    api_threads: int = 4
+
+    # -- redis ---------------------------------------------------------------------------------
+    # Redis for the queue and the job records. Unset: `exportd run` starts a local one under data_dir.
+    redis_url: str = ""
+    # Prefix of every Redis key exportd writes (jobs, uploads and the Dramatiq queues).
+    redis_namespace: str = "exportd"
+
+    # -- storage -------------------------------------------------------------------------------
+    # Where uploads and outputs live: "local" (a directory under data_dir).
+    storage: str = "local"
+    # Directory for local storage, the local Redis and the development signing key.
+    data_dir: Path = Path("var")
+
+    # -- links ---------------------------------------------------------------------------------
+    # Signing keys as "kid:secret[,kid:secret...]"; the first signs, all verify (rotation). Secret.
+    signing_keys: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
+    # Lifetime of a download link, from the moment the job is read.
+    link_ttl_s: int = 3600
+
+    # -- limits --------------------------------------------------------------------------------
+    # Largest accepted upload, per file.
+    max_upload_bytes: int = 25 * 1024 * 1024
+    # Most files in one export.
+    max_inputs: int = 50
+    # Most pixels in one image frame, checked from the header before decoding.
+    max_pixels: int = 50_000_000
+    # Longest side of any produced image.
+    max_output_side_px: int = 8192
+    # Most pages in one produced or read document.
+    max_pages: int = 500
+
+    # -- jobs and workers ----------------------------------------------------------------------
+    # How long job records, uploads and outputs are kept after they are created.
+    retention_s: int = 7 * 24 * 3600
+    # Longest a single conversion may run before it fails as time_limit_exceeded.
+    job_time_limit_s: int = 300
+    # Retries of a job after a transient fault (Redis or storage) or a bug, with exponential backoff.
+    job_max_retries: int = 5
+    # Worker processes in the pool.
+    worker_processes: int = 2
+    # Threads per worker process.
+    worker_threads: int = 4
+    # Longest idle poll of the queue: bounds the latency from submit to start when the pool is idle.
+    worker_poll_ms: int = 50
+    # A worker process silent this long is presumed dead and its unfinished messages are requeued.
+    worker_heartbeat_timeout_ms: int = 30_000
+    # On SIGTERM, how long running jobs get to finish before their messages go back to the queue.
+    worker_shutdown_timeout_s: int = 600
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def development(self) -> bool:
+        return self.env == "development"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from EXPORTD_* variables. Raises ConfigError."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, f.type, raw)
+        settings = cls(**values)
+        settings.validate()
+        if not settings.signing_keys:
+            if not settings.development:
+                raise ConfigError(
+                    "EXPORTD_SIGNING_KEYS is not set. Outside development mode exportd needs a signing "
+                    "key for download links: generate one with `exportd keygen` and set "
+                    "EXPORTD_SIGNING_KEYS=<kid>:<secret> (or run with EXPORTD_ENV=development)."
+                )
+            settings = dataclasses.replace(settings, signing_keys=(_dev_signing_key(settings.data_dir),))
+        return settings
+
+    def validate(self) -> None:
+        """Raises ConfigError for values out of their domain."""
+        if self.env not in ("development", "production"):
+            raise ConfigError(f"EXPORTD_ENV must be development or production, not {self.env!r}")
+        if self.storage != "local":
+            raise ConfigError(f"EXPORTD_STORAGE must be local, not {self.storage!r}")
+        for name in ("port", "link_ttl_s", "max_upload_bytes", "max_inputs", "retention_s",
+                     "job_time_limit_s", "worker_processes", "worker_threads", "worker_poll_ms",
+                     "api_processes", "api_threads"):  # fmt: skip
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
+        if self.job_time_limit_s >= self.worker_shutdown_timeout_s:
+            raise ConfigError("EXPORTD_WORKER_SHUTDOWN_TIMEOUT_S must be longer than EXPORTD_JOB_TIME_LIMIT_S")
+        for kid, secret in self.signing_keys:
+            if len(secret) < 32:
+                raise ConfigError(f"signing key {kid!r} is too short: use at least 32 bytes of secret")
+
+    def child_environ(self) -> dict[str, str]:
+        """These settings as EXPORTD_* variables, for processes started by `exportd run`."""
+        out: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "signing_keys":
+                out[PREFIX + "SIGNING_KEYS"] = ",".join(f"{kid}:{secret.decode()}" for kid, secret in value)
+            else:
+                out[PREFIX + f.name.upper()] = str(value)
+        return out
+
+
+def _parse(name: str, type_name: Any, raw: str) -> Any:
+    var = PREFIX + name.upper()
+    try:
+        if name == "signing_keys":
+            return parse_signing_keys(raw)
+        if type_name in ("int", int):
+            return int(raw.replace("_", ""))
+        if type_name in ("Path", Path):
+            return Path(raw)
+        return raw
+    except ValueError as exc:
+        raise ConfigError(f"{var}: {exc}") from None
+
+
+def parse_signing_keys(raw: str) -> tuple[tuple[str, bytes], ...]:
+    """"kid:secret,kid:secret" -> ((kid, secret bytes), ...). Raises ValueError."""
+    keys: list[tuple[str, bytes]] = []
+    for item in raw.split(","):
+        kid, sep, secret = item.strip().partition(":")
+        if not sep or not kid or not secret:
+            raise ValueError("expected kid:secret pairs separated by commas")
+        if not kid.isalnum():
+            raise ValueError(f"key id {kid!r} must be letters and digits only")
+        keys.append((kid, secret.encode()))
+    if len({kid for kid, _ in keys}) != len(keys):
+        raise ValueError("key ids must be unique")
+    return tuple(keys)
+
+
+def new_signing_key(kid: str) -> str:
+    """A fresh "kid:secret" pair for EXPORTD_SIGNING_KEYS."""
+    return f"{kid}:{secrets.token_urlsafe(32)}"
+
+
+def _dev_signing_key(data_dir: Path) -> tuple[str, bytes]:
+    """The development key under data_dir, made once; concurrent first starts agree on one key."""
+    path = data_dir / DEV_KEY_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = data_dir / f".{DEV_KEY_FILE}.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(new_signing_key("dev") + "\n")
+        try:
+            os.link(tmp, path)  # atomic: the first process to link wins, the others read its key
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    ((kid, secret),) = parse_signing_keys(path.read_text().strip())
+    return kid, secret

@@ -1,0 +1,36 @@
+"""Builds the real collaborators from Settings: shared by the WSGI app and the worker processes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.broker import build_broker, build_redis
+from actors.export import ExportTask, JobOutcome, declare_export_actor
+from service.app import limits_from
+from service.settings import Settings
+from storage.base import Storage
+from storage.jobs import Records
+from storage.local import LocalStorage
+
+
+def build_storage(settings: Settings) -> Storage:
+    return LocalStorage(settings.data_dir / "storage")
+
+
+def build_records(client: Any, settings: Settings) -> Records:
+    return Records(client, namespace=settings.redis_namespace, retention_s=settings.retention_s)
+
+
+def build_worker_broker(settings: Settings) -> Any:
+    """The broker of one worker process, with the export actor declared on it."""
+    client = build_redis(settings.redis_url)
+    records = build_records(client, settings)
+    broker = build_broker(
+        client,
+        namespace=settings.redis_namespace,
+        heartbeat_timeout_ms=settings.worker_heartbeat_timeout_ms,
+        extra_middleware=[JobOutcome(lambda: records)],
+    )
+    task = ExportTask(records=records, storage=build_storage(settings), limits=limits_from(settings))
+    declare_export_actor(broker, task, time_limit_s=settings.job_time_limit_s, max_retries=settings.job_max_retries)
+    return broker

@@ -1,0 +1,1 @@
+"""Where bytes and records live, and how download links are signed."""

@@ -1,0 +1,233 @@
+"""Job and upload records in Redis: one JSON document per record, kept for the retention period.
+
+State changes go through optimistic transactions (WATCH/MULTI), so two deliveries of the same
+message can race without corrupting a record, and a finished job never changes again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+import redis
+
+QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+TERMINAL = (SUCCEEDED, FAILED)
+
+
+class RecordNotFound(Exception):
+    """No record under that id (never created, or past its retention)."""
+
+
+class RecordsUnavailable(Exception):
+    """Redis cannot be reached: transient."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    id: str
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    created_at: float
+
+    @property
+    def key(self) -> str:
+        return f"uploads/{self.id}"
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    key: str
+    content_type: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class JobError:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    format: str
+    inputs: tuple[Upload, ...]
+    options: dict[str, Any]
+    created_at: float
+    status: str = QUEUED
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    error: JobError | None = None
+    outputs: tuple[Output, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)  # converter facts worth showing (e.g. what was stripped)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Job:
+        data = json.loads(raw)
+        data["inputs"] = tuple(Upload(**u) for u in data["inputs"])
+        data["outputs"] = tuple(Output(**o) for o in data["outputs"])
+        data["error"] = JobError(**data["error"]) if data["error"] else None
+        return cls(**data)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _wrap_redis_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return fn(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RecordsUnavailable(f"Redis is unreachable: {exc}") from exc
+
+    return wrapper
+
+
+class Records:
+    """Jobs and uploads under `{namespace}:job:{id}` and `{namespace}:upload:{id}`."""
+
+    def __init__(self, client: redis.Redis, *, namespace: str, retention_s: int) -> None:
+        self.redis = client
+        self.namespace = namespace
+        self.retention_s = retention_s
+
+    def _job_key(self, job_id: str) -> str:
+        return f"{self.namespace}:job:{job_id}"
+
+    def _upload_key(self, upload_id: str) -> str:
+        return f"{self.namespace}:upload:{upload_id}"
+
+    @_wrap_redis_errors
+    def ping(self) -> None:
+        self.redis.ping()
+
+    # -- uploads ---------------------------------------------------------------------------------
+
+    @_wrap_redis_errors
+    def add_upload(self, upload: Upload) -> None:
+        data = json.dumps(dataclasses.asdict(upload))
+        self.redis.set(self._upload_key(upload.id), data, ex=self.retention_s)
+
+    @_wrap_redis_errors
+    def get_uploads(self, upload_ids: list[str]) -> list[Upload]:
+        """Raises RecordNotFound naming the first unknown id."""
+        if not upload_ids:
+            return []
+        raws = self.redis.mget([self._upload_key(u) for u in upload_ids])
+        uploads = []
+        for upload_id, raw in zip(upload_ids, raws, strict=True):
+            if raw is None:
+                raise RecordNotFound(upload_id)
+            uploads.append(Upload(**json.loads(raw)))
+        return uploads
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    @_wrap_redis_errors
+    def create_job(self, job: Job) -> None:
+        if not self.redis.set(self._job_key(job.id), job.to_json(), ex=self.retention_s, nx=True):
+            raise ValueError(f"job {job.id} exists already")
+
+    @_wrap_redis_errors
+    def get_job(self, job_id: str) -> Job:
+        """Raises RecordNotFound."""
+        raw = self.redis.get(self._job_key(job_id))
+        if raw is None:
+            raise RecordNotFound(job_id)
+        return Job.from_json(raw)
+
+    @_wrap_redis_errors
+    def delete_job(self, job_id: str) -> None:
+        self.redis.delete(self._job_key(job_id))
+
+    @_wrap_redis_errors
+    def update_job(self, job_id: str, change: Callable[[Job], Job | None]) -> Job:
+        """Apply `change` atomically; it returns the new job, or None to leave the record as it is.
+
+        Returns the record as stored afterwards. Raises RecordNotFound.
+        """
+        key = self._job_key(job_id)
+        result: list[Job] = []
+
+        def transaction(pipe: Any) -> None:
+            result.clear()
+            raw = pipe.get(key)
+            if raw is None:
+                raise RecordNotFound(job_id)
+            current = Job.from_json(raw)
+            changed = change(current)
+            result.append(changed if changed is not None else current)
+            if changed is not None:
+                pipe.multi()
+                pipe.set(key, changed.to_json(), keepttl=True)
+
+        self.redis.transaction(transaction, key)
+        return result[0]
+
+    def start_job(self, job_id: str) -> Job:
+        """Mark a job running and count the attempt; a finished job is returned unchanged."""
+
+        def change(job: Job) -> Job | None:
+            if job.finished:
+                return None
+            return dataclasses.replace(
+                job, status=RUNNING, attempts=job.attempts + 1, started_at=job.started_at or time.time()
+            )
+
+        return self.update_job(job_id, change)
+
+    def requeue_job(self, job_id: str) -> Job:
+        """Back to queued while a retry waits; a finished job is returned unchanged."""
+        return self.update_job(
+            job_id, lambda job: None if job.finished else dataclasses.replace(job, status=QUEUED)
+        )
+
+    def finish_job(
+        self,
+        job_id: str,
+        *,
+        outputs: tuple[Output, ...] = (),
+        error: JobError | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Job:
+        """Succeed (no error) or fail the job, once: the first finish wins and later ones change nothing."""
+
+        def change(job: Job) -> Job | None:
+            if job.finished:
+                return None
+            return dataclasses.replace(
+                job,
+                status=FAILED if error else SUCCEEDED,
+                finished_at=time.time(),
+                started_at=job.started_at or time.time(),
+                error=error,
+                outputs=() if error else outputs,
+                extra=extra or {},
+            )
+
+        return self.update_job(job_id, change)

@@ -1,0 +1,102 @@
+"""Local-disk storage: one directory, atomic writes by rename, hard links where the disk allows."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from storage.base import ObjectNotFound, ObjectStat, ObjectTooLarge, StorageUnavailable, StoredObject, check_key
+
+CHUNK_BYTES = 1024 * 1024
+
+
+class LocalStorage:
+    """Objects are files under `root`; a write goes to `root/.tmp` and is renamed into place complete."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self._tmp = self.root / ".tmp"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def _commit(self, tmp_path: str, key: str) -> None:
+        final = self._path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp_path, final)
+
+    def put_stream(self, key: str, stream: BinaryIO, *, max_bytes: int | None = None) -> StoredObject:
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp_path = tempfile.mkstemp(dir=self._tmp)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := stream.read(CHUNK_BYTES):
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        raise ObjectTooLarge(max_bytes)
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            self._commit(tmp_path, key)
+        except OSError as exc:
+            raise StorageUnavailable(f"local storage write failed: {exc.strerror}") from exc
+        finally:
+            if os.path.exists(tmp_path):
+                os.unlink(tmp_path)
+        return StoredObject(key=key, size=size, sha256=digest.hexdigest())
+
+    def put_file(self, key: str, path: Path) -> StoredObject:
+        with path.open("rb") as fh:
+            return self.put_stream(key, fh)
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self._path(key).open("rb")
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFound(key) from None
+
+    def stat(self, key: str) -> ObjectStat:
+        try:
+            st = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFound(key) from None
+        return ObjectStat(size=st.st_size, etag=f'"{st.st_size:x}-{st.st_mtime_ns:x}"', modified=st.st_mtime)
+
+    def fetch(self, key: str, dest: Path) -> None:
+        src = self._path(key)
+        try:
+            os.link(src, dest)  # objects are never modified in place, so sharing the inode is safe
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise StorageUnavailable(f"local storage read failed: {exc.strerror}") from exc
+            try:
+                shutil.copyfile(src, dest)
+            except FileNotFoundError:
+                raise ObjectNotFound(key) from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            pass
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def check(self) -> None:
+        try:
+            fd, tmp_path = tempfile.mkstemp(dir=self._tmp)
+            os.close(fd)
+            os.unlink(tmp_path)
+        except OSError as exc:
+            raise StorageUnavailable(f"local storage at {self.root} is not writable: {exc.strerror}") from exc
