@@ -1,0 +1,49 @@
+"""Small helpers shared by tests: real sample files and multipart bodies."""
+
+from __future__ import annotations
+
+import io
+import uuid
+
+from PIL import Image
+
+RUSSIAN = "Съешь же ещё этих мягких французских булок, да выпей чаю."
+GREEK = "Ξεσκεπάζω την ψυχοφθόρα βδελυγμία."
+FRENCH = "Voilà l'été, déjà à Noël."
+
+
+def jpeg_bytes(width: int = 640, height: int = 480, *, quality: int = 90) -> bytes:
+    """A real JPEG with a gradient and a red block in the top-left corner."""
+    im = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+    im.paste((255, 0, 0), (0, 0, width // 4, height // 4))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def png_bytes(width: int = 300, height: int = 200, *, alpha: bool = True) -> bytes:
+    im = Image.new("RGBA" if alpha else "RGB", (width, height), (0, 128, 255, 128) if alpha else (0, 128, 255))
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def multipart(fields: list[tuple[str, str | tuple[str, bytes]]]) -> tuple[bytes, str]:
+    """(body, content type) for form fields: ("name", "value") or ("name", (filename, bytes))."""
+    boundary = uuid.uuid4().hex
+    out = io.BytesIO()
+    for name, value in fields:
+        out.write(f"--{boundary}\r\n".encode())
+        if isinstance(value, tuple):
+            filename, data = value
+            out.write(
+                f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n".encode()
+            )
+            out.write(data)
+        else:
+            out.write(f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode())
+            out.write(value.encode())
+        out.write(b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"

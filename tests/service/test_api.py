@@ -1,0 +1,365 @@
+"""The API through falcon's TestClient, on a real Redis, real local storage and real Dramatiq workers."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import falcon.testing
+import pypdfium2
+import pytest
+import redis
+from dramatiq import Worker
+from PIL import Image
+
+from actors.broker import EXPORT_QUEUE, build_broker
+from actors.export import ExportTask, JobOutcome, declare_export_actor, enqueue_export
+from service.app import create_app, limits_from
+from service.settings import Settings, parse_signing_keys
+from storage.jobs import Records
+from storage.local import LocalStorage
+from tests.conftest import TEST_KEYS
+from tests.helpers import RUSSIAN, jpeg_bytes, multipart, png_bytes
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Api:
+    client: falcon.testing.TestClient
+    broker: Any
+    clock: Clock
+    records: Records
+    storage: LocalStorage
+    redis: redis.Redis
+    namespace: str
+
+    def queue_length(self) -> int:
+        return int(self.redis.llen(f"{self.namespace}:dramatiq:{EXPORT_QUEUE}"))
+
+    def wait_for(self, job_id: str, timeout_s: float = 20) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            job = self.client.simulate_get(f"/v1/exports/{job_id}").json
+            if job["status"] in ("succeeded", "failed"):
+                return dict(job)
+            time.sleep(0.02)
+        raise AssertionError(f"job {job_id} did not finish: {job}")
+
+    def download(self, url: str, headers: dict[str, str] | None = None) -> falcon.testing.Result:
+        parts = urlsplit(url)
+        return self.client.simulate_get(parts.path, query_string=parts.query, headers=headers)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        signing_keys=parse_signing_keys(TEST_KEYS),
+        data_dir=tmp_path,
+        max_upload_bytes=300_000,
+        max_inputs=5,
+        public_url="http://exportd.test",
+    )
+
+
+@pytest.fixture
+def api(settings: Settings, records: Records, storage: LocalStorage, redis_client: redis.Redis,
+        namespace: str) -> Iterator[Api]:  # fmt: skip
+    broker = build_broker(redis_client, namespace=namespace, heartbeat_timeout_ms=30_000,
+                          extra_middleware=[JobOutcome(lambda: records)])  # fmt: skip
+    task = ExportTask(records=records, storage=storage, limits=limits_from(settings))
+    declare_export_actor(broker, task, time_limit_s=60, max_retries=1)
+    clock = Clock()
+    app = create_app(settings, records=records, storage=storage,
+                     enqueue=lambda job_id: enqueue_export(broker, job_id), clock=clock)  # fmt: skip
+    yield Api(falcon.testing.TestClient(app), broker, clock, records, storage, redis_client, namespace)
+    broker.close()
+
+
+@pytest.fixture
+def worker(api: Api) -> Iterator[Worker]:
+    w = Worker(api.broker, queues={EXPORT_QUEUE}, worker_threads=2, worker_timeout=50)
+    w.start()
+    yield w
+    w.stop()
+
+
+def _problem(result: falcon.testing.Result, status: int, code: str) -> dict[str, Any]:
+    assert result.status_code == status, result.text
+    assert result.headers["content-type"] == "application/problem+json"
+    body = dict(result.json)
+    assert body["code"] == code and body["status"] == status and body["detail"]
+    return body
+
+
+# -- uploads ---------------------------------------------------------------------------------------------
+
+
+def test_raw_upload_sniffs_the_type_from_the_bytes(api: Api) -> None:
+    data = png_bytes()
+    result = api.client.simulate_post(
+        "/v1/uploads", body=data, headers={"Content-Type": "text/plain"}, params={"filename": "../../etc/x.png"}
+    )
+    assert result.status_code == 201
+    body = result.json
+    assert body["content_type"] == "image/png"
+    assert body["filename"] == "x.png"
+    assert body["size"] == len(data) and body["sha256"] == hashlib.sha256(data).hexdigest()
+    assert result.headers["location"] == f"/v1/uploads/{body['id']}"
+    assert api.client.simulate_get(f"/v1/uploads/{body['id']}").json == body
+
+
+def test_multipart_upload(api: Api) -> None:
+    body, ctype = multipart([("file", ("фото.jpg", jpeg_bytes()))])
+    result = api.client.simulate_post("/v1/uploads", body=body, headers={"Content-Type": ctype})
+    assert result.status_code == 201
+    assert result.json["filename"] == "фото.jpg" and result.json["content_type"] == "image/jpeg"
+
+
+def test_oversize_upload_is_refused_with_413(api: Api) -> None:
+    result = api.client.simulate_post("/v1/uploads", body=b"\xff\xd8\xff" + b"x" * 400_000)
+    _problem(result, 413, "payload_too_large")
+    body, ctype = multipart([("file", ("big.jpg", b"\xff\xd8\xff" + b"x" * 310_000))])
+    result = api.client.simulate_post("/v1/uploads", body=body, headers={"Content-Type": ctype})
+    _problem(result, 413, "payload_too_large")
+    assert list(api.storage.root.rglob("uploads/*")) == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"8BPS\x00\x01" + b"\x00" * 200, b"%!PS-Adobe-3.0 EPSF-3.0\n" + bytes(range(256)), b"", bytes(range(256)) * 4],
+    ids=["psd", "eps", "empty", "binary"],
+)
+def test_unsupported_upload_is_refused_with_415(api: Api, data: bytes) -> None:
+    result = api.client.simulate_post("/v1/uploads", body=data, params={"filename": "photo.png"})
+    _problem(result, 415, "unsupported_input")
+
+
+# -- submitting exports --------------------------------------------------------------------------------------
+
+
+def _upload(api: Api, data: bytes, filename: str = "in.bin") -> str:
+    result = api.client.simulate_post("/v1/uploads", body=data, params={"filename": filename})
+    assert result.status_code == 201, result.text
+    return str(result.json["id"])
+
+
+@pytest.mark.parametrize(
+    ("request_body", "status", "code"),
+    [
+        ({"inputs": ["0" * 32], "format": "pdf"}, 422, "unknown_upload"),
+        ({"inputs": "UPLOAD", "format": "bmp"}, 400, "invalid_request"),
+        ({"inputs": ["UPLOAD"], "format": "docx"}, 422, "unsupported_conversion"),
+        ({"inputs": ["UPLOAD"]}, 400, "invalid_request"),
+        ({"inputs": [], "format": "pdf"}, 400, "invalid_request"),
+        ({"inputs": ["UPLOAD"], "format": "png", "options": {"width": "wide"}}, 422, "invalid_options"),
+        ({"inputs": ["UPLOAD"], "format": "png", "options": {"colour": 1}}, 422, "invalid_options"),
+        ({"inputs": ["UPLOAD"], "format": "jpeg", "options": {"quality": 101}}, 422, "invalid_options"),
+        ({"inputs": ["UPLOAD"], "format": "pdf", "extra": 1}, 400, "invalid_request"),
+    ],
+)
+def test_impossible_exports_are_refused_before_anything_is_queued(
+    api: Api, request_body: dict[str, Any], status: int, code: str
+) -> None:
+    upload_id = _upload(api, jpeg_bytes())
+    text = json.dumps(request_body).replace("UPLOAD", upload_id)
+    result = api.client.simulate_post("/v1/exports", body=text, headers={"Content-Type": "application/json"})
+    _problem(result, status, code)
+    assert api.queue_length() == 0
+
+
+def test_text_cannot_become_a_png(api: Api) -> None:
+    body, ctype = multipart([("file", ("notes.txt", RUSSIAN.encode())), ("format", "png")])
+    result = api.client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype})
+    problem = _problem(result, 422, "unsupported_conversion")
+    assert "pdf" in problem["detail"]  # says what text can become
+    assert api.queue_length() == 0
+
+
+def test_malformed_bodies_get_problem_json(api: Api) -> None:
+    result = api.client.simulate_post("/v1/exports", body="{nope", headers={"Content-Type": "application/json"})
+    _problem(result, 400, "invalid_request")
+    result = api.client.simulate_post("/v1/exports", body="x", headers={"Content-Type": "text/plain"})
+    _problem(result, 415, "unsupported_media_type")
+    body, ctype = multipart([("file", ("a.jpg", jpeg_bytes())), ("format", "pdf"), ("options", "{bad")])
+    result = api.client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype})
+    _problem(result, 400, "invalid_request")
+    _problem(api.client.simulate_get("/v1/nothing-here"), 404, "not_found")
+    _problem(api.client.simulate_delete("/v1/formats"), 405, "method_not_allowed")
+    _problem(api.client.simulate_get("/v1/exports/" + "0" * 32), 404, "not_found")
+
+
+def test_submit_queues_the_job_after_storing_it(api: Api) -> None:
+    body, ctype = multipart([("file", ("a.jpg", jpeg_bytes())), ("format", "pdf")])
+    result = api.client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype})
+    assert result.status_code == 202
+    job = result.json
+    assert result.headers["location"] == f"/v1/exports/{job['id']}"
+    assert job["status"] == "queued" and job["attempts"] == 0 and job["outputs"] == []
+    # Defaults are filled in, so the record says exactly what ran.
+    assert job["options"]["page_size"] == "A4" and job["options"]["margin_mm"] == 10
+    assert api.queue_length() == 1
+    assert api.records.get_job(job["id"]).status == "queued"
+
+
+# -- the whole path, in process -------------------------------------------------------------------------------
+
+
+def test_photo_to_pdf_download_and_link_security(api: Api, worker: Worker) -> None:
+    photo = jpeg_bytes(800, 600)
+    body, ctype = multipart([("file", ("holiday photo.jpg", photo)), ("format", "pdf"),
+                             ("options", json.dumps({"page_size": "A4", "margin_mm": 10}))])  # fmt: skip
+    job_id = api.client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype}).json["id"]
+    job = api.wait_for(job_id)
+    assert job["status"] == "succeeded", job
+    assert job["attempts"] == 1 and job["error"] is None
+    assert job["started_at"] <= job["finished_at"]
+    (out,) = job["outputs"]
+    assert out["content_type"] == "application/pdf" and out["name"].endswith(".pdf")
+    assert out["url"].startswith("http://exportd.test/v1/files/outputs/")
+
+    result = api.download(out["url"])
+    assert result.status_code == 200
+    assert result.headers["content-type"] == "application/pdf"
+    assert int(result.headers["content-length"]) == out["size"] == len(result.content)
+    assert hashlib.sha256(result.content).hexdigest() == out["sha256"]
+    assert result.headers["x-content-type-options"] == "nosniff"
+    assert result.headers["content-disposition"].startswith("attachment; filename=")
+    assert result.headers["etag"]
+    pdf = pypdfium2.PdfDocument(result.content)
+    assert len(pdf) == 1
+
+    # Range requests.
+    part = api.download(out["url"], headers={"Range": "bytes=0-99"})
+    assert part.status_code == 206 and part.content == result.content[:100]
+    assert part.headers["content-range"] == f"bytes 0-99/{out['size']}"
+    tail = api.download(out["url"], headers={"Range": "bytes=-10"})
+    assert tail.status_code == 206 and tail.content == result.content[-10:]
+    _problem(api.download(out["url"], headers={"Range": f"bytes={out['size'] + 5}-"}), 416, "range_not_satisfiable")
+    assert api.download(out["url"], headers={"If-None-Match": result.headers["etag"]}).status_code == 304
+
+    # Any byte of the signature changed: 403.
+    parts = urlsplit(out["url"])
+    sig = parse_qs(parts.query)["sig"][0]
+    bad = sig[:5] + ("A" if sig[5] != "A" else "B") + sig[6:]
+    _problem(api.download(out["url"].replace(sig, bad)), 403, "invalid_signature")
+    # Another object with the same signature: 403.
+    _problem(api.download(out["url"].replace(out["name"], "other.pdf")), 403, "invalid_signature")
+    # Past its expiry: 403.
+    api.clock.now += 3601
+    _problem(api.download(out["url"]), 403, "link_expired")
+    # A freshly read job has fresh links.
+    fresh = api.client.simulate_get(f"/v1/exports/{job_id}").json["outputs"][0]["url"]
+    assert api.download(fresh).status_code == 200
+    # Once the file is gone: 404.
+    api.storage.delete(f"outputs/{job_id}/{out['name']}")
+    _problem(api.download(fresh), 404, "not_found")
+
+
+def test_image_conversion_outputs_one_file_per_input(api: Api, worker: Worker) -> None:
+    body, ctype = multipart([("file", ("a.png", png_bytes(400, 300))), ("file", ("b.jpg", jpeg_bytes(1000, 500))),
+                             ("format", "webp"), ("options", '{"width": 200, "quality": 70}')])  # fmt: skip
+    job_id = api.client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype}).json["id"]
+    job = api.wait_for(job_id)
+    assert job["status"] == "succeeded", job
+    assert [o["name"] for o in job["outputs"]] == ["a.webp", "b.webp"]
+    sizes = []
+    for out in job["outputs"]:
+        im = Image.open(io.BytesIO(api.download(out["url"]).content))
+        assert im.format == "WEBP"
+        sizes.append(im.size)
+    assert sizes == [(200, 150), (200, 100)]
+
+
+def test_corrupt_input_fails_the_job_and_the_worker_serves_the_next(api: Api, worker: Worker) -> None:
+    truncated = jpeg_bytes(800, 600)[:2000]
+    bad = api.client.simulate_post("/v1/exports", body=json.dumps({"inputs": [_upload(api, truncated)],
+                                   "format": "png"}), headers={"Content-Type": "application/json"})  # fmt: skip
+    job = api.wait_for(bad.json["id"])
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "corrupt_input" and job["error"]["message"]
+    assert job["attempts"] == 1  # user errors are not retried
+    assert job["outputs"] == []
+    good = api.client.simulate_post("/v1/exports", body=json.dumps({"inputs": [_upload(api, jpeg_bytes())],
+                                    "format": "png"}), headers={"Content-Type": "application/json"})  # fmt: skip
+    assert api.wait_for(good.json["id"])["status"] == "succeeded"
+
+
+def test_text_to_pdf_keeps_cyrillic(api: Api, worker: Worker) -> None:
+    body, ctype = multipart([("file", ("заметки.txt", RUSSIAN.encode())), ("format", "pdf")])
+    job_id = api.client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype}).json["id"]
+    job = api.wait_for(job_id)
+    assert job["status"] == "succeeded", job
+    pdf = pypdfium2.PdfDocument(api.download(job["outputs"][0]["url"]).content)
+    assert RUSSIAN in pdf[0].get_textpage().get_text_range().replace("\r\n", " ").replace("\n", " ")
+
+
+# -- service endpoints --------------------------------------------------------------------------------------
+
+
+def test_formats_lists_each_conversion_with_its_options(api: Api) -> None:
+    body = api.client.simulate_get("/v1/formats").json
+    pairs = {(c["from"], c["to"]) for c in body["conversions"]}
+    assert {("image", "png"), ("image", "jpeg"), ("image", "webp"), ("image", "pdf"), ("text", "pdf")} <= pairs
+    jpeg = next(c for c in body["conversions"] if (c["from"], c["to"]) == ("image", "jpeg"))
+    assert {"width", "height", "fit", "quality"} <= set(jpeg["options"])
+    assert jpeg["options"]["quality"]["maximum"] == 100
+    assert jpeg["options"]["fit"]["enum"]
+    pdf = next(c for c in body["conversions"] if (c["from"], c["to"]) == ("image", "pdf"))
+    assert {"page_size", "margin_mm"} <= set(pdf["options"])
+
+
+def test_health_and_readiness(api: Api) -> None:
+    assert api.client.simulate_get("/healthz").json == {"status": "ok"}
+    ready = api.client.simulate_get("/readyz")
+    assert ready.status_code == 200 and ready.json["checks"] == {"redis": "ok", "storage": "ok"}
+
+
+def test_redis_down_gives_503_with_retry_after(settings: Settings, storage: LocalStorage) -> None:
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    records = Records(dead, namespace="x", retention_s=60)
+    client = falcon.testing.TestClient(create_app(settings, records=records, storage=storage, enqueue=lambda _: None))
+    ready = client.simulate_get("/readyz")
+    assert ready.status_code == 503 and ready.json["checks"]["redis"].startswith("unavailable")
+    assert client.simulate_get("/healthz").status_code == 200
+    result = client.simulate_get("/v1/exports/abc")
+    _problem(result, 503, "service_unavailable")
+    assert result.headers["retry-after"]
+
+
+def test_enqueue_failure_leaves_no_orphan_job(settings: Settings, records: Records, storage: LocalStorage) -> None:
+    def broken_enqueue(job_id: str) -> None:
+        raise redis.ConnectionError("broker down")
+
+    client = falcon.testing.TestClient(create_app(settings, records=records, storage=storage, enqueue=broken_enqueue))
+    body, ctype = multipart([("file", ("a.jpg", jpeg_bytes())), ("format", "png")])
+    _problem(client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype}), 503,
+             "service_unavailable")  # fmt: skip
+    assert not [k for k in records.redis.scan_iter(f"{records.namespace}:job:*")]
+
+
+def test_request_id_is_echoed(api: Api) -> None:
+    assert api.client.simulate_get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
+    generated = api.client.simulate_get("/healthz", headers={"X-Request-ID": "bad id\n"}).headers["x-request-id"]
+    assert generated != "bad id\n" and len(generated) == 32
+
+
+def test_settings_replace_keeps_app_factory_pure(settings: Settings, records: Records, storage: LocalStorage) -> None:
+    # create_app reads nothing from the environment: two apps with different limits coexist.
+    small = falcon.testing.TestClient(
+        create_app(replace(settings, max_upload_bytes=10), records=records, storage=storage, enqueue=lambda _: None)
+    )
+    _problem(small.simulate_post("/v1/uploads", body=png_bytes()), 413, "payload_too_large")

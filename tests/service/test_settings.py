@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.settings import ConfigError, Settings
+
+
+def test_production_refuses_to_start_without_a_signing_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="EXPORTD_SIGNING_KEYS is not set"):
+        Settings.from_env({"EXPORTD_DATA_DIR": str(tmp_path)})
+    assert not (tmp_path / "dev-signing-key").exists()
+
+
+def test_development_generates_one_key_and_keeps_it(tmp_path: Path) -> None:
+    env = {"EXPORTD_ENV": "development", "EXPORTD_DATA_DIR": str(tmp_path)}
+    first = Settings.from_env(env)
+    second = Settings.from_env(env)
+    assert first.signing_keys == second.signing_keys
+    kid, secret = first.signing_keys[0]
+    assert kid == "dev" and len(secret) >= 32
+    assert (tmp_path / "dev-signing-key").stat().st_mode & 0o077 == 0
+
+
+def test_values_are_parsed_and_secrets_kept_out_of_repr(tmp_path: Path) -> None:
+    s = Settings.from_env(
+        {"EXPORTD_PORT": "9000", "EXPORTD_SIGNING_KEYS": "new:" + "n" * 40 + ",old:" + "o" * 40,
+         "EXPORTD_DATA_DIR": str(tmp_path), "EXPORTD_MAX_UPLOAD_BYTES": "1_000"}  # fmt: skip
+    )
+    assert s.port == 9000 and s.max_upload_bytes == 1000
+    assert [kid for kid, _ in s.signing_keys] == ["new", "old"]
+    assert "n" * 40 not in repr(s)
+    assert s.base_url == "http://127.0.0.1:9000"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"EXPORTD_PORT": "eighty"}, "EXPORTD_PORT"),
+        ({"EXPORTD_SIGNING_KEYS": "nocolon"}, "kid:secret"),
+        ({"EXPORTD_SIGNING_KEYS": "k:short"}, "too short"),
+        ({"EXPORTD_ENV": "staging"}, "EXPORTD_ENV"),
+        ({"EXPORTD_JOB_TIME_LIMIT_S": "900"}, "SHUTDOWN_TIMEOUT"),
+    ],
+)
+def test_bad_values_fail_with_the_variable_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env({"EXPORTD_SIGNING_KEYS": "k:" + "s" * 40, **env})

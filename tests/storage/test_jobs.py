@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from storage.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobError, Output, RecordNotFound, Records, \
+    RecordsUnavailable, Upload, new_id  # fmt: skip
+
+
+def _job() -> Job:
+    upload = Upload(id=new_id(), filename="a.jpg", content_type="image/jpeg", size=10, sha256="0" * 64,
+                    created_at=time.time())  # fmt: skip
+    return Job(id=new_id(), format="pdf", inputs=(upload,), options={"page_size": "A4"}, created_at=time.time())
+
+
+def test_job_round_trips_through_redis_with_its_retention(records: Records, redis_client: redis.Redis) -> None:
+    job = _job()
+    records.create_job(job)
+    assert records.get_job(job.id) == job
+    ttl = redis_client.ttl(f"{records.namespace}:job:{job.id}")
+    assert 3500 < ttl <= 3600
+
+
+def test_lifecycle_queued_running_succeeded(records: Records) -> None:
+    job = _job()
+    records.create_job(job)
+    assert records.get_job(job.id).status == QUEUED
+    started = records.start_job(job.id)
+    assert (started.status, started.attempts) == (RUNNING, 1)
+    out = Output(name="a.pdf", key=f"outputs/{job.id}/a.pdf", content_type="application/pdf", size=5, sha256="1" * 64)
+    done = records.finish_job(job.id, outputs=(out,))
+    assert done.status == SUCCEEDED and done.outputs == (out,) and done.finished_at is not None
+
+
+def test_finished_job_never_changes_again(records: Records) -> None:
+    job = _job()
+    records.create_job(job)
+    records.start_job(job.id)
+    failed = records.finish_job(job.id, error=JobError("corrupt_input", "bad"))
+    # A duplicate delivery: starting and finishing again leave the record as it was.
+    assert records.start_job(job.id) == failed
+    assert records.finish_job(job.id, outputs=()) == failed
+    assert records.requeue_job(job.id) == failed
+    assert records.get_job(job.id).status == FAILED
+
+
+def test_concurrent_starts_count_every_attempt(records: Records) -> None:
+    job = _job()
+    records.create_job(job)
+    threads = [threading.Thread(target=records.start_job, args=(job.id,)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert records.get_job(job.id).attempts == 8
+
+
+def test_missing_records(records: Records) -> None:
+    with pytest.raises(RecordNotFound):
+        records.get_job("nope")
+    with pytest.raises(RecordNotFound):
+        records.start_job("nope")
+    with pytest.raises(RecordNotFound):
+        records.get_uploads(["nope"])
+
+
+def test_unreachable_redis_is_reported_as_transient() -> None:
+    client = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    with pytest.raises(RecordsUnavailable):
+        Records(client, namespace="x", retention_s=10).get_job("a")
