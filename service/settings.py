@@ -70,7 +70,7 @@ class Settings:
     max_pages: int = 500
 
     # -- jobs and workers ----------------------------------------------------------------------
-    # How long job records, uploads and outputs are kept after they are created.
+    # How long job and upload records stay in Redis; download links never outlive it.
     retention_s: int = 7 * 24 * 3600
     # Longest a single conversion may run before it fails as time_limit_exceeded.
     job_time_limit_s: int = 300
