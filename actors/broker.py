@@ -30,7 +30,7 @@ def build_broker(
         Retries(),
         *(extra_middleware or []),
     ]
-    broker = RedisBroker(
+    broker = RedisBroker(  # type: ignore[no-untyped-call]
         client=client,
         namespace=f"{namespace}:dramatiq",
         heartbeat_timeout=heartbeat_timeout_ms,

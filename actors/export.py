@@ -36,7 +36,9 @@ def output_key(job_id: str, name: str) -> str:
 class ExportTask:
     """What the actor runs for one job id."""
 
-    def __init__(self, *, records: Records, storage: Storage, limits: Limits, work_dir: Path | None = None) -> None:
+    def __init__(
+        self, *, records: Records, storage: Storage, limits: Limits, work_dir: Path | None = None
+    ) -> None:
         self.records = records
         self.storage = storage
         self.limits = limits
@@ -75,12 +77,16 @@ class ExportTask:
         finished = self.records.finish_job(job_id, outputs=outputs)
         log.info(
             "job succeeded",
-            extra={**ctx, "outputs": len(finished.outputs), "ms": round((time.perf_counter() - began) * 1000)},
+            extra={
+                **ctx,
+                "outputs": len(finished.outputs),
+                "ms": round((time.perf_counter() - began) * 1000),
+            },
         )
 
     def _convert(self, job: Job) -> tuple[Output, ...]:
         conversion = registry.find([u.content_type for u in job.inputs], job.format)
-        options = parse_options(conversion.options, job.options)
+        options: Any = parse_options(conversion.options, job.options)
         with tempfile.TemporaryDirectory(prefix=f"exportd-{job.id}-", dir=self.work_dir) as tmp:
             in_dir, out_dir = Path(tmp, "in"), Path(tmp, "out")
             in_dir.mkdir()
@@ -92,13 +98,21 @@ class ExportTask:
                     self.storage.fetch(upload.key, path)
                 except ObjectNotFound:
                     raise InputGone(upload.filename) from None
-                inputs.append(InputFile(path=path, filename=upload.filename, content_type=upload.content_type))
+                inputs.append(
+                    InputFile(path=path, filename=upload.filename, content_type=upload.content_type)
+                )
             produced = conversion.convert(inputs, out_dir, options, limits=self.limits)
             stored = []
             for out in produced:
                 obj = self.storage.put_file(output_key(job.id, out.name), out.path)
                 stored.append(
-                    Output(name=out.name, key=obj.key, content_type=out.content_type, size=obj.size, sha256=obj.sha256)
+                    Output(
+                        name=out.name,
+                        key=obj.key,
+                        content_type=out.content_type,
+                        size=obj.size,
+                        sha256=obj.sha256,
+                    )
                 )
             shutil.rmtree(in_dir, ignore_errors=True)
             return tuple(stored)
@@ -111,7 +125,7 @@ class InputGone(ConversionError):
         super().__init__(f"the input {filename!r} is no longer stored (past its retention); upload it again")
 
 
-class JobOutcome(Middleware):  # type: ignore[misc]
+class JobOutcome(Middleware):
     """Keeps the job record true when the actor raised: queued while a retry waits, failed when none is left."""
 
     def __init__(self, records_for: Callable[[], Records]) -> None:
@@ -139,7 +153,8 @@ class JobOutcome(Middleware):  # type: ignore[misc]
                 )
             else:
                 log.warning(
-                    "job raised; a retry is scheduled", extra={"job_id": job_id, "error": type(exception).__name__}
+                    "job raised; a retry is scheduled",
+                    extra={"job_id": job_id, "error": type(exception).__name__},
                 )
                 records.requeue_job(job_id)
         except Exception:  # Redis itself may be what failed; the retry or the requeue will set this right
@@ -166,5 +181,7 @@ def declare_export_actor(broker: Any, task: ExportTask, *, time_limit_s: int, ma
 def enqueue_export(broker: Any, job_id: str) -> None:
     """Queue the job's message. The job record must exist before this is called."""
     broker.enqueue(
-        dramatiq.Message(queue_name=EXPORT_QUEUE, actor_name=EXPORT_ACTOR, args=(job_id,), kwargs={}, options={})
+        dramatiq.Message(
+            queue_name=EXPORT_QUEUE, actor_name=EXPORT_ACTOR, args=(job_id,), kwargs={}, options={}
+        )
     )

@@ -43,7 +43,9 @@ def _child(boot: Callable[[], Any], config: PoolConfig, index: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     broker = boot()
     broker.emit_after("process_boot")
-    worker = Worker(broker, queues={EXPORT_QUEUE}, worker_threads=config.threads, worker_timeout=config.poll_ms)
+    worker = Worker(
+        broker, queues={EXPORT_QUEUE}, worker_threads=config.threads, worker_timeout=config.poll_ms
+    )
     # Prefetch no more than the threads can start: a busy process must not hold messages an idle one could run.
     worker.queue_prefetch = config.threads
     worker.start()
@@ -66,14 +68,18 @@ class Pool:
         self._crashes: list[float] = []
 
     def _spawn(self, index: int) -> None:
-        proc = self._ctx.Process(target=_child, args=(self.boot, self.config, index), name=f"exportd-worker-{index}")
+        proc = self._ctx.Process(
+            target=_child, args=(self.boot, self.config, index), name=f"exportd-worker-{index}"
+        )
         proc.start()
         self._procs[index] = proc
 
     def _restart_delay(self) -> float:
         now = time.monotonic()
         self._crashes = [t for t in self._crashes if now - t < 60] + [now]
-        return min(MAX_RESTART_DELAY_S, 0.5 * 2 ** (len(self._crashes) - 1)) if len(self._crashes) > 3 else 0.0
+        return (
+            min(MAX_RESTART_DELAY_S, 0.5 * 2 ** (len(self._crashes) - 1)) if len(self._crashes) > 3 else 0.0
+        )
 
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; returns the exit status."""
@@ -100,7 +106,10 @@ class Pool:
         return self._shutdown()
 
     def _shutdown(self) -> int:
-        log.info("worker pool stopping; running jobs may finish", extra={"timeout_s": self.config.shutdown_timeout_s})
+        log.info(
+            "worker pool stopping; running jobs may finish",
+            extra={"timeout_s": self.config.shutdown_timeout_s},
+        )
         for proc in self._procs.values():
             if proc.is_alive() and proc.pid:
                 os.kill(proc.pid, signal.SIGTERM)

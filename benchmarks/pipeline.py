@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import psutil
-import redis
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +85,9 @@ class Run:
     def idle_latency_ms(self, samples: int) -> list[float]:
         out = []
         for _ in range(samples):
-            time.sleep(random.uniform(0.3, 1.2))  # long enough for every consumer to reach its longest back-off
+            time.sleep(
+                random.uniform(0.3, 1.2)
+            )  # long enough for every consumer to reach its longest back-off
             job_id, submitted = self.submit()
             job = self.wait(job_id)
             assert job.status == "succeeded" and job.started_at is not None, job
@@ -123,18 +124,24 @@ class Run:
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--redis-url", help="use this Redis instead of starting a private one")
     parser.add_argument("--samples", type=int, default=60, help="idle-latency samples per configuration")
     parser.add_argument("--jobs", type=int, default=400, help="jobs in the throughput burst")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--baseline-poll-ms", type=int, default=1000, help="Dramatiq's default worker_timeout")
-    parser.add_argument("--tuned-poll-ms", type=int, default=50, help="exportd's default EXPORTD_WORKER_POLL_MS")
+    parser.add_argument(
+        "--baseline-poll-ms", type=int, default=1000, help="Dramatiq's default worker_timeout"
+    )
+    parser.add_argument(
+        "--tuned-poll-ms", type=int, default=50, help="exportd's default EXPORTD_WORKER_POLL_MS"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="exportd-bench-") as tmp:
@@ -168,7 +175,9 @@ def main() -> None:
     print(f"\nidle latency vs baseline: median {base[1] / tuned[1]:.1f}× lower, p99 {base[2] / tuned[2]:.1f}× lower;"
           f" throughput ratio {tuned[5] / base[5]:.2f}")  # fmt: skip
     ok = tuned[1] <= 30 and tuned[2] <= 100
-    print(f"goal (idle median ≤ 30 ms, p99 ≤ 100 ms): {'met' if ok else 'NOT met'}; idle CPU {tuned[4]:.1f}% of a core")
+    print(
+        f"goal (idle median ≤ 30 ms, p99 ≤ 100 ms): {'met' if ok else 'NOT met'}; idle CPU {tuned[4]:.1f}% of a core"
+    )
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ class Limits:
     max_pages: int = 500
 
 
-OptionsT = TypeVar("OptionsT")
+OptionsT = TypeVar("OptionsT", contravariant=True)
 
 
 class Converter(Protocol[OptionsT]):

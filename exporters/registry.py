@@ -37,7 +37,7 @@ class Conversion:
     kind: str  # input kind, a value of KIND_OF_CONTENT_TYPE
     format: str  # output format, a key of FORMATS
     convert: Converter[Any]
-    options: type
+    options: type[Any]
     outputs: str  # "one_per_input" or "one"
     description: str
 

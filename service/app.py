@@ -7,7 +7,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import falcon
 import falcon.media
@@ -71,16 +71,18 @@ def create_app(
     storage: Storage,
     enqueue: Callable[[str], None],
     clock: Callable[[], float] = time.time,
-) -> falcon.App:
+) -> falcon.App[falcon.Request, falcon.Response]:
     """The WSGI app. `enqueue(job_id)` queues a job's message."""
     app = falcon.App(middleware=[RequestContext()])
     app.req_options.strip_url_path_trailing_slash = True
-    multipart = app.req_options.media_handlers[falcon.MEDIA_MULTIPART]
+    multipart = cast(falcon.media.MultipartFormHandler, app.req_options.media_handlers[falcon.MEDIA_MULTIPART])
     multipart.parse_options.max_body_part_count = settings.max_inputs + 4
     errors.install(app)
 
     signer = Signer(settings.signing_keys)
-    receiver = UploadReceiver(storage=storage, records=records, max_bytes=settings.max_upload_bytes, clock=clock)
+    receiver = UploadReceiver(
+        storage=storage, records=records, max_bytes=settings.max_upload_bytes, clock=clock
+    )
     view = JobView(
         signer=signer,
         base_url=settings.base_url,

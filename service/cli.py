@@ -147,7 +147,9 @@ def start_local_redis(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
         except redis.RedisError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise SystemExit(f"exportd: the local Redis did not start; see {redis_dir / 'redis.log'}") from None
+                raise SystemExit(
+                    f"exportd: the local Redis did not start; see {redis_dir / 'redis.log'}"
+                ) from None
             time.sleep(0.05)
     client.close()
     return proc, url
@@ -187,7 +189,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not settings.redis_url:
         redis_proc, env["EXPORTD_REDIS_URL"] = start_local_redis(settings.data_dir)
     # The worker shutdown timeout must outlast the job time limit; in development don't wait minutes.
-    env["EXPORTD_WORKER_SHUTDOWN_TIMEOUT_S"] = str(min(settings.worker_shutdown_timeout_s, RUN_STOP_TIMEOUT_S))
+    env["EXPORTD_WORKER_SHUTDOWN_TIMEOUT_S"] = str(
+        min(settings.worker_shutdown_timeout_s, RUN_STOP_TIMEOUT_S)
+    )
     env["EXPORTD_JOB_TIME_LIMIT_S"] = str(min(settings.job_time_limit_s, RUN_STOP_TIMEOUT_S - 5))
 
     def child(name: str, command: str) -> tuple[str, subprocess.Popen[bytes]]:

@@ -74,7 +74,9 @@ _FALCON_CODES = {
 }
 
 
-def problem(status: int, code: str, title: str, detail: str, req: falcon.Request | None = None) -> dict[str, Any]:
+def problem(
+    status: int, code: str, title: str, detail: str, req: falcon.Request | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": f"urn:exportd:problem:{code}",
         "title": title,
@@ -98,7 +100,9 @@ def _write(resp: falcon.Response, status: int, body: dict[str, Any]) -> None:
         resp.set_header("Retry-After", str(RETRY_AFTER_S))
 
 
-def handle_domain_error(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]) -> None:
+def handle_domain_error(
+    req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]
+) -> None:
     for exc_type, status, code, title in _TABLE:
         if isinstance(exc, exc_type):
             code = code or getattr(exc, "code", "invalid_request")
@@ -125,6 +129,6 @@ def serialize_http_error(req: falcon.Request, resp: falcon.Response, exc: falcon
     resp.text = json.dumps(body, ensure_ascii=False)
 
 
-def install(app: falcon.App) -> None:
+def install(app: falcon.App[falcon.Request, falcon.Response]) -> None:
     app.add_error_handler(Exception, handle_domain_error)
     app.set_error_serializer(serialize_http_error)

@@ -129,7 +129,9 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
         if self.job_time_limit_s >= self.worker_shutdown_timeout_s:
-            raise ConfigError("EXPORTD_WORKER_SHUTDOWN_TIMEOUT_S must be longer than EXPORTD_JOB_TIME_LIMIT_S")
+            raise ConfigError(
+                "EXPORTD_WORKER_SHUTDOWN_TIMEOUT_S must be longer than EXPORTD_JOB_TIME_LIMIT_S"
+            )
         for kid, secret in self.signing_keys:
             if len(secret) < 32:
                 raise ConfigError(f"signing key {kid!r} is too short: use at least 32 bytes of secret")
@@ -161,7 +163,7 @@ def _parse(name: str, type_name: Any, raw: str) -> Any:
 
 
 def parse_signing_keys(raw: str) -> tuple[tuple[str, bytes], ...]:
-    """"kid:secret,kid:secret" -> ((kid, secret bytes), ...). Raises ValueError."""
+    """ "kid:secret,kid:secret" -> ((kid, secret bytes), ...). Raises ValueError."""
     keys: list[tuple[str, bytes]] = []
     for item in raw.split(","):
         kid, sep, secret = item.strip().partition(":")

@@ -32,5 +32,7 @@ def build_worker_broker(settings: Settings) -> Any:
         extra_middleware=[JobOutcome(lambda: records)],
     )
     task = ExportTask(records=records, storage=build_storage(settings), limits=limits_from(settings))
-    declare_export_actor(broker, task, time_limit_s=settings.job_time_limit_s, max_retries=settings.job_max_retries)
+    declare_export_actor(
+        broker, task, time_limit_s=settings.job_time_limit_s, max_retries=settings.job_max_retries
+    )
     return broker

@@ -52,8 +52,12 @@ def check_key(key: str) -> str:
     return key
 
 
+class Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
 class Storage(Protocol):
-    def put_stream(self, key: str, stream: BinaryIO, *, max_bytes: int | None = None) -> StoredObject:
+    def put_stream(self, key: str, stream: Readable, *, max_bytes: int | None = None) -> StoredObject:
         """Store everything `stream.read()` yields, atomically. Raises ObjectTooLarge, StorageUnavailable."""
         ...
 

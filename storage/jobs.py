@@ -71,7 +71,9 @@ class Job:
     attempts: int = 0
     error: JobError | None = None
     outputs: tuple[Output, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)  # converter facts worth showing (e.g. what was stripped)
+    extra: dict[str, Any] = field(
+        default_factory=dict
+    )  # converter facts worth showing (e.g. what was stripped)
 
     @property
     def finished(self) -> bool:

@@ -10,7 +10,15 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from storage.base import ObjectNotFound, ObjectStat, ObjectTooLarge, StorageUnavailable, StoredObject, check_key
+from storage.base import (
+    ObjectNotFound,
+    ObjectStat,
+    ObjectTooLarge,
+    Readable,
+    StorageUnavailable,
+    StoredObject,
+    check_key,
+)
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -31,7 +39,7 @@ class LocalStorage:
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp_path, final)
 
-    def put_stream(self, key: str, stream: BinaryIO, *, max_bytes: int | None = None) -> StoredObject:
+    def put_stream(self, key: str, stream: Readable, *, max_bytes: int | None = None) -> StoredObject:
         digest = hashlib.sha256()
         size = 0
         fd, tmp_path = tempfile.mkstemp(dir=self._tmp)
@@ -85,10 +93,7 @@ class LocalStorage:
                 raise ObjectNotFound(key) from None
 
     def delete(self, key: str) -> None:
-        try:
-            self._path(key).unlink()
-        except FileNotFoundError:
-            pass
+        self._path(key).unlink(missing_ok=True)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

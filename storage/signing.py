@@ -49,7 +49,9 @@ class Signer:
         """A full download link for an object under /v1/files/."""
         return f"{base_url}/v1/files/{quote(object_key)}?{self.query(object_key, expires=expires)}"
 
-    def verify(self, object_key: str, *, exp: str | None, kid: str | None, sig: str | None, now: float) -> None:
+    def verify(
+        self, object_key: str, *, exp: str | None, kid: str | None, sig: str | None, now: float
+    ) -> None:
         """Raises BadSignature or LinkExpired."""
         if not exp or not kid or not sig or not exp.isdigit():
             raise BadSignature("the link is missing its signature")

@@ -22,7 +22,9 @@ def jpeg_bytes(width: int = 640, height: int = 480, *, quality: int = 90) -> byt
 
 
 def png_bytes(width: int = 300, height: int = 200, *, alpha: bool = True) -> bytes:
-    im = Image.new("RGBA" if alpha else "RGB", (width, height), (0, 128, 255, 128) if alpha else (0, 128, 255))
+    im = Image.new(
+        "RGBA" if alpha else "RGB", (width, height), (0, 128, 255, 128) if alpha else (0, 128, 255)
+    )
     buf = io.BytesIO()
     im.save(buf, "PNG")
     return buf.getvalue()

@@ -140,13 +140,13 @@ def test_photo_to_pdf_end_to_end(service: Service) -> None:
     assert status == 200
     assert hashlib.sha256(body).hexdigest() == out["sha256"]
     assert headers["content-type"] == "application/pdf"
-    assert headers["content-disposition"] == 'attachment; filename="photo.pdf"; filename*=UTF-8\'\'photo.pdf'
+    assert headers["content-disposition"] == "attachment; filename=\"photo.pdf\"; filename*=UTF-8''photo.pdf"
     page = pypdfium2.PdfDocument(body)[0]
     assert (round(page.get_width()), round(page.get_height())) == (612, 792)
 
 
 def test_text_to_pdf_end_to_end_keeps_cyrillic(service: Service) -> None:
-    done = service.wait(service.export([("заметки.txt", (RUSSIAN + "\n") .encode() * 3)], "pdf")["id"])
+    done = service.wait(service.export([("заметки.txt", (RUSSIAN + "\n").encode() * 3)], "pdf")["id"])
     assert done["status"] == "succeeded", done
     url = urlsplit(done["outputs"][0]["url"])
     _, _, body = service.request("GET", f"{url.path}?{url.query}")

@@ -14,7 +14,7 @@ from exporters import registry
 from exporters.base import options_as_dict, parse_options
 from service.errors import BadRequest, UnknownUpload
 from service.resources.uploads import UploadReceiver, check_declared_length, upload_view
-from storage.jobs import Job, Records, RecordNotFound, Upload, new_id
+from storage.jobs import Job, RecordNotFound, Records, Upload, new_id
 from storage.signing import Signer
 
 log = logging.getLogger("exportd.api")
@@ -91,7 +91,7 @@ class Exports:
         if not isinstance(target, str) or not target:
             raise BadRequest("'format' is required: the output format, e.g. pdf, png, jpeg, webp")
         conversion = registry.find([u.content_type for u in uploads], target)
-        options = parse_options(conversion.options, raw_options)
+        options: Any = parse_options(conversion.options, raw_options)
         job = Job(
             id=new_id(),
             format=target,
@@ -115,7 +115,9 @@ class Exports:
         if count == 0:
             raise BadRequest("an export needs at least one input file")
         if count > self.max_inputs:
-            raise BadRequest(f"an export takes at most {self.max_inputs} inputs, not {count}", code="too_many_inputs")
+            raise BadRequest(
+                f"an export takes at most {self.max_inputs} inputs, not {count}", code="too_many_inputs"
+            )
 
     def _from_multipart(self, req: falcon.Request) -> tuple[list[Upload], Any, Any]:
         check_declared_length(req, (self.receiver.max_bytes + 64 * 1024) * self.max_inputs)
@@ -132,7 +134,9 @@ class Exports:
                 try:
                     raw_options = json.loads(part.text or "{}")
                 except json.JSONDecodeError as exc:
-                    raise BadRequest(f"'options' is not valid JSON: {exc.msg} at position {exc.pos}") from None
+                    raise BadRequest(
+                        f"'options' is not valid JSON: {exc.msg} at position {exc.pos}"
+                    ) from None
             else:
                 raise BadRequest(f"unexpected form field {part.name!r}; expected file, format and options")
         self._check_count(len(uploads))
@@ -144,7 +148,9 @@ class Exports:
             raise BadRequest("the JSON body must be an object")
         unknown = set(body) - {"inputs", "format", "options"}
         if unknown:
-            raise BadRequest(f"unknown field(s) {', '.join(sorted(unknown))}; expected inputs, format, options")
+            raise BadRequest(
+                f"unknown field(s) {', '.join(sorted(unknown))}; expected inputs, format, options"
+            )
         ids = body.get("inputs")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise BadRequest("'inputs' must be a list of upload ids")

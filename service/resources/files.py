@@ -60,10 +60,10 @@ class _Slice:
         self._fh = fh
         self._left = length
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1, /) -> bytes:
         if self._left <= 0:
             return b""
-        want = self._left if size < 0 else min(size, self._left)
+        want = self._left if size is None or size < 0 else min(size, self._left)
         chunk = self._fh.read(want)
         self._left -= len(chunk)
         return chunk

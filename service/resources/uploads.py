@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 import unicodedata
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -48,7 +47,9 @@ class _HeadRecorder:
 class UploadReceiver:
     """Streams one file into storage and records it; refuses what no conversion accepts."""
 
-    def __init__(self, *, storage: Storage, records: Records, max_bytes: int, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, *, storage: Storage, records: Records, max_bytes: int, clock: Callable[[], float]
+    ) -> None:
         self.storage = storage
         self.records = records
         self.max_bytes = max_bytes

@@ -111,7 +111,10 @@ def _problem(result: falcon.testing.Result, status: int, code: str) -> dict[str,
 def test_raw_upload_sniffs_the_type_from_the_bytes(api: Api) -> None:
     data = png_bytes()
     result = api.client.simulate_post(
-        "/v1/uploads", body=data, headers={"Content-Type": "text/plain"}, params={"filename": "../../etc/x.png"}
+        "/v1/uploads",
+        body=data,
+        headers={"Content-Type": "text/plain"},
+        params={"filename": "../../etc/x.png"},
     )
     assert result.status_code == 201
     body = result.json
@@ -140,7 +143,12 @@ def test_oversize_upload_is_refused_with_413(api: Api) -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"8BPS\x00\x01" + b"\x00" * 200, b"%!PS-Adobe-3.0 EPSF-3.0\n" + bytes(range(256)), b"", bytes(range(256)) * 4],
+    [
+        b"8BPS\x00\x01" + b"\x00" * 200,
+        b"%!PS-Adobe-3.0 EPSF-3.0\n" + bytes(range(256)),
+        b"",
+        bytes(range(256)) * 4,
+    ],
     ids=["psd", "eps", "empty", "binary"],
 )
 def test_unsupported_upload_is_refused_with_415(api: Api, data: bytes) -> None:
@@ -190,7 +198,9 @@ def test_text_cannot_become_a_png(api: Api) -> None:
 
 
 def test_malformed_bodies_get_problem_json(api: Api) -> None:
-    result = api.client.simulate_post("/v1/exports", body="{nope", headers={"Content-Type": "application/json"})
+    result = api.client.simulate_post(
+        "/v1/exports", body="{nope", headers={"Content-Type": "application/json"}
+    )
     _problem(result, 400, "invalid_request")
     result = api.client.simulate_post("/v1/exports", body="x", headers={"Content-Type": "text/plain"})
     _problem(result, 415, "unsupported_media_type")
@@ -248,7 +258,9 @@ def test_photo_to_pdf_download_and_link_security(api: Api, worker: Worker) -> No
     assert part.headers["content-range"] == f"bytes 0-99/{out['size']}"
     tail = api.download(out["url"], headers={"Range": "bytes=-10"})
     assert tail.status_code == 206 and tail.content == result.content[-10:]
-    _problem(api.download(out["url"], headers={"Range": f"bytes={out['size'] + 5}-"}), 416, "range_not_satisfiable")
+    _problem(
+        api.download(out["url"], headers={"Range": f"bytes={out['size'] + 5}-"}), 416, "range_not_satisfiable"
+    )
     assert api.download(out["url"], headers={"If-None-Match": result.headers["etag"]}).status_code == 304
 
     # Any byte of the signature changed: 403.
@@ -313,7 +325,13 @@ def test_text_to_pdf_keeps_cyrillic(api: Api, worker: Worker) -> None:
 def test_formats_lists_each_conversion_with_its_options(api: Api) -> None:
     body = api.client.simulate_get("/v1/formats").json
     pairs = {(c["from"], c["to"]) for c in body["conversions"]}
-    assert {("image", "png"), ("image", "jpeg"), ("image", "webp"), ("image", "pdf"), ("text", "pdf")} <= pairs
+    assert {
+        ("image", "png"),
+        ("image", "jpeg"),
+        ("image", "webp"),
+        ("image", "pdf"),
+        ("text", "pdf"),
+    } <= pairs
     jpeg = next(c for c in body["conversions"] if (c["from"], c["to"]) == ("image", "jpeg"))
     assert {"width", "height", "fit", "quality"} <= set(jpeg["options"])
     assert jpeg["options"]["quality"]["maximum"] == 100
@@ -331,7 +349,9 @@ def test_health_and_readiness(api: Api) -> None:
 def test_redis_down_gives_503_with_retry_after(settings: Settings, storage: LocalStorage) -> None:
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     records = Records(dead, namespace="x", retention_s=60)
-    client = falcon.testing.TestClient(create_app(settings, records=records, storage=storage, enqueue=lambda _: None))
+    client = falcon.testing.TestClient(
+        create_app(settings, records=records, storage=storage, enqueue=lambda _: None)
+    )
     ready = client.simulate_get("/readyz")
     assert ready.status_code == 503 and ready.json["checks"]["redis"].startswith("unavailable")
     assert client.simulate_get("/healthz").status_code == 200
@@ -340,11 +360,15 @@ def test_redis_down_gives_503_with_retry_after(settings: Settings, storage: Loca
     assert result.headers["retry-after"]
 
 
-def test_enqueue_failure_leaves_no_orphan_job(settings: Settings, records: Records, storage: LocalStorage) -> None:
+def test_enqueue_failure_leaves_no_orphan_job(
+    settings: Settings, records: Records, storage: LocalStorage
+) -> None:
     def broken_enqueue(job_id: str) -> None:
         raise redis.ConnectionError("broker down")
 
-    client = falcon.testing.TestClient(create_app(settings, records=records, storage=storage, enqueue=broken_enqueue))
+    client = falcon.testing.TestClient(
+        create_app(settings, records=records, storage=storage, enqueue=broken_enqueue)
+    )
     body, ctype = multipart([("file", ("a.jpg", jpeg_bytes())), ("format", "png")])
     _problem(client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype}), 503,
              "service_unavailable")  # fmt: skip
@@ -352,14 +376,23 @@ def test_enqueue_failure_leaves_no_orphan_job(settings: Settings, records: Recor
 
 
 def test_request_id_is_echoed(api: Api) -> None:
-    assert api.client.simulate_get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
-    generated = api.client.simulate_get("/healthz", headers={"X-Request-ID": "bad id\n"}).headers["x-request-id"]
+    assert (
+        api.client.simulate_get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"]
+        == "abc-123"
+    )
+    generated = api.client.simulate_get("/healthz", headers={"X-Request-ID": "bad id\n"}).headers[
+        "x-request-id"
+    ]
     assert generated != "bad id\n" and len(generated) == 32
 
 
-def test_settings_replace_keeps_app_factory_pure(settings: Settings, records: Records, storage: LocalStorage) -> None:
+def test_settings_replace_keeps_app_factory_pure(
+    settings: Settings, records: Records, storage: LocalStorage
+) -> None:
     # create_app reads nothing from the environment: two apps with different limits coexist.
     small = falcon.testing.TestClient(
-        create_app(replace(settings, max_upload_bytes=10), records=records, storage=storage, enqueue=lambda _: None)
+        create_app(
+            replace(settings, max_upload_bytes=10), records=records, storage=storage, enqueue=lambda _: None
+        )
     )
     _problem(small.simulate_post("/v1/uploads", body=png_bytes()), 413, "payload_too_large")

@@ -25,8 +25,12 @@ def test_development_generates_one_key_and_keeps_it(tmp_path: Path) -> None:
 
 def test_values_are_parsed_and_secrets_kept_out_of_repr(tmp_path: Path) -> None:
     s = Settings.from_env(
-        {"EXPORTD_PORT": "9000", "EXPORTD_SIGNING_KEYS": "new:" + "n" * 40 + ",old:" + "o" * 40,
-         "EXPORTD_DATA_DIR": str(tmp_path), "EXPORTD_MAX_UPLOAD_BYTES": "1_000"}  # fmt: skip
+        {
+            "EXPORTD_PORT": "9000",
+            "EXPORTD_SIGNING_KEYS": "new:" + "n" * 40 + ",old:" + "o" * 40,
+            "EXPORTD_DATA_DIR": str(tmp_path),
+            "EXPORTD_MAX_UPLOAD_BYTES": "1_000",
+        }
     )
     assert s.port == 9000 and s.max_upload_bytes == 1000
     assert [kid for kid, _ in s.signing_keys] == ["new", "old"]

@@ -6,17 +6,33 @@ import time
 import pytest
 import redis
 
-from storage.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobError, Output, RecordNotFound, Records, \
-    RecordsUnavailable, Upload, new_id  # fmt: skip
+from storage.jobs import (
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    Job,
+    JobError,
+    Output,
+    RecordNotFound,
+    Records,
+    RecordsUnavailable,  # fmt: skip
+    Upload,
+    new_id,
+)
 
 
 def _job() -> Job:
     upload = Upload(id=new_id(), filename="a.jpg", content_type="image/jpeg", size=10, sha256="0" * 64,
                     created_at=time.time())  # fmt: skip
-    return Job(id=new_id(), format="pdf", inputs=(upload,), options={"page_size": "A4"}, created_at=time.time())
+    return Job(
+        id=new_id(), format="pdf", inputs=(upload,), options={"page_size": "A4"}, created_at=time.time()
+    )
 
 
-def test_job_round_trips_through_redis_with_its_retention(records: Records, redis_client: redis.Redis) -> None:
+def test_job_round_trips_through_redis_with_its_retention(
+    records: Records, redis_client: redis.Redis
+) -> None:
     job = _job()
     records.create_job(job)
     assert records.get_job(job.id) == job
@@ -30,7 +46,9 @@ def test_lifecycle_queued_running_succeeded(records: Records) -> None:
     assert records.get_job(job.id).status == QUEUED
     started = records.start_job(job.id)
     assert (started.status, started.attempts) == (RUNNING, 1)
-    out = Output(name="a.pdf", key=f"outputs/{job.id}/a.pdf", content_type="application/pdf", size=5, sha256="1" * 64)
+    out = Output(
+        name="a.pdf", key=f"outputs/{job.id}/a.pdf", content_type="application/pdf", size=5, sha256="1" * 64
+    )
     done = records.finish_job(job.id, outputs=(out,))
     assert done.status == SUCCEEDED and done.outputs == (out,) and done.finished_at is not None
 
