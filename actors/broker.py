@@ -24,11 +24,13 @@ def build_broker(
     extra_middleware: list[Middleware] | None = None,
 ) -> Any:
     """A RedisBroker with the middleware exportd relies on, and its queue declared."""
+    # "after" hooks run in reverse order: middleware listed before Retries sees its verdict
+    # (message.failed) on the way out.
     middleware: list[Middleware] = [
+        *(extra_middleware or []),
         TimeLimit(),
         ShutdownNotifications(),
         Retries(),
-        *(extra_middleware or []),
     ]
     broker = RedisBroker(  # type: ignore[no-untyped-call]
         client=client,

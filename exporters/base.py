@@ -119,6 +119,7 @@ def _base_type(annotation: Any) -> tuple[type, bool]:
 
 
 _TYPE_NAMES = {int: "integer", float: "number", str: "string", bool: "boolean"}
+_ARTICLE = {"integer": "an"}
 
 
 def parse_options(options_type: type[_T], raw: Mapping[str, Any] | None) -> _T:
@@ -149,7 +150,8 @@ def parse_options(options_type: type[_T], raw: Mapping[str, Any] | None) -> _T:
         if base is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, base) or (base is int and isinstance(value, bool)):
-            problems.append(f"{name} must be a {_TYPE_NAMES.get(base, base.__name__)}")
+            type_name = _TYPE_NAMES.get(base, base.__name__)
+            problems.append(f"{name} must be {_ARTICLE.get(type_name, 'a')} {type_name}")
             continue
         if meta.get("choices") and value not in meta["choices"]:
             problems.append(f"{name} must be one of {', '.join(meta['choices'])}")

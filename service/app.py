@@ -75,7 +75,9 @@ def create_app(
     """The WSGI app. `enqueue(job_id)` queues a job's message."""
     app = falcon.App(middleware=[RequestContext()])
     app.req_options.strip_url_path_trailing_slash = True
-    multipart = cast(falcon.media.MultipartFormHandler, app.req_options.media_handlers[falcon.MEDIA_MULTIPART])
+    multipart = cast(
+        falcon.media.MultipartFormHandler, app.req_options.media_handlers[falcon.MEDIA_MULTIPART]
+    )
     multipart.parse_options.max_body_part_count = settings.max_inputs + 4
     errors.install(app)
 

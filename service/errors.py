@@ -22,6 +22,10 @@ PROBLEM_JSON = "application/problem+json"
 #: Seconds a client should wait before retrying after a 503.
 RETRY_AFTER_S = 5
 
+#: After refusing an oversize body, read and discard up to this much of the rest, so the client,
+#: still sending, reads our 413 instead of a connection reset. Beyond it, just close.
+DISCARD_MAX_BYTES = 64 * 1024 * 1024
+
 
 class BadRequest(Exception):
     """The request itself is malformed (not JSON, missing field, wrong type)."""
@@ -100,9 +104,25 @@ def _write(resp: falcon.Response, status: int, body: dict[str, Any]) -> None:
         resp.set_header("Retry-After", str(RETRY_AFTER_S))
 
 
+def _discard_rest_of_body(req: falcon.Request, resp: falcon.Response) -> None:
+    resp.set_header("Connection", "close")
+    declared = req.content_length
+    if declared is not None and declared > DISCARD_MAX_BYTES:
+        return
+    stream = req.bounded_stream if declared is not None else req.stream
+    left = DISCARD_MAX_BYTES
+    try:
+        while left > 0 and (chunk := stream.read(min(left, 1024 * 1024))):
+            left -= len(chunk)
+    except OSError:  # the client gave up first
+        pass
+
+
 def handle_domain_error(
     req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]
 ) -> None:
+    if isinstance(exc, ObjectTooLarge):
+        _discard_rest_of_body(req, resp)
     for exc_type, status, code, title in _TABLE:
         if isinstance(exc, exc_type):
             code = code or getattr(exc, "code", "invalid_request")

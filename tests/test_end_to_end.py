@@ -142,7 +142,8 @@ def test_photo_to_pdf_end_to_end(service: Service) -> None:
     assert headers["content-type"] == "application/pdf"
     assert headers["content-disposition"] == "attachment; filename=\"photo.pdf\"; filename*=UTF-8''photo.pdf"
     page = pypdfium2.PdfDocument(body)[0]
-    assert (round(page.get_width()), round(page.get_height())) == (612, 792)
+    # A landscape photo gets a landscape Letter page (orientation "auto").
+    assert (round(page.get_width()), round(page.get_height())) == (792, 612)
 
 
 def test_text_to_pdf_end_to_end_keeps_cyrillic(service: Service) -> None:
@@ -226,3 +227,15 @@ def test_logs_are_json_lines_with_ids(service: Service) -> None:
         entries = [json.loads(ln) for ln in lines]  # every line parses
         assert any(key in e for e in entries), name
         assert not any("sig=" in ln for ln in lines)  # no signed URL is ever logged
+
+
+def test_chunked_upload_within_the_limit_is_stored_whole(service: Service) -> None:
+    data = jpeg_bytes(700, 500)
+    conn = http.client.HTTPConnection(urlsplit(service.base).netloc, timeout=30)
+    conn.request("POST", "/v1/uploads?filename=c.jpg", body=(data[i : i + 4096] for i in range(0, len(data), 4096)),
+                 encode_chunked=True)  # fmt: skip
+    resp = conn.getresponse()
+    body = json.loads(resp.read())
+    conn.close()
+    assert resp.status == 201
+    assert body["size"] == len(data) and body["sha256"] == hashlib.sha256(data).hexdigest()

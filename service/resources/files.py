@@ -101,10 +101,10 @@ class Files:
             "Cache-Control": f"private, max-age={max(0, expires - int(self.clock()))}",
         }
         resp.set_headers(headers)
-        resp.content_type = content_type_of(name)
         if stat.etag in [t.strip() for t in (req.get_header("If-None-Match") or "").split(",")]:
-            resp.status = falcon.HTTP_304
+            resp.status = falcon.HTTP_304  # no body, so no Content-Type either
             return
+        resp.content_type = content_type_of(name)
         span = None
         range_header = req.get_header("Range")
         if_range = req.get_header("If-Range")

@@ -112,7 +112,9 @@ class Uploads:
                 raise BadRequest("the multipart body has no part named 'file'")
         else:
             check_declared_length(req, self.receiver.max_bytes)
-            upload = self.receiver.receive(req.bounded_stream, req.get_param("filename"))
+            # A chunked body has no Content-Length; the WSGI server's input ends at its last chunk.
+            body = req.bounded_stream if req.content_length is not None else req.stream
+            upload = self.receiver.receive(body, req.get_param("filename"))
         resp.status = falcon.HTTP_201
         resp.location = f"/v1/uploads/{upload.id}"
         resp.media = upload_view(upload)

@@ -1,0 +1,1 @@
+"""Pure conversions: files in, files out."""

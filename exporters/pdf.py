@@ -1,0 +1,204 @@
+"""Images to one PDF, a page per image; and the reportlab canvas every PDF of this package is drawn on."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from reportlab import rl_config
+from reportlab.lib.pagesizes import A4, LETTER
+from reportlab.lib.units import mm
+from reportlab.lib.utils import ImageReader
+from reportlab.pdfbase.pdfutils import readJPEGInfo
+from reportlab.pdfgen.canvas import Canvas
+
+from exporters.base import (
+    InputFile,
+    InputTooLarge,
+    Limits,
+    OutputFile,
+    UnsupportedConversion,
+    option,
+)
+from exporters.images import (
+    UniqueNames,
+    decode_upright,
+    decoding,
+    flatten,
+    open_image,
+    orientation_of,
+    to_srgb,
+    to_working_mode,
+)
+
+# reportlab wraps every stream, images included, in ASCII85 unless told otherwise: a quarter more
+# bytes and most of the time spent on a PDF of photos. Version 5.1 has no per-canvas switch (each
+# stream reads rl_config.useA85 when it is written), so it is turned off once, here, at import.
+rl_config.useA85 = 0
+
+PAGE_SIZES: dict[str, tuple[float, float]] = {"A4": A4, "Letter": LETTER}  # portrait, in points
+
+#: The largest page side PDF viewers accept (Acrobat's implementation limit: 200 inches).
+MAX_PAGE_SIDE_PT = 14_400.0
+
+_WHITE = (255, 255, 255)
+
+# How to draw a JPEG stored on its side so that it appears upright: for each EXIF orientation the
+# matrix (a, b, c, d) of the PDF `cm` operator that maps the stored picture, centred on the origin
+# with y up, onto the upright one (x' = a·x + c·y, y' = b·x + d·y), as Pillow's exif_transpose turns it.
+_ORIENTATION_MATRIX: dict[int, tuple[int, int, int, int]] = {
+    1: (1, 0, 0, 1),
+    2: (-1, 0, 0, 1),  # mirrored left to right
+    3: (-1, 0, 0, -1),  # upside down
+    4: (1, 0, 0, -1),  # mirrored top to bottom
+    5: (0, -1, -1, 0),  # transposed
+    6: (0, -1, 1, 0),  # to be turned 90° clockwise
+    7: (0, 1, 1, 0),  # transversed
+    8: (0, 1, -1, 0),  # to be turned 90° anticlockwise
+}
+
+
+@dataclass(frozen=True)
+class ImagePdfOptions:
+    page_size: str = option(
+        "A4",
+        "Paper size: A4, Letter, or fit for a page exactly the size of each image (one point per "
+        "pixel, scaled down only beyond 200 inches) without margins.",
+        choices=("A4", "Letter", "fit"),
+    )
+    margin_mm: float = option(
+        10.0,
+        "White border in millimetres on every side of A4 and Letter pages; the image is scaled to fill "
+        "the space within and centred. Not used with page_size fit.",
+        minimum=0,
+        maximum=100,
+    )
+    orientation: str = option(
+        "auto",
+        "Page orientation for A4 and Letter: portrait, landscape, or auto (landscape for an image "
+        "wider than tall, each page on its own).",
+        choices=("auto", "portrait", "landscape"),
+    )
+
+
+def new_canvas(path: Path, page_size: tuple[float, float], *, initial_font: str | None = None) -> Canvas:
+    """A reportlab canvas that writes a compressed, byte-for-byte reproducible PDF to `path`."""
+    canvas = Canvas(
+        str(path), pagesize=page_size, pageCompression=1, invariant=True, initialFontName=initial_font
+    )
+    canvas.setCreator("exportd")
+    return canvas
+
+
+def images_to_pdf(
+    inputs: Sequence[InputFile], out_dir: Path, options: ImagePdfOptions, *, limits: Limits
+) -> list[OutputFile]:
+    """All images in one PDF, a page per image in the order given, each upright and centred.
+
+    JPEGs are embedded as they are (turned by the page, not re-encoded); other images losslessly.
+    Raises UnsupportedConversion, UnsupportedInput, CorruptInput, InputTooLarge.
+    """
+    if not inputs:
+        raise UnsupportedConversion("a PDF of images needs at least one image")
+    if len(inputs) > limits.max_pages:
+        raise InputTooLarge(
+            f"{len(inputs)} images would make {len(inputs)} pages; the limit is {limits.max_pages}"
+        )
+    if len(inputs) == 1:
+        name = UniqueNames().add(inputs[0].filename, "pdf", fallback="image")
+    else:
+        name = "images.pdf"
+    path = out_dir / name
+    canvas = new_canvas(path, A4)
+    for source in inputs:
+        picture, stored_size, orientation = _embeddable(source, limits=limits)
+        _draw_page(canvas, picture, stored_size, orientation, options)
+    canvas.save()
+    return [OutputFile(path=path, name=name, content_type="application/pdf")]
+
+
+def _embeddable(source: InputFile, *, limits: Limits) -> tuple[Any, tuple[int, int], int]:
+    """(what reportlab draws, its stored size in pixels, the EXIF orientation still to apply).
+
+    Raises UnsupportedInput, CorruptInput, InputTooLarge.
+    """
+    with open_image(source, limits=limits) as image:
+        orientation = orientation_of(image, source)
+        if image.format == "JPEG" and image.mode in ("RGB", "L") and _embeds_as_is(source.path, image):
+            stored_size = image.size
+            # Decoding at 1/8 scale still reads every coded byte, so a truncated file is caught here
+            # rather than shipped as a broken page.
+            image.draft(None, (max(1, stored_size[0] // 8), max(1, stored_size[1] // 8)))
+            with decoding(source):
+                image.load()
+            return _JpegAsIs(source.path.read_bytes()), stored_size, orientation
+        icc_profile = image.info.get("icc_profile")
+        decode_upright(image, source)
+        pixels = to_working_mode(image, source)
+        pixels = to_srgb(pixels, icc_profile if isinstance(icc_profile, bytes) else None)
+        pixels = flatten(pixels, _WHITE)
+        if pixels is image:
+            pixels = image.copy()  # closing the opened image frees its pixels
+        return ImageReader(pixels), pixels.size, 1
+
+
+def _embeds_as_is(path: Path, image: Image.Image) -> bool:
+    """Whether reportlab reads this JPEG (8-bit, baseline or progressive) as Pillow does: same size and colours."""
+    with path.open("rb") as file:
+        try:
+            width, height, components, _dpi = readJPEGInfo(file)
+        except Exception:  # reportlab raises anything from struct.error to its own PDFError
+            return False
+    return (width, height) == image.size and components == len(image.getbands())
+
+
+class _JpegAsIs(ImageReader):  # type: ignore[misc]  # reportlab ships no type hints
+    """A JPEG that reportlab embeds as its own bytes (DCTDecode) without decoding it."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(io.BytesIO(data))
+        self._jpeg = data
+
+    def getRGBData(self) -> bytes:
+        # drawImage only hashes this to name the image object; the JPEG's own bytes name it as well
+        # (identical files are stored once) without the cost of decoding every pixel.
+        self._dataA = None
+        return self._jpeg
+
+
+def _page_size(upright: tuple[int, int], options: ImagePdfOptions) -> tuple[float, float]:
+    """The page for an image of `upright` pixels, in points."""
+    width, height = upright
+    if options.page_size == "fit":
+        scale = min(1.0, MAX_PAGE_SIDE_PT / max(width, height))
+        return width * scale, height * scale
+    short, long = sorted(PAGE_SIZES[options.page_size])
+    landscape = options.orientation == "landscape" or (options.orientation == "auto" and width > height)
+    return (long, short) if landscape else (short, long)
+
+
+def _draw_page(
+    canvas: Canvas,
+    picture: Any,
+    stored_size: tuple[int, int],
+    orientation: int,
+    options: ImagePdfOptions,
+) -> None:
+    """One page with the picture, turned upright, as large as fits within the margins, centred."""
+    a, b, c, d = _ORIENTATION_MATRIX[orientation]
+    swapped = a == 0
+    upright = (stored_size[1], stored_size[0]) if swapped else stored_size
+    page_w, page_h = _page_size(upright, options)
+    margin = 0.0 if options.page_size == "fit" else options.margin_mm * mm
+    scale = min((page_w - 2 * margin) / upright[0], (page_h - 2 * margin) / upright[1])
+    canvas.setPageSize((page_w, page_h))
+    canvas.saveState()
+    canvas.transform(a, b, c, d, page_w / 2, page_h / 2)
+    drawn_w, drawn_h = stored_size[0] * scale, stored_size[1] * scale
+    canvas.drawImage(picture, -drawn_w / 2, -drawn_h / 2, drawn_w, drawn_h)
+    canvas.restoreState()
+    canvas.showPage()

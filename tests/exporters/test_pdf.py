@@ -1,0 +1,294 @@
+"""Images to one PDF: pages, sizes, orientation by rendering, JPEG passthrough, determinism."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageChops, ImageStat
+
+from exporters.base import CorruptInput, InputTooLarge, InvalidOptions, Limits, parse_options
+from exporters.pdf import ImagePdfOptions, images_to_pdf
+from tests.exporters.samples import (
+    Pdf,
+    as_input,
+    assert_upright_card,
+    assert_upright_photo,
+    card,
+    close_to,
+    gradient,
+    noise,
+    pixel,
+    sample,
+    save,
+    stored_with_orientation,
+)
+
+A4 = (595.28, 841.89)
+A4_LANDSCAPE = (841.89, 595.28)
+LETTER = (612.0, 792.0)
+LETTER_LANDSCAPE = (792.0, 612.0)
+MM = 72 / 25.4
+
+
+@pytest.fixture
+def three_images(tmp_path: Path) -> list[Path]:
+    """A landscape JPEG, a portrait PNG with alpha and a square GIF."""
+    rgba = gradient(200, 300).convert("RGBA")
+    rgba.putalpha(128)
+    return [
+        save(gradient(300, 200), tmp_path / "wide.jpg", "JPEG"),
+        save(rgba, tmp_path / "tall.png", "PNG"),
+        save(gradient(100, 100).convert("P"), tmp_path / "square.gif", "GIF"),
+    ]
+
+
+def test_a_page_per_image_in_order(
+    three_images: list[Path], out_dir: Path, limits: Limits, open_pdf: type[Pdf]
+) -> None:
+    (output,) = images_to_pdf([as_input(p) for p in three_images], out_dir, ImagePdfOptions(), limits=limits)
+
+    assert (output.name, output.content_type, output.path) == (
+        "images.pdf",
+        "application/pdf",
+        out_dir / "images.pdf",
+    )
+    pdf = open_pdf(output.path)
+    assert [pdf.page_size(i) for i in range(len(pdf))] == [A4_LANDSCAPE, A4, A4]
+
+
+@pytest.mark.parametrize(
+    ("options", "sizes"),
+    [
+        ({"orientation": "portrait"}, [A4, A4, A4]),
+        ({"orientation": "landscape"}, [A4_LANDSCAPE] * 3),
+        ({"page_size": "Letter"}, [LETTER_LANDSCAPE, LETTER, LETTER]),
+        ({"page_size": "Letter", "orientation": "landscape"}, [LETTER_LANDSCAPE] * 3),
+        ({"page_size": "fit"}, [(300.0, 200.0), (200.0, 300.0), (100.0, 100.0)]),
+        (
+            {"page_size": "fit", "orientation": "portrait", "margin_mm": 30},
+            [(300.0, 200.0), (200.0, 300.0), (100.0, 100.0)],
+        ),
+    ],
+)
+def test_page_sizes(
+    options: dict[str, object],
+    sizes: list[tuple[float, float]],
+    three_images: list[Path],
+    out_dir: Path,
+    limits: Limits,
+    open_pdf: type[Pdf],
+) -> None:
+    parsed = parse_options(ImagePdfOptions, options)
+    (output,) = images_to_pdf([as_input(p) for p in three_images], out_dir, parsed, limits=limits)
+    pdf = open_pdf(output.path)
+    assert [pdf.page_size(i) for i in range(len(pdf))] == sizes
+
+
+def test_one_image_is_named_after_it(tmp_path: Path, out_dir: Path, limits: Limits) -> None:
+    path = save(gradient(30, 20), tmp_path / "x.jpg", "JPEG")
+    (output,) = images_to_pdf([as_input(path, "Été 2024.jpg")], out_dir, ImagePdfOptions(), limits=limits)
+    assert output.name == "Ete_2024.pdf"
+    (output,) = images_to_pdf([as_input(path, "фото.jpg")], out_dir, ImagePdfOptions(), limits=limits)
+    assert output.name == "image.pdf"
+
+
+def test_image_fills_the_printable_area_centred_within_the_margins(
+    tmp_path: Path, out_dir: Path, limits: Limits, open_pdf: type[Pdf]
+) -> None:
+    black = save(Image.new("RGB", (400, 400), (0, 0, 0)), tmp_path / "black.png", "PNG")
+
+    (output,) = images_to_pdf([as_input(black)], out_dir, ImagePdfOptions(margin_mm=20), limits=limits)
+
+    page = open_pdf(output.path).render(0)  # one pixel per point
+    width, height = page.size
+    side = width - 2 * 20 * MM  # a square image on a portrait page: as wide as the printable width
+    top = (height - side) / 2
+    inside = [(width / 2, height / 2), (20 * MM + 3, top + 3), (width - 20 * MM - 3, top + side - 3)]
+    outside = [
+        (20 * MM - 3, height / 2),
+        (width - 20 * MM + 3, height / 2),
+        (width / 2, top - 3),
+        (width / 2, top + side + 3),
+    ]
+    for x, y in inside:
+        assert page.getpixel((int(x), int(y))) == (0, 0, 0), (x, y)
+    for x, y in outside:
+        assert page.getpixel((int(x), int(y))) == (255, 255, 255), (x, y)
+
+
+def test_transparency_is_flattened_onto_white(
+    tmp_path: Path, out_dir: Path, limits: Limits, open_pdf: type[Pdf]
+) -> None:
+    picture = Image.new("RGBA", (100, 100), (0, 0, 255, 255))
+    picture.paste((255, 0, 0, 0), (0, 0, 50, 100))  # invisible red on the left
+    source = as_input(save(picture, tmp_path / "half.png", "PNG"))
+
+    (output,) = images_to_pdf([source], out_dir, ImagePdfOptions(page_size="fit"), limits=limits)
+
+    page = open_pdf(output.path).render(0)
+    assert close_to(pixel(page, (25, 50)), (255, 255, 255), 2)
+    assert close_to(pixel(page, (75, 50)), (0, 0, 255), 2)
+
+
+# -- orientation, by rendering -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("orientation", range(9))
+def test_real_photo_pages_are_upright(
+    orientation: int, out_dir: Path, limits: Limits, open_pdf: type[Pdf]
+) -> None:
+    source = as_input(sample(f"orientation/Landscape_{orientation}.jpg"))
+
+    (output,) = images_to_pdf([source], out_dir, ImagePdfOptions(), limits=limits)
+
+    pdf = open_pdf(output.path)
+    assert pdf.page_size(0) == A4_LANDSCAPE
+    page = pdf.render(0, scale=0.5)
+    bbox = ImageChops.difference(page, Image.new("RGB", page.size, "white")).getbbox()
+    assert bbox is not None
+    assert_upright_photo(page.crop(bbox))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
+def test_stored_orientation_is_shown_upright(
+    orientation: int, image_format: str, tmp_path: Path, out_dir: Path, limits: Limits, open_pdf: type[Pdf]
+) -> None:
+    stored, exif = stored_with_orientation(card(120, 80), orientation)
+    path = save(stored, tmp_path / "card", image_format, exif=exif)
+
+    (output,) = images_to_pdf([as_input(path)], out_dir, ImagePdfOptions(page_size="fit"), limits=limits)
+
+    pdf = open_pdf(output.path)
+    assert pdf.page_size(0) == (120.0, 80.0)
+    assert_upright_card(pdf.render(0))
+
+
+# -- embedding -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_jpeg_is_embedded_as_is(
+    orientation: int, tmp_path: Path, out_dir: Path, limits: Limits, open_pdf: type[Pdf]
+) -> None:
+    stored, exif = stored_with_orientation(noise(1200, 900), orientation)
+    path = save(stored, tmp_path / "photo.jpg", "JPEG", quality=92, exif=exif)
+    jpeg_size = path.stat().st_size
+    assert jpeg_size > 900_000
+
+    (output,) = images_to_pdf([as_input(path)], out_dir, ImagePdfOptions(), limits=limits)
+
+    pdf_bytes = output.path.read_bytes()
+    assert path.read_bytes() in pdf_bytes
+    assert b"/DCTDecode" in pdf_bytes
+    assert b"ASCII85Decode" not in pdf_bytes
+    assert len(pdf_bytes) <= jpeg_size * 1.05 + 10_000
+    assert len(open_pdf(output.path)) == 1
+
+
+def test_other_images_are_embedded_losslessly(
+    tmp_path: Path, out_dir: Path, limits: Limits, open_pdf: type[Pdf]
+) -> None:
+    picture = gradient(120, 80)
+    source = as_input(save(picture, tmp_path / "exact.png", "PNG"))
+
+    (output,) = images_to_pdf([source], out_dir, ImagePdfOptions(page_size="fit"), limits=limits)
+
+    pdf_bytes = output.path.read_bytes()
+    assert b"/FlateDecode" in pdf_bytes
+    assert b"/DCTDecode" not in pdf_bytes
+    assert b"ASCII85Decode" not in pdf_bytes
+    (image_object,) = [obj for obj in open_pdf(output.path).document[0].get_objects() if obj.type == 3]
+    extracted = image_object.get_bitmap().to_pil().convert("RGB")
+    assert extracted.tobytes() == picture.tobytes()
+
+
+def test_cmyk_jpeg_is_converted_not_inverted(out_dir: Path, limits: Limits, open_pdf: type[Pdf]) -> None:
+    path = sample("pillow/pil_sample_cmyk.jpg")
+    with Image.open(path) as original:
+        expected = ImageStat.Stat(original.convert("RGB")).mean
+
+    (output,) = images_to_pdf([as_input(path)], out_dir, ImagePdfOptions(page_size="fit"), limits=limits)
+
+    page = open_pdf(output.path).render(0)
+    assert page.size == (100, 100)
+    assert close_to(tuple(ImageStat.Stat(page).mean), tuple(expected), 4)
+
+
+def test_same_inputs_give_identical_bytes_wherever_they_are(
+    three_images: list[Path], tmp_path: Path, limits: Limits
+) -> None:
+    # The worker fetches inputs to a new temporary directory, without extensions, on each attempt.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    copies = [Path(shutil.copy(p, elsewhere / str(i))) for i, p in enumerate(three_images)]
+    produced = []
+    for run, paths in (("first", three_images), ("second", copies)):
+        out = tmp_path / run
+        out.mkdir()
+        inputs = [as_input(path, original.name) for path, original in zip(paths, three_images, strict=True)]
+        (output,) = images_to_pdf(inputs, out, ImagePdfOptions(), limits=limits)
+        produced.append(output.path.read_bytes())
+    assert produced[0] == produced[1]
+
+
+# -- refusals ------------------------------------------------------------------------------
+
+
+def test_truncated_jpeg_is_corrupt(tmp_path: Path, out_dir: Path, limits: Limits) -> None:
+    data = (save(noise(300, 200), tmp_path / "whole.jpg", "JPEG")).read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 2])
+
+    with pytest.raises(CorruptInput, match=r"cut\.jpg"):
+        images_to_pdf([as_input(cut)], out_dir, ImagePdfOptions(), limits=limits)
+
+
+def test_broken_png_is_corrupt(out_dir: Path, limits: Limits) -> None:
+    with pytest.raises(CorruptInput):
+        images_to_pdf([as_input(sample("pillow/broken.png"))], out_dir, ImagePdfOptions(), limits=limits)
+
+
+def test_too_many_pages(three_images: list[Path], out_dir: Path) -> None:
+    with pytest.raises(InputTooLarge, match="limit is 2"):
+        images_to_pdf(
+            [as_input(p) for p in three_images], out_dir, ImagePdfOptions(), limits=Limits(max_pages=2)
+        )
+
+
+def test_too_many_pixels(three_images: list[Path], out_dir: Path) -> None:
+    with pytest.raises(InputTooLarge):
+        images_to_pdf(
+            [as_input(p) for p in three_images], out_dir, ImagePdfOptions(), limits=Limits(max_pixels=50_000)
+        )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"page_size": "A3"},
+        {"margin_mm": 101},
+        {"margin_mm": -1},
+        {"margin_mm": "10"},
+        {"orientation": "up"},
+        {"dpi": 300},
+    ],
+)
+def test_invalid_options_are_refused(raw: dict[str, object]) -> None:
+    with pytest.raises(InvalidOptions):
+        parse_options(ImagePdfOptions, raw)
+
+
+def test_whole_millimetres_are_accepted() -> None:
+    assert parse_options(ImagePdfOptions, {"margin_mm": 5}).margin_mm == 5.0
+
+
+def test_tiff_turned_by_its_tag(out_dir: Path, limits: Limits, open_pdf: type[Pdf]) -> None:
+    # Stored 88x590 and tagged "turn 90° clockwise": a 590x88 line of text once upright.
+    source = as_input(sample("pillow/g4_orientation_6.tif"))
+
+    (output,) = images_to_pdf([source], out_dir, ImagePdfOptions(page_size="fit"), limits=limits)
+
+    assert open_pdf(output.path).page_size(0) == (590.0, 88.0)

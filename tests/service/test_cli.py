@@ -1,0 +1,91 @@
+"""`exportd run` starts everything on embedded defaults and Ctrl-C stops everything it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+from tests.helpers import jpeg_bytes, multipart
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> dict:  # type: ignore[type-arg]
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())  # type: ignore[no-any-return]
+
+
+def test_run_starts_api_workers_and_redis_and_ctrl_c_stops_them_all(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTD_")}
+    env.update(
+        {"EXPORTD_PORT": str(port), "EXPORTD_DATA_DIR": str(tmp_path / "var"), "PYTHONPATH": str(ROOT)}
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "run"], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 40
+        while True:
+            try:
+                if _get(base + "/readyz")["status"] == "ready":
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "exportd run did not come up"
+            time.sleep(0.2)
+        family = psutil.Process(proc.pid).children(recursive=True)
+        names = " ".join(" ".join(p.cmdline()) for p in family)
+        assert "redis-server" in names and "gunicorn" in names and "worker" in names
+        # Development mode made its key, Redis keeps its data under ./var.
+        assert (tmp_path / "var" / "dev-signing-key").is_file()
+        assert (tmp_path / "var" / "redis").is_dir()
+
+        body, ctype = multipart([("file", ("p.jpg", jpeg_bytes())), ("format", "pdf")])
+        req = urllib.request.Request(base + "/v1/exports", data=body, headers={"Content-Type": ctype})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 202
+            job_id = json.loads(resp.read())["id"]
+        deadline = time.monotonic() + 30
+        while _get(f"{base}/v1/exports/{job_id}")["status"] != "succeeded":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        output = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 0, output
+    assert "stopped" in output
+    _gone, alive = psutil.wait_procs(family, timeout=5)
+    assert alive == [], [p.cmdline() for p in alive]
+
+
+def test_production_mode_refuses_to_start_without_a_signing_key(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTD_")}
+    env.update(
+        {
+            "EXPORTD_REDIS_URL": "redis://127.0.0.1:1/0",
+            "EXPORTD_DATA_DIR": str(tmp_path),
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    for command in ("serve", "worker"):
+        result = subprocess.run([sys.executable, "-m", "service.cli", command], env=env, cwd=ROOT,
+                                capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert result.returncode == 2
+        assert "EXPORTD_SIGNING_KEYS is not set" in result.stderr
+        assert "exportd keygen" in result.stderr
