@@ -9,6 +9,8 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware, Retries, ShutdownNotifications, TimeLimit
 
 EXPORT_QUEUE = "exports"
+#: Every queue the code defines; a worker pool consumes some or all of them.
+QUEUES = (EXPORT_QUEUE,)
 
 
 def build_redis(url: str) -> redis.Redis:
@@ -38,5 +40,6 @@ def build_broker(
         heartbeat_timeout=heartbeat_timeout_ms,
         middleware=middleware,
     )
-    broker.declare_queue(EXPORT_QUEUE)
+    for queue in QUEUES:
+        broker.declare_queue(queue)
     return broker

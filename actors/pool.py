@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from dramatiq import Worker
@@ -29,12 +30,26 @@ log = logging.getLogger("exportd.pool")
 MAX_RESTART_DELAY_S = 30.0
 
 
+#: How often the supervisor touches its alive file while every process lives.
+ALIVE_EVERY_S = 5.0
+
+
 @dataclass(frozen=True)
 class PoolConfig:
     processes: int
     threads: int
     poll_ms: int  # longest idle sleep between queue polls: the idle latency bound
     shutdown_timeout_s: int
+    queues: tuple[str, ...] = (EXPORT_QUEUE,)
+    alive_file: Path | None = None  # touched every ALIVE_EVERY_S while all processes are alive
+
+
+def is_alive(alive_file: Path, *, max_age_s: float, now: float) -> bool:
+    """Whether a pool touched `alive_file` within the last `max_age_s` seconds."""
+    try:
+        return now - alive_file.stat().st_mtime <= max_age_s
+    except FileNotFoundError:
+        return False
 
 
 def _child(boot: Callable[[], Any], config: PoolConfig, index: int) -> None:
@@ -44,7 +59,7 @@ def _child(boot: Callable[[], Any], config: PoolConfig, index: int) -> None:
     broker = boot()
     broker.emit_after("process_boot")
     worker = Worker(
-        broker, queues={EXPORT_QUEUE}, worker_threads=config.threads, worker_timeout=config.poll_ms
+        broker, queues=set(config.queues), worker_threads=config.threads, worker_timeout=config.poll_ms
     )
     # Prefetch no more than the threads can start: a busy process must not hold messages an idle one could run.
     worker.queue_prefetch = config.threads
@@ -91,7 +106,14 @@ class Pool:
         )
         for index in range(self.config.processes):
             self._spawn(index)
+        last_alive = 0.0
         while not self._stopping.wait(0.5):
+            if (
+                all(p.is_alive() for p in self._procs.values())
+                and time.monotonic() - last_alive >= ALIVE_EVERY_S
+            ):
+                self._touch_alive()
+                last_alive = time.monotonic()
             for index, proc in list(self._procs.items()):
                 if proc.is_alive() or self._stopping.is_set():
                     continue
@@ -104,6 +126,16 @@ class Pool:
                     break
                 self._spawn(index)
         return self._shutdown()
+
+    def _touch_alive(self) -> None:
+        if self.config.alive_file is None:
+            return
+        try:
+            self.config.alive_file.touch()
+        except OSError as exc:
+            log.warning(
+                "cannot touch the alive file", extra={"path": str(self.config.alive_file), "error": str(exc)}
+            )
 
     def _shutdown(self) -> int:
         log.info(
@@ -120,5 +152,7 @@ class Pool:
                 log.error("worker process did not stop in time; killing it", extra={"pid": proc.pid})
                 proc.kill()
                 proc.join()
+        if self.config.alive_file is not None:
+            self.config.alive_file.unlink(missing_ok=True)
         log.info("worker pool stopped")
         return 0

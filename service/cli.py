@@ -78,8 +78,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
         threads=settings.worker_threads,
         poll_ms=settings.worker_poll_ms,
         shutdown_timeout_s=settings.worker_shutdown_timeout_s,
+        queues=settings.queues,
+        alive_file=settings.worker_alive_file,
     )
     return Pool(functools.partial(build_worker_broker, settings), config).run()
+
+
+#: A pool whose alive file is older than this is reported dead (the supervisor touches it every 5 s).
+ALIVE_MAX_AGE_S = 60
+
+
+def cmd_check_worker(args: argparse.Namespace) -> int:
+    """Liveness of the worker pool: its supervisor runs and all its processes were alive recently."""
+    from actors.pool import is_alive
+
+    settings = _settings()
+    if is_alive(settings.worker_alive_file, max_age_s=ALIVE_MAX_AGE_S, now=time.time()):
+        print("worker pool alive")
+        return 0
+    print(f"worker pool not alive: {settings.worker_alive_file} missing or older than {ALIVE_MAX_AGE_S} s")
+    return 1
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -228,10 +246,17 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("run", help="API + worker pool (+ a local Redis when EXPORTD_REDIS_URL is unset)")
     sub.add_parser("serve", help="the HTTP API under gunicorn")
     sub.add_parser("worker", help="the Dramatiq worker pool")
+    sub.add_parser("check-worker", help="exit 0 when the worker pool on this host is alive (liveness probe)")
     keygen = sub.add_parser("keygen", help="print a new signing key for EXPORTD_SIGNING_KEYS")
     keygen.add_argument("--kid", default="k1", help="key id (letters and digits)")
     args = parser.parse_args(argv)
-    commands = {"run": cmd_run, "serve": cmd_serve, "worker": cmd_worker, "keygen": cmd_keygen}
+    commands = {
+        "run": cmd_run,
+        "serve": cmd_serve,
+        "worker": cmd_worker,
+        "check-worker": cmd_check_worker,
+        "keygen": cmd_keygen,
+    }
     return commands[args.command](args)
 
 

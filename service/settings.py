@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from actors.broker import QUEUES
+
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the process must not start."""
@@ -46,10 +48,20 @@ class Settings:
     redis_namespace: str = "exportd"
 
     # -- storage -------------------------------------------------------------------------------
-    # Where uploads and outputs live: "local" (a directory under data_dir).
+    # Where uploads and outputs live: "local" (a directory under data_dir) or "s3" (shared by every pod).
     storage: str = "local"
     # Directory for local storage, the local Redis and the development signing key.
     data_dir: Path = Path("var")
+    # S3 bucket (storage=s3). Credentials come from the AWS default chain (env, web identity, instance role).
+    s3_bucket: str = ""
+    # Key prefix inside the bucket, so one bucket can hold several installs.
+    s3_prefix: str = ""
+    # Endpoint of an S3-compatible store (MinIO, Ceph); empty for AWS itself.
+    s3_endpoint_url: str = ""
+    # Region of the bucket; empty for the AWS default chain's region.
+    s3_region: str = ""
+    # "auto", "path" (most self-hosted stores) or "virtual" (bucket in the host name).
+    s3_addressing_style: str = "auto"
 
     # -- links ---------------------------------------------------------------------------------
     # Signing keys as "kid:secret[,kid:secret...]"; the first signs, all verify (rotation). Secret.
@@ -76,6 +88,8 @@ class Settings:
     job_time_limit_s: int = 300
     # Retries of a job after a transient fault (Redis or storage) or a bug, with exponential backoff.
     job_max_retries: int = 5
+    # Queues this pool consumes, comma-separated (today the code defines one: exports).
+    worker_queues: str = "exports"
     # Worker processes in the pool.
     worker_processes: int = 2
     # Threads per worker process.
@@ -86,10 +100,16 @@ class Settings:
     worker_heartbeat_timeout_ms: int = 30_000
     # On SIGTERM, how long running jobs get to finish before their messages go back to the queue.
     worker_shutdown_timeout_s: int = 600
+    # File the pool supervisor touches while all its processes live; `exportd check-worker` reads it.
+    worker_alive_file: Path = Path("/tmp/exportd-worker.alive")
 
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        return tuple(q.strip() for q in self.worker_queues.split(",") if q.strip())
 
     @property
     def development(self) -> bool:
@@ -121,8 +141,15 @@ class Settings:
         """Raises ConfigError for values out of their domain."""
         if self.env not in ("development", "production"):
             raise ConfigError(f"EXPORTD_ENV must be development or production, not {self.env!r}")
-        if self.storage != "local":
-            raise ConfigError(f"EXPORTD_STORAGE must be local, not {self.storage!r}")
+        if self.storage not in ("local", "s3"):
+            raise ConfigError(f"EXPORTD_STORAGE must be local or s3, not {self.storage!r}")
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ConfigError("EXPORTD_S3_BUCKET is required when EXPORTD_STORAGE=s3")
+        if self.s3_addressing_style not in ("auto", "path", "virtual"):
+            raise ConfigError("EXPORTD_S3_ADDRESSING_STYLE must be auto, path or virtual")
+        unknown = set(self.queues) - set(QUEUES)
+        if not self.queues or unknown:
+            raise ConfigError(f"EXPORTD_WORKER_QUEUES must name queues among {', '.join(QUEUES)}")
         for name in ("port", "link_ttl_s", "max_upload_bytes", "max_inputs", "retention_s",
                      "job_time_limit_s", "worker_processes", "worker_threads", "worker_poll_ms",
                      "api_processes", "api_threads"):  # fmt: skip

@@ -101,6 +101,7 @@ def service(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "EXPORTD_WORKER_PROCESSES": "2",
         "EXPORTD_WORKER_THREADS": "2",
         "EXPORTD_API_PROCESSES": "2",
+        "EXPORTD_WORKER_ALIVE_FILE": str(data / "worker.alive"),
     }
     logs = data / "logs"
     logs.mkdir()
@@ -200,6 +201,19 @@ def test_chunked_upload_over_the_limit_is_cut_off_with_413(service: Service) -> 
     assert resp.status == 413
     assert json.loads(resp.read())["code"] == "payload_too_large"
     conn.close()
+
+
+def test_check_worker_reports_the_pool_alive(service: Service) -> None:
+    env = {**os.environ, "EXPORTD_SIGNING_KEYS": TEST_KEYS,
+           "EXPORTD_WORKER_ALIVE_FILE": str(service.log_dir.parent / "worker.alive")}  # fmt: skip
+    check = [sys.executable, "-m", "service.cli", "check-worker"]
+    deadline = time.monotonic() + 10
+    while subprocess.run(check, env=env, cwd=ROOT, capture_output=True).returncode != 0:
+        assert time.monotonic() < deadline, "the pool never reported alive"
+        time.sleep(0.5)
+    env["EXPORTD_WORKER_ALIVE_FILE"] = str(service.log_dir.parent / "no-such-pool.alive")
+    result = subprocess.run(check, env=env, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1 and "not alive" in result.stdout
 
 
 def test_a_killed_worker_process_is_replaced(service: Service) -> None:
