@@ -69,7 +69,6 @@ def _child(boot: Callable[[], Any], config: PoolConfig, index: int) -> None:
         pass
     log.info("worker process stopping", extra={"worker": index})
     worker.stop(timeout=config.shutdown_timeout_s * 1000)
-    broker.emit_before("process_stop")
     broker.close()
 
 

@@ -70,6 +70,7 @@ def test_run_starts_api_workers_and_redis_and_ctrl_c_stops_them_all(tmp_path: Pa
         output = proc.communicate(timeout=60)[0].decode()
     assert proc.returncode == 0, output
     assert "stopped" in output
+    assert '"level": "critical"' not in output and '"level": "error"' not in output, output
     _gone, alive = psutil.wait_procs(family, timeout=5)
     assert alive == [], [p.cmdline() for p in alive]
 
