@@ -84,6 +84,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return Pool(functools.partial(build_worker_broker, settings), config).run()
 
 
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    """Delete uploads and outputs past their retention (a CronJob in Kubernetes)."""
+    import dataclasses
+    import json
+
+    from actors.broker import build_redis
+    from service.wiring import build_records, build_storage
+    from storage.retention import cleanup
+
+    settings = _settings()
+    _require_redis(settings)
+    client = build_redis(settings.redis_url)
+    report = cleanup(build_storage(settings), build_records(client, settings), retention_s=settings.retention_s,
+                     now=time.time(), dry_run=args.dry_run)  # fmt: skip
+    print(json.dumps({"msg": "cleanup finished", **dataclasses.asdict(report)}))
+    return 0
+
+
 #: A pool whose alive file is older than this is reported dead (the supervisor touches it every 5 s).
 ALIVE_MAX_AGE_S = 60
 
@@ -246,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("run", help="API + worker pool (+ a local Redis when EXPORTD_REDIS_URL is unset)")
     sub.add_parser("serve", help="the HTTP API under gunicorn")
     sub.add_parser("worker", help="the Dramatiq worker pool")
+    clean = sub.add_parser("cleanup", help="delete uploads and outputs past EXPORTD_RETENTION_S")
+    clean.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
     sub.add_parser("check-worker", help="exit 0 when the worker pool on this host is alive (liveness probe)")
     keygen = sub.add_parser("keygen", help="print a new signing key for EXPORTD_SIGNING_KEYS")
     keygen.add_argument("--kid", default="k1", help="key id (letters and digits)")
@@ -255,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve": cmd_serve,
         "worker": cmd_worker,
         "check-worker": cmd_check_worker,
+        "cleanup": cmd_cleanup,
         "keygen": cmd_keygen,
     }
     return commands[args.command](args)

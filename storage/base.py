@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -39,6 +40,13 @@ class StoredObject:
 class ObjectStat:
     size: int
     etag: str  # changes whenever the bytes may have changed
+    modified: float  # epoch seconds
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    key: str
+    size: int
     modified: float  # epoch seconds
 
 
@@ -85,4 +93,15 @@ class Storage(Protocol):
 
     def check(self) -> None:
         """Raises StorageUnavailable unless the backend can be written now (readiness)."""
+        ...
+
+    def list_keys(self, prefix: str) -> Iterator[ListedObject]:
+        """Every complete object whose key starts with `prefix`. Raises StorageUnavailable."""
+        ...
+
+    def presigned_url(
+        self, key: str, *, expires_at: int, filename: str, content_type: str
+    ) -> tuple[str, int] | None:
+        """A direct download link from the store itself and its true expiry, or None when the
+        store cannot sign links (then the API signs its own)."""
         ...

@@ -11,7 +11,7 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
@@ -162,6 +162,23 @@ class Records:
         if raw is None:
             raise RecordNotFound(job_id)
         return Job.from_json(raw)
+
+    @_wrap_redis_errors
+    def iter_jobs(self, *, batch: int = 500) -> Iterator[Job]:
+        """Every job record still held (a scan: for maintenance, not for requests)."""
+        keys: list[bytes] = []
+        for key in self.redis.scan_iter(f"{self.namespace}:job:*", count=batch):
+            keys.append(key)
+            if len(keys) >= batch:
+                yield from self._load(keys)
+                keys = []
+        yield from self._load(keys)
+
+    def _load(self, keys: list[bytes]) -> Iterator[Job]:
+        if keys:
+            for raw in self.redis.mget(keys):
+                if raw is not None:  # expired between the scan and the read
+                    yield Job.from_json(raw)
 
     @_wrap_redis_errors
     def delete_job(self, job_id: str) -> None:

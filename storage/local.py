@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from storage.base import (
+    ListedObject,
     ObjectNotFound,
     ObjectStat,
     ObjectTooLarge,
@@ -97,6 +100,34 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def list_keys(self, prefix: str) -> Iterator[ListedObject]:
+        base = self.root / check_key(prefix.rstrip("/"))
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                path = Path(dirpath, name)
+                try:
+                    st = path.stat()
+                except FileNotFoundError:  # deleted while we walked
+                    continue
+                yield ListedObject(
+                    key=path.relative_to(self.root).as_posix(), size=st.st_size, modified=st.st_mtime
+                )
+
+    def remove_stale_temp_files(self, *, older_than_s: float, now: float) -> int:
+        """Delete what crashed writes left in .tmp; returns how many."""
+        removed = 0
+        for path in self._tmp.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if now - path.stat().st_mtime > older_than_s:
+                    path.unlink()
+                    removed += 1
+        return removed
+
+    def presigned_url(
+        self, key: str, *, expires_at: int, filename: str, content_type: str
+    ) -> tuple[str, int] | None:
+        return None  # the API serves local files itself, behind its own signed links
 
     def check(self) -> None:
         try:

@@ -44,6 +44,7 @@ class Service:
     worker: subprocess.Popen[bytes]
     api: subprocess.Popen[bytes]
     log_dir: Path
+    env: dict[str, str]
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
@@ -110,7 +111,7 @@ def service(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                               stdout=(logs / "worker.log").open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
     api = subprocess.Popen([*start, "serve"], env=env, cwd=ROOT,
                            stdout=(logs / "api.log").open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
-    svc = Service(f"http://127.0.0.1:{port}", worker, api, logs)
+    svc = Service(f"http://127.0.0.1:{port}", worker, api, logs, env)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -203,9 +204,17 @@ def test_chunked_upload_over_the_limit_is_cut_off_with_413(service: Service) -> 
     conn.close()
 
 
+def test_cleanup_command_keeps_fresh_files(service: Service) -> None:
+    service.wait(service.export([("keep.jpg", jpeg_bytes())], "png")["id"])
+    result = subprocess.run([sys.executable, "-m", "service.cli", "cleanup"], env=service.env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["deleted"] == 0 and report["dry_run"] is False
+
+
 def test_check_worker_reports_the_pool_alive(service: Service) -> None:
-    env = {**os.environ, "EXPORTD_SIGNING_KEYS": TEST_KEYS,
-           "EXPORTD_WORKER_ALIVE_FILE": str(service.log_dir.parent / "worker.alive")}  # fmt: skip
+    env = dict(service.env)
     check = [sys.executable, "-m", "service.cli", "check-worker"]
     deadline = time.monotonic() + 10
     while subprocess.run(check, env=env, cwd=ROOT, capture_output=True).returncode != 0:

@@ -1,0 +1,56 @@
+"""Deleting what is past its retention, never what a live job still needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storage.base import Storage
+from storage.jobs import Records
+from storage.local import LocalStorage
+
+#: Partial files of writes that crashed are removed after this long (no write takes an hour).
+STALE_TEMP_S = 3600
+
+
+@dataclass
+class CleanupReport:
+    deleted: int = 0
+    deleted_bytes: int = 0
+    kept_for_live_jobs: int = 0
+    stale_temp_files: int = 0
+    dry_run: bool = False
+
+
+def cleanup(
+    storage: Storage, records: Records, *, retention_s: int, now: float, dry_run: bool = False
+) -> CleanupReport:
+    """Delete uploads and outputs older than `retention_s`, except those a queued or running job uses.
+
+    Job and upload records expire in Redis by themselves; download links never outlive their
+    job record, so an output older than the retention can no longer be reached. Raises
+    RecordsUnavailable or StorageUnavailable (then nothing more is deleted).
+    """
+    report = CleanupReport(dry_run=dry_run)
+    # Read the live jobs before listing files: a job created after this scan only uses uploads
+    # whose records still exist, and those are younger than the retention.
+    live_keys: set[str] = set()
+    live_jobs: set[str] = set()
+    for job in records.iter_jobs():
+        if not job.finished:
+            live_jobs.add(job.id)
+            live_keys.update(upload.key for upload in job.inputs)
+    for prefix in ("uploads/", "outputs/"):
+        for obj in storage.list_keys(prefix):
+            if now - obj.modified < retention_s:
+                continue
+            job_id = obj.key.split("/")[1] if prefix == "outputs/" else None
+            if obj.key in live_keys or job_id in live_jobs:
+                report.kept_for_live_jobs += 1
+                continue
+            if not dry_run:
+                storage.delete(obj.key)
+            report.deleted += 1
+            report.deleted_bytes += obj.size
+    if isinstance(storage, LocalStorage) and not dry_run:
+        report.stale_temp_files = storage.remove_stale_temp_files(older_than_s=STALE_TEMP_S, now=now)
+    return report
