@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck bench lock clean
+.PHONY: run test lint typecheck bench image-smoke lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +24,17 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check service actors exporters storage tests benchmarks
 	$(BIN)/ruff format --check service actors exporters storage tests benchmarks
+	$(BIN)/hadolint Dockerfile
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/pipeline.py
+
+# Build the image, run the API and a worker from it against a local Redis, one export end to end.
+image-smoke: $(VENV)/.installed
+	scripts/image-smoke
 
 # Re-pin after changing dependencies in pyproject.toml.
 lock: | $(BIN)/python

@@ -61,6 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "--threads", str(settings.api_threads),
         "--worker-class", "gthread",
         "--log-level", settings.log_level.lower(),
+        # No control socket: it lives under $HOME, which a hardened container does not have.
+        "--no-control-socket",
     ]  # fmt: skip
     os.execv(sys.executable, argv)
 
