@@ -97,6 +97,11 @@ class ExportTask:
                 try:
                     self.storage.fetch(upload.key, path)
                 except ObjectNotFound:
+                    log.warning(
+                        "input not in storage; if this happens to fresh uploads, the API and the workers "
+                        "do not share one storage (use S3 or a shared volume)",
+                        extra={"job_id": job.id, "upload_id": upload.id},
+                    )
                     raise InputGone(upload.filename) from None
                 inputs.append(
                     InputFile(path=path, filename=upload.filename, content_type=upload.content_type)
@@ -122,7 +127,7 @@ class InputGone(ConversionError):
     code = "input_missing"
 
     def __init__(self, filename: str) -> None:
-        super().__init__(f"the input {filename!r} is no longer stored (past its retention); upload it again")
+        super().__init__(f"the input {filename!r} is no longer in storage; upload it again")
 
 
 class JobOutcome(Middleware):
