@@ -87,6 +87,7 @@ def create_app(
     )
     view = JobView(
         signer=signer,
+        storage=storage,
         base_url=settings.base_url,
         link_ttl_s=settings.link_ttl_s,
         retention_s=settings.retention_s,

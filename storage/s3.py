@@ -398,7 +398,7 @@ class S3Storage:
             Params={
                 "Bucket": self.bucket,
                 "Key": object_key,
-
+                "ResponseContentDisposition": content_disposition(filename),
                 "ResponseContentType": content_type,
             },
             ExpiresIn=lifetime_s,

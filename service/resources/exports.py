@@ -14,7 +14,8 @@ from exporters import registry
 from exporters.base import options_as_dict, parse_options
 from service.errors import BadRequest, UnknownUpload
 from service.resources.uploads import UploadReceiver, check_declared_length, upload_view
-from storage.jobs import Job, RecordNotFound, Records, Upload, new_id
+from storage.base import Storage
+from storage.jobs import Job, Output, RecordNotFound, Records, Upload, new_id
 from storage.signing import Signer
 
 log = logging.getLogger("exportd.api")
@@ -29,9 +30,10 @@ def _iso(ts: float | None) -> str | None:
 class JobView:
     """The job as clients see it, with download links signed at the moment it is read."""
 
-    def __init__(self, *, signer: Signer, base_url: str, link_ttl_s: int, retention_s: int,
+    def __init__(self, *, signer: Signer, storage: Storage, base_url: str, link_ttl_s: int, retention_s: int,
                  clock: Callable[[], float]) -> None:  # fmt: skip
         self.signer = signer
+        self.storage = storage
         self.base_url = base_url
         self.link_ttl_s = link_ttl_s
         self.retention_s = retention_s
@@ -51,18 +53,23 @@ class JobView:
             "finished_at": _iso(job.finished_at),
             "attempts": job.attempts,
             "error": {"code": job.error.code, "message": job.error.message} if job.error else None,
-            "outputs": [
-                {
-                    "name": out.name,
-                    "content_type": out.content_type,
-                    "size": out.size,
-                    "sha256": out.sha256,
-                    "url": self.signer.url(self.base_url, out.key, expires=expires),
-                    "expires_at": _iso(expires),
-                }
-                for out in job.outputs
-            ],
+            "outputs": [self._output(out, expires) for out in job.outputs],
             **({"details": job.extra} if job.extra else {}),
+        }
+
+
+    def _output(self, out: Output, expires: int) -> dict[str, Any]:
+        # A store that signs its own links (S3) serves the bytes directly; otherwise the API does.
+        direct = self.storage.presigned_url(out.key, expires_at=expires, filename=out.name,
+                                            content_type=out.content_type)  # fmt: skip
+        url, expires = direct or (self.signer.url(self.base_url, out.key, expires=expires), expires)
+        return {
+            "name": out.name,
+            "content_type": out.content_type,
+            "size": out.size,
+            "sha256": out.sha256,
+            "url": url,
+            "expires_at": _iso(expires),
         }
 
 
