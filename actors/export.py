@@ -26,6 +26,10 @@ from storage.jobs import Job, JobError, Output, RecordNotFound, Records
 
 EXPORT_ACTOR = "export"
 
+#: A job whose process died this many times (a decoder that segfaults, an OOM kill) is failed
+#: instead of being run again: a crash must not loop forever or take more of the pool down.
+MAX_CRASHED_ATTEMPTS = 2
+
 log = logging.getLogger("exportd.export")
 
 
@@ -55,6 +59,17 @@ class ExportTask:
             log.info("job already finished; this delivery is a duplicate", extra=ctx)
             return
         ctx["attempt"] = str(job.attempts)
+        if job.crashed_attempts >= MAX_CRASHED_ATTEMPTS:
+            self.records.finish_job(
+                job_id,
+                error=JobError(
+                    "worker_crashed",
+                    "converting this file crashed the worker twice, so it was not tried again; "
+                    "the file is probably damaged or built to attack image decoders",
+                ),
+            )
+            log.error("job failed: its worker process died twice", extra=ctx)
+            return
         log.info("job started", extra=ctx)
         began = time.perf_counter()
         try:

@@ -69,6 +69,7 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     attempts: int = 0
+    retries: int = 0  # attempts that raised and were queued again; the others that did not finish crashed
     error: JobError | None = None
     outputs: tuple[Output, ...] = ()
     extra: dict[str, Any] = field(
@@ -78,6 +79,12 @@ class Job:
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def crashed_attempts(self) -> int:
+        """Earlier attempts that neither finished nor raised: their process died (segfault, OOM kill)."""
+        earlier = self.attempts - 1 if self.status == RUNNING else self.attempts
+        return max(0, earlier - self.retries)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
@@ -223,7 +230,10 @@ class Records:
     def requeue_job(self, job_id: str) -> Job:
         """Back to queued while a retry waits; a finished job is returned unchanged."""
         return self.update_job(
-            job_id, lambda job: None if job.finished else dataclasses.replace(job, status=QUEUED)
+            job_id,
+            lambda job: (
+                None if job.finished else dataclasses.replace(job, status=QUEUED, retries=job.retries + 1)
+            ),
         )
 
     def finish_job(

@@ -138,3 +138,30 @@ def test_a_bug_fails_the_job_as_internal_error_after_its_retries(
     # The message is kept in Dramatiq's dead letters for operators.
     dead = redis_client.zcard(f"{namespace}:dramatiq:{EXPORT_QUEUE}.XQ")
     assert dead == 1
+
+
+def test_a_job_whose_worker_died_twice_is_failed_not_run_again(
+    records: Records, storage: LocalStorage
+) -> None:
+    task = ExportTask(records=records, storage=storage, limits=Limits())
+    job = _job(records, storage, jpeg_bytes())
+    records.start_job(job.id)  # attempt 1: its process was killed (no outcome recorded)
+    records.start_job(job.id)  # attempt 2: killed again
+    task(job.id)  # the third delivery
+    failed = records.get_job(job.id)
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.error.code == "worker_crashed"
+    assert failed.outputs == () and not list(storage.list_keys("outputs/"))
+
+
+def test_retries_after_exceptions_are_not_mistaken_for_crashes(
+    records: Records, storage: LocalStorage
+) -> None:
+    task = ExportTask(records=records, storage=storage, limits=Limits())
+    job = _job(records, storage, jpeg_bytes())
+    for _ in range(3):  # three attempts that raised (e.g. storage outage) and were requeued
+        records.start_job(job.id)
+        records.requeue_job(job.id)
+    task(job.id)
+    done = records.get_job(job.id)
+    assert (done.status, done.attempts) == ("succeeded", 4)
