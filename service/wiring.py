@@ -14,6 +14,16 @@ from storage.local import LocalStorage
 
 
 def build_storage(settings: Settings) -> Storage:
+    if settings.storage == "s3":
+        from storage.s3 import S3Storage
+
+        return S3Storage(
+            bucket=settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url or None,
+            region=settings.s3_region or None,
+            addressing_style=settings.s3_addressing_style,
+        )
     return LocalStorage(settings.data_dir / "storage")
 
 

@@ -17,10 +17,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal, NamedTuple
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import boto3
 from botocore.config import Config
@@ -36,6 +34,7 @@ from botocore.exceptions import (
 )
 
 from storage.base import (
+    ListedObject,
     ObjectNotFound,
     ObjectStat,
     ObjectTooLarge,
@@ -43,6 +42,7 @@ from storage.base import (
     StorageUnavailable,
     StoredObject,
     check_key,
+    content_disposition,
 )
 
 if TYPE_CHECKING:
@@ -63,7 +63,11 @@ CREDENTIALS_MARGIN_S = 30
 #: Object metadata entry (x-amz-meta-sha256) holding the hex SHA-256 of the body.
 SHA256_METADATA = "sha256"
 
-AddressingStyle = Literal["auto", "path", "virtual"]
+_ADDRESSING_STYLES: dict[str, Literal["auto", "path", "virtual"]] = {
+    "auto": "auto",
+    "path": "path",
+    "virtual": "virtual",
+}
 
 # Error codes S3 and its look-alikes use, grouped by what they mean to us.
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
@@ -90,23 +94,11 @@ _TRANSIENT = {
 }
 
 
-@dataclass(frozen=True)
-class PresignedLink:
-    url: str
-    expires_at: int  # epoch seconds; the link is refused after it, and may be refused a second earlier
-
-
-class ListedObject(NamedTuple):
-    key: str  # without the storage's prefix
-    modified: float  # epoch seconds
-    size: int
-
-
 def build_client(
     *,
     endpoint_url: str | None = None,
     region: str | None = None,
-    addressing_style: AddressingStyle = "auto",
+    addressing_style: str = "auto",
     session: boto3.Session | None = None,
     connect_timeout_s: float = 5,
     read_timeout_s: float = 60,
@@ -116,10 +108,11 @@ def build_client(
 
     Raises ValueError for an unknown addressing style.
     """
-    if addressing_style not in ("auto", "path", "virtual"):
+    style = _ADDRESSING_STYLES.get(addressing_style)
+    if style is None:
         raise ValueError(f"addressing_style must be auto, path or virtual, not {addressing_style!r}")
     config = Config(
-        s3={"addressing_style": addressing_style},
+        s3={"addressing_style": style},
         signature_version="s3v4",
         retries={"max_attempts": max_attempts, "mode": "standard"},
         connect_timeout=connect_timeout_s,
@@ -134,12 +127,6 @@ def build_client(
     )
 
 
-def content_disposition(filename: str) -> str:
-    """`attachment` with an ASCII fallback name and the exact name in RFC 8187 form."""
-    fallback = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\' else "_" for c in filename)
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
-
-
 class S3Storage:
     """Objects live in one bucket under `prefix`; see the module docstring for atomicity."""
 
@@ -150,14 +137,15 @@ class S3Storage:
         prefix: str = "",
         endpoint_url: str | None = None,
         region: str | None = None,
-        addressing_style: AddressingStyle = "auto",
+        addressing_style: str = "auto",
         client: S3Client | None = None,
     ) -> None:
         """Raises ValueError for an invalid prefix or addressing style."""
         self.bucket = bucket
         self.prefix = _normalise_prefix(prefix)
+        # Empty strings (unset settings) mean "not given", as None does.
         self._client = client or build_client(
-            endpoint_url=endpoint_url, region=region, addressing_style=addressing_style
+            endpoint_url=endpoint_url or None, region=region or None, addressing_style=addressing_style
         )
         self._endpoint = self._client.meta.endpoint_url
 
@@ -362,21 +350,21 @@ class S3Storage:
     # -- links -----------------------------------------------------------------------------------
 
     def presigned_url(
-        self, key: str, *, expires_in_s: int, filename: str, content_type: str
-    ) -> PresignedLink:
-        """A presigned GET of the object, served as an attachment named `filename`.
+        self, key: str, *, expires_at: int, filename: str, content_type: str
+    ) -> tuple[str, int]:
+        """A presigned GET of the object, served as an attachment named `filename`, and its true expiry.
 
-        The lifetime is the smallest of `expires_in_s`, 7 days (SigV4's limit) and what is left of
-        the signing credentials' lifetime: S3 refuses a presigned URL once the temporary
-        credentials that signed it expire, so `expires_at` must not promise more. botocore's
-        RefreshableCredentials (web identity/IRSA, instance profile, assume-role) keep their end in
-        `_expiry_time`, a private attribute but the only place it is recorded. Static keys have no
-        end; a static key with a session token (AWS_SESSION_TOKEN) has one we cannot see.
-        Raises ValueError for a bad key or lifetime, StorageUnavailable when the credentials are
-        missing or expire within CREDENTIALS_MARGIN_S.
+        The link ends at the earliest of `expires_at`, 7 days from now (SigV4's limit) and
+        CREDENTIALS_MARGIN_S before the signing credentials expire: S3 refuses a presigned URL once
+        the temporary credentials that signed it have expired, so the expiry we return must not
+        promise more. botocore's RefreshableCredentials (web identity/IRSA, container and instance
+        roles, assume-role) keep their end in `_expiry_time`, private but the only record of it.
+        Static keys have no end; a static key with a session token (AWS_SESSION_TOKEN) has one we
+        cannot see. An `expires_at` already past gives a link of one second. The expiry returned
+        may be one second early (the signature's clock starts at the signing second), never late.
+        Raises ValueError for a bad key, StorageUnavailable when there are no credentials or they
+        expire within CREDENTIALS_MARGIN_S.
         """
-        if expires_in_s < 1:
-            raise ValueError("expires_in_s must be at least 1")
         object_key = self._object_key(key)
         credentials = _signing_credentials(self._client)
         if credentials is None:
@@ -385,11 +373,11 @@ class S3Storage:
         # a refresh between here and the signature only makes the credentials live longer.
         with self._mapped_errors():
             credentials.get_frozen_credentials()
-        now = time.time()
-        lifetime_s = min(expires_in_s, MAX_PRESIGN_S)
+        now = int(time.time())
+        lifetime_s = min(max(1, expires_at - now), MAX_PRESIGN_S)
         credentials_end = getattr(credentials, "_expiry_time", None)
         if credentials_end is not None:
-            left_s = int(credentials_end.timestamp() - now) - CREDENTIALS_MARGIN_S
+            left_s = int(credentials_end.timestamp()) - now - CREDENTIALS_MARGIN_S
             if left_s < 1:
                 raise StorageUnavailable("the S3 credentials expire too soon to sign a link")
             lifetime_s = min(lifetime_s, left_s)
@@ -404,9 +392,7 @@ class S3Storage:
             ExpiresIn=lifetime_s,
             HttpMethod="GET",
         )
-        # The URL's clock starts at its X-Amz-Date (signing time, at or after `now`), so the link
-        # lives at least until int(now) + lifetime_s and at most one second longer.
-        return PresignedLink(url=url, expires_at=int(now) + lifetime_s)
+        return url, now + lifetime_s
 
 
 def _normalise_prefix(prefix: str) -> str:

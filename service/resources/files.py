@@ -6,11 +6,10 @@ import mimetypes
 import re
 from collections.abc import Callable
 from typing import Any, BinaryIO
-from urllib.parse import quote
 
 import falcon
 
-from storage.base import Storage
+from storage.base import Storage, content_disposition
 from storage.signing import Signer
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -23,11 +22,6 @@ def content_type_of(name: str) -> str:
     dot = name.rfind(".")
     ext = name[dot:].lower() if dot >= 0 else ""
     return _CONTENT_TYPES.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"
-
-
-def content_disposition(name: str) -> str:
-    ascii_name = name.encode("ascii", "replace").decode().replace('"', "").replace("?", "_")
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
