@@ -7,7 +7,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,16 +25,10 @@ import pytest
 from service.settings import parse_signing_keys
 from storage.signing import Signer
 from tests.conftest import TEST_KEYS
-from tests.helpers import RUSSIAN, jpeg_bytes, multipart
+from tests.helpers import RUSSIAN, free_port, jpeg_bytes, multipart
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_UPLOAD = 1_000_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -88,7 +81,7 @@ class Service:
 @pytest.fixture(scope="module")
 def service(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     data = tmp_path_factory.mktemp("e2e")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +13,9 @@ from pathlib import Path
 
 import psutil
 
-from tests.helpers import jpeg_bytes, multipart
+from tests.helpers import free_port, jpeg_bytes, multipart
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(url: str) -> dict:  # type: ignore[type-arg]
@@ -31,7 +24,7 @@ def _get(url: str) -> dict:  # type: ignore[type-arg]
 
 
 def test_run_starts_api_workers_and_redis_and_ctrl_c_stops_them_all(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTD_")}
     env.update(
         {"EXPORTD_PORT": str(port), "EXPORTD_DATA_DIR": str(tmp_path / "var"), "PYTHONPATH": str(ROOT)}
