@@ -57,7 +57,6 @@ class JobView:
             **({"details": job.extra} if job.extra else {}),
         }
 
-
     def _output(self, out: Output, expires: int) -> dict[str, Any]:
         # A store that signs its own links (S3) serves the bytes directly; otherwise the API does.
         direct = self.storage.presigned_url(out.key, expires_at=expires, filename=out.name,
