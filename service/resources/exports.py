@@ -83,8 +83,20 @@ class Exports:
         self.clock = clock
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        received: list[Upload] = []  # files this request stored: removed again if it is refused
+        try:
+            job = self._accept(req, received)
+        except Exception:
+            self.receiver.discard(received)
+            raise
+        log.info("job queued", extra={"job_id": job.id, "format": job.format, "inputs": len(job.inputs)})
+        resp.status = falcon.HTTP_202
+        resp.location = f"/v1/exports/{job.id}"
+        resp.media = self.view(job)
+
+    def _accept(self, req: falcon.Request, received: list[Upload]) -> Job:
         if req.content_type and req.content_type.startswith("multipart/form-data"):
-            uploads, target, raw_options = self._from_multipart(req)
+            uploads, target, raw_options = self._from_multipart(req, received)
         elif req.content_type and req.content_type.startswith("application/json"):
             uploads, target, raw_options = self._from_json(req)
         else:
@@ -112,10 +124,7 @@ class Exports:
         except Exception:
             self.records.delete_job(job.id)
             raise
-        log.info("job queued", extra={"job_id": job.id, "format": target, "inputs": len(uploads)})
-        resp.status = falcon.HTTP_202
-        resp.location = f"/v1/exports/{job.id}"
-        resp.media = self.view(job)
+        return job
 
     def _check_count(self, count: int) -> None:
         if count == 0:
@@ -125,9 +134,8 @@ class Exports:
                 f"an export takes at most {self.max_inputs} inputs, not {count}", code="too_many_inputs"
             )
 
-    def _from_multipart(self, req: falcon.Request) -> tuple[list[Upload], Any, Any]:
+    def _from_multipart(self, req: falcon.Request, uploads: list[Upload]) -> tuple[list[Upload], Any, Any]:
         check_declared_length(req, (self.receiver.max_bytes + 64 * 1024) * self.max_inputs)
-        uploads: list[Upload] = []
         target: str | None = None
         raw_options: Any = None
         for part in req.get_media():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from exporters.sniff import SNIFF_BYTES, sniff
 from service.errors import BadRequest
 from storage.base import ObjectTooLarge, Storage
 from storage.jobs import Records, Upload, new_id
+
+log = logging.getLogger("exportd.api")
 
 MAX_FILENAME_CHARS = 200
 
@@ -78,6 +81,14 @@ class UploadReceiver:
         )
         self.records.add_upload(upload)
         return upload
+
+    def discard(self, uploads: list[Upload]) -> None:
+        """Best effort: remove files of a refused request (cleanup catches what this misses)."""
+        for upload in uploads:
+            try:
+                self.storage.delete(upload.key)
+            except Exception:
+                log.warning("could not remove a refused upload", extra={"upload_id": upload.id})
 
 
 def upload_view(upload: Upload) -> dict[str, Any]:

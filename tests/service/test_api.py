@@ -195,6 +195,7 @@ def test_text_cannot_become_a_png(api: Api) -> None:
     problem = _problem(result, 422, "unsupported_conversion")
     assert "pdf" in problem["detail"]  # says what text can become
     assert api.queue_length() == 0
+    assert list(api.storage.list_keys("uploads/")) == []  # the refused request left no file behind
 
 
 def test_malformed_bodies_get_problem_json(api: Api) -> None:
