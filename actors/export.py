@@ -78,6 +78,17 @@ class ExportTask:
             self.records.finish_job(job_id, error=JobError(exc.code, exc.message))
             log.info("job failed", extra={**ctx, "code": exc.code, "reason": exc.message})
             return
+        except MemoryError:
+            # Like a crash, but caught: the same file would exhaust memory again, so no retry.
+            self.records.finish_job(
+                job_id,
+                error=JobError(
+                    "input_too_large",
+                    "converting this file needed more memory than a worker has; try a smaller file",
+                ),
+            )
+            log.error("job ran out of memory", extra=ctx)
+            return
         except TimeLimitExceeded:
             # Deterministic work that ran out of time once will run out again: no retry.
             self.records.finish_job(
