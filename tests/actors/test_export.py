@@ -165,3 +165,13 @@ def test_retries_after_exceptions_are_not_mistaken_for_crashes(
     task(job.id)
     done = records.get_job(job.id)
     assert (done.status, done.attempts) == ("succeeded", 4)
+
+
+def test_running_out_of_memory_fails_at_once_without_retry(records: Records, tmp_path: Path) -> None:
+    storage = FlakyStorage(tmp_path / "s", failures=1, error=MemoryError())
+    task = ExportTask(records=records, storage=storage, limits=Limits())
+    job = _job(records, storage, jpeg_bytes())
+    task(job.id)  # returns normally: nothing for Dramatiq to retry
+    failed = records.get_job(job.id)
+    assert failed.status == "failed" and failed.error is not None
+    assert (failed.error.code, failed.attempts) == ("input_too_large", 1)
