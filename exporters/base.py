@@ -61,6 +61,9 @@ class OutputFile:
     path: Path
     name: str  # the download name, unique within the job
     content_type: str
+    # Facts about the output worth showing the client, as JSON values (e.g. the metadata removed:
+    # {"metadata": {"removed": ["exif", "gps"], "kept": []}}); empty when there is nothing to say.
+    details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,10 @@ class Limits:
     max_pixels: int = 50_000_000  # per frame, checked from the header before decoding
     max_output_side_px: int = 8192  # neither side of any produced image may exceed this
     max_pages: int = 500
+    max_frames: int = 100  # frames of an animation (or pages of a TIFF) decoded from one input
+    # width × height × frames of one input whose frames are all decoded, checked before decoding;
+    # also bounds the frames an animated output holds in memory
+    max_total_pixels: int = 500_000_000
 
 
 OptionsT = TypeVar("OptionsT", contravariant=True)
@@ -97,19 +104,30 @@ def option(
     default: Any,
     doc: str,
     *,
-    choices: Sequence[str] | None = None,
+    choices: Sequence[Any] | None = None,
     minimum: float | None = None,
     maximum: float | None = None,
+    length: int | None = None,
 ) -> Any:
-    """Declare one option field: its default, the sentence documenting it and its bounds."""
-    meta = {"doc": doc, "choices": tuple(choices) if choices else None, "min": minimum, "max": maximum}
+    """Declare one option field: its default, the sentence documenting it and its bounds.
+
+    For a list option (annotated `tuple[T, ...]`) the choices and bounds apply to each item, and
+    `length` is the exact number of items when there must be that many.
+    """
+    meta = {
+        "doc": doc,
+        "choices": tuple(choices) if choices else None,
+        "min": minimum,
+        "max": maximum,
+        "length": length,
+    }
     return dataclasses.field(default=default, metadata=meta)
 
 
 _T = TypeVar("_T")
 
 
-def _base_type(annotation: Any) -> tuple[type, bool]:
+def _base_type(annotation: Any) -> tuple[Any, bool]:
     """(the JSON-facing Python type, whether null is allowed) for a field annotation."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -118,8 +136,29 @@ def _base_type(annotation: Any) -> tuple[type, bool]:
     return annotation, False
 
 
+def _item_type(annotation: Any) -> type | None:
+    """The item type of a list option (`tuple[T, ...]`), None for a single value."""
+    if typing.get_origin(annotation) is tuple:
+        return typing.get_args(annotation)[0]  # type: ignore[no-any-return]
+    return None
+
+
 _TYPE_NAMES = {int: "integer", float: "number", str: "string", bool: "boolean"}
-_ARTICLE = {"integer": "an"}
+_ARTICLE = {"integer": "an", "array": "an"}
+
+
+def _check_value(name: str, value: Any, base: type, meta: Mapping[str, Any]) -> str | None:
+    """What is wrong with one value (or one item of a list), None when it is acceptable."""
+    if not isinstance(value, base) or (base is int and isinstance(value, bool)):
+        type_name = _TYPE_NAMES.get(base, base.__name__)
+        return f"{name} must be {_ARTICLE.get(type_name, 'a')} {type_name}"
+    if meta.get("choices") and value not in meta["choices"]:
+        return f"{name} must be one of {', '.join(str(c) for c in meta['choices'])}"
+    if meta.get("min") is not None and value < meta["min"]:
+        return f"{name} must be at least {meta['min']}"
+    if meta.get("max") is not None and value > meta["max"]:
+        return f"{name} must be at most {meta['max']}"
+    return None
 
 
 def parse_options(options_type: type[_T], raw: Mapping[str, Any] | None) -> _T:
@@ -147,20 +186,26 @@ def parse_options(options_type: type[_T], raw: Mapping[str, Any] | None) -> _T:
                 problems.append(f"{name} must not be null")
             values[name] = None
             continue
+        item_type = _item_type(base)
+        if item_type is not None:
+            if not isinstance(value, list):
+                problems.append(f"{name} must be an array")
+                continue
+            if meta.get("length") is not None and len(value) != meta["length"]:
+                problems.append(f"{name} must have exactly {meta['length']} items")
+                continue
+            item_problems = [_check_value(f"each item of {name}", item, item_type, meta) for item in value]
+            if any(item_problems):
+                problems.append(next(p for p in item_problems if p))
+                continue
+            # Lists of choices are sets: sorted and deduplicated, so equal requests look equal.
+            values[name] = tuple(sorted(set(value))) if meta.get("choices") else tuple(value)
+            continue
         if base is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if not isinstance(value, base) or (base is int and isinstance(value, bool)):
-            type_name = _TYPE_NAMES.get(base, base.__name__)
-            problems.append(f"{name} must be {_ARTICLE.get(type_name, 'a')} {type_name}")
-            continue
-        if meta.get("choices") and value not in meta["choices"]:
-            problems.append(f"{name} must be one of {', '.join(meta['choices'])}")
-            continue
-        if meta.get("min") is not None and value < meta["min"]:
-            problems.append(f"{name} must be at least {meta['min']}")
-            continue
-        if meta.get("max") is not None and value > meta["max"]:
-            problems.append(f"{name} must be at most {meta['max']}")
+        problem = _check_value(name, value, base, meta)
+        if problem:
+            problems.append(problem)
             continue
         values[name] = value
     if problems:
@@ -174,20 +219,31 @@ def describe_options(options_type: type) -> dict[str, dict[str, Any]]:
     described: dict[str, dict[str, Any]] = {}
     for f in dataclasses.fields(options_type):
         base, nullable = _base_type(hints[f.name])
+        item_type = _item_type(base)
         entry: dict[str, Any] = {
-            "type": _TYPE_NAMES.get(base, base.__name__),
-            "default": f.default,
+            "type": "array" if item_type else _TYPE_NAMES.get(base, base.__name__),
+            "default": list(f.default) if isinstance(f.default, tuple) else f.default,
             "description": f.metadata.get("doc", ""),
         }
         if nullable:
             entry["nullable"] = True
+        bounds: dict[str, Any] = {}
+        if item_type:
+            bounds["type"] = _TYPE_NAMES.get(item_type, item_type.__name__)
         for key, label in (("choices", "enum"), ("min", "minimum"), ("max", "maximum")):
             if f.metadata.get(key) is not None:
-                entry[label] = list(f.metadata[key]) if key == "choices" else f.metadata[key]
+                bounds[label] = list(f.metadata[key]) if key == "choices" else f.metadata[key]
+        if item_type:
+            entry["items"] = bounds
+            if f.metadata.get("length") is not None:
+                entry["minItems"] = entry["maxItems"] = f.metadata["length"]
+        else:
+            entry.update(bounds)
         described[f.name] = entry
     return described
 
 
 def options_as_dict(options: Any) -> dict[str, Any]:
-    """The options a job was accepted with, defaults filled in, as stored in its record."""
-    return dataclasses.asdict(options)
+    """The options a job was accepted with, defaults filled in, as stored in its record (JSON values)."""
+    return {key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(options).items()}  # fmt: skip

@@ -27,13 +27,16 @@ from exporters.base import (
 from exporters.images import (
     UniqueNames,
     decode_upright,
-    decoding,
+    describe,
     flatten,
+    is_srgb,
+    metadata_found,
     open_image,
     orientation_of,
     to_srgb,
     to_working_mode,
 )
+from exporters.jpeg import strip_metadata
 
 # reportlab wraps every stream, images included, in ASCII85 unless told otherwise: a quarter more
 # bytes and most of the time spent on a PDF of photos. Version 5.1 has no per-canvas switch (each
@@ -99,7 +102,8 @@ def images_to_pdf(
 ) -> list[OutputFile]:
     """All images in one PDF, a page per image in the order given, each upright and centred.
 
-    JPEGs are embedded as they are (turned by the page, not re-encoded); other images losslessly.
+    JPEGs are embedded as they are (turned by the page, not re-encoded) without their metadata;
+    JPEGs whose colours must change are re-encoded at quality 95; other images are stored losslessly.
     Raises UnsupportedConversion, UnsupportedInput, CorruptInput, InputTooLarge.
     """
     if not inputs:
@@ -114,36 +118,52 @@ def images_to_pdf(
         name = "images.pdf"
     path = out_dir / name
     canvas = new_canvas(path, A4)
+    removed: set[str] = set()
     for source in inputs:
-        picture, stored_size, orientation = _embeddable(source, limits=limits)
+        picture, stored_size, orientation, left_out = _embeddable(source, limits=limits)
+        removed |= left_out
         _draw_page(canvas, picture, stored_size, orientation, options)
     canvas.save()
-    return [OutputFile(path=path, name=name, content_type="application/pdf")]
+    details = {"metadata": {"removed": sorted(removed), "kept": []}}
+    return [OutputFile(path=path, name=name, content_type="application/pdf", details=details)]
 
 
-def _embeddable(source: InputFile, *, limits: Limits) -> tuple[Any, tuple[int, int], int]:
-    """(what reportlab draws, its stored size in pixels, the EXIF orientation still to apply).
+def _embeddable(source: InputFile, *, limits: Limits) -> tuple[Any, tuple[int, int], int, set[str]]:
+    """(what reportlab draws, its stored size in pixels, the EXIF orientation still to apply, the
+    metadata groups left out).
 
     Raises UnsupportedInput, CorruptInput, InputTooLarge.
     """
     with open_image(source, limits=limits) as image:
         orientation = orientation_of(image, source)
-        if image.format == "JPEG" and image.mode in ("RGB", "L") and _embeds_as_is(source.path, image):
-            stored_size = image.size
-            # Decoding at 1/8 scale still reads every coded byte, so a truncated file is caught here
-            # rather than shipped as a broken page.
-            image.draft(None, (max(1, stored_size[0] // 8), max(1, stored_size[1] // 8)))
-            with decoding(source):
-                image.load()
-            return _JpegAsIs(source.path.read_bytes()), stored_size, orientation
         icc_profile = image.info.get("icc_profile")
+        icc = icc_profile if isinstance(icc_profile, bytes) else None
+        if (
+            image.format in ("JPEG", "MPO")
+            and image.mode in ("RGB", "L")
+            and (icc is None or is_srgb(icc) or image.mode == "L")
+            and _embeds_as_is(source.path, image)
+        ):
+            stored_size = image.size
+            # The picture's own bytes, without EXIF (GPS), XMP, IPTC or comments: a PDF viewer would
+            # not show them, but anyone can extract the stream and read them. Walking the markers to
+            # the end-of-image also catches a truncated file without decoding a pixel (as img2pdf).
+            stripped = strip_metadata(source.path.read_bytes(), name=describe(source))
+            return _JpegAsIs(stripped.data), stored_size, orientation, stripped.removed
+        removed = metadata_found(image)
         decode_upright(image, source)
         pixels = to_working_mode(image, source)
-        pixels = to_srgb(pixels, icc_profile if isinstance(icc_profile, bytes) else None)
+        pixels = to_srgb(pixels, icc)
         pixels = flatten(pixels, _WHITE)
         if pixels is image:
             pixels = image.copy()  # closing the opened image frees its pixels
-        return ImageReader(pixels), pixels.size, 1
+        if image.format in ("JPEG", "MPO"):
+            # A photo whose colours had to change (CMYK, a wide-gamut profile) stays a JPEG: stored
+            # losslessly it would be several times the size of the original.
+            buffer = io.BytesIO()
+            pixels.save(buffer, format="JPEG", quality=95, subsampling=0)
+            return _JpegAsIs(buffer.getvalue()), pixels.size, 1, removed
+        return ImageReader(pixels), pixels.size, 1, removed
 
 
 def _embeds_as_is(path: Path, image: Image.Image) -> bool:

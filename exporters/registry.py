@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from exporters import images, pdf, text
+from exporters import archive, images, pdf, text
 from exporters.base import Converter, UnsupportedConversion, UnsupportedInput, describe_options
 
 #: What each accepted media type is, for choosing a conversion.
@@ -20,6 +20,8 @@ KIND_OF_CONTENT_TYPE: dict[str, str] = {
     "image/webp": "image",
     "image/tiff": "image",
     "image/bmp": "image",
+    "image/avif": "image",
+    **({"image/heic": "image"} if images.HEIF_READS else {}),
     "text/plain": "text",
 }
 
@@ -28,7 +30,13 @@ FORMATS: dict[str, str] = {
     "png": "image/png",
     "jpeg": "image/jpeg",
     "webp": "image/webp",
+    "avif": "image/avif",
+    "tiff": "image/tiff",
+    "gif": "image/gif",
+    "bmp": "image/bmp",
+    **({"heic": "image/heic"} if images.HEIF_WRITES else {}),
     "pdf": "application/pdf",
+    "zip": "application/zip",
 }
 
 
@@ -44,13 +52,27 @@ class Conversion:
 
 CONVERSIONS: tuple[Conversion, ...] = (
     Conversion("image", "png", images.to_png, images.ImageOptions, "one_per_input",
-               "Each image as a PNG, optionally resized."),
-    Conversion("image", "jpeg", images.to_jpeg, images.LossyImageOptions, "one_per_input",
-               "Each image as a JPEG, optionally resized; transparency is flattened onto the background."),
-    Conversion("image", "webp", images.to_webp, images.LossyImageOptions, "one_per_input",
-               "Each image as a WebP, optionally resized."),
+               "Each image as a PNG (an APNG for an animation), upright, optionally resized."),
+    Conversion("image", "jpeg", images.to_jpeg, images.JpegOptions, "one_per_input",
+               "Each image as a JPEG, upright, optionally resized; transparency is flattened onto the background."),
+    Conversion("image", "webp", images.to_webp, images.WebpOptions, "one_per_input",
+               "Each image as a WebP (animated for an animation), upright, optionally resized."),
+    Conversion("image", "avif", images.to_avif, images.LossyImageOptions, "one_per_input",
+               "Each image as an AVIF, upright, optionally resized."),
+    Conversion("image", "tiff", images.to_tiff, images.ImageOptions, "one_per_input",
+               "Each image as a losslessly compressed TIFF (every page of a multi-page TIFF)."),
+    Conversion("image", "gif", images.to_gif, images.ImageOptions, "one_per_input",
+               "Each image as a GIF of at most 256 colours (animated for an animation)."),
+    Conversion("image", "bmp", images.to_bmp, images.ImageOptions, "one_per_input",
+               "Each image as a BMP; transparency is flattened onto the background."),
+    *([Conversion("image", "heic", images.to_heic, images.LossyImageOptions, "one_per_input",
+                  "Each image as an HEIC, upright, optionally resized.")] if images.HEIF_WRITES else []),
     Conversion("image", "pdf", pdf.images_to_pdf, pdf.ImagePdfOptions, "one",
                "All images in one PDF, a page per image, in the order given."),
+    Conversion("image", "zip", archive.images_to_zip, archive.ZipOptions, "one",
+               "All images converted (image_format, resizing and the other image options) in one ZIP, "
+               "under their own names made safe and unique, with a manifest.json (name, size, sha256, "
+               "status and what metadata was removed, per input)."),
     Conversion("text", "pdf", text.text_to_pdf, text.TextPdfOptions, "one_per_input",
                "UTF-8 plain text as a PDF with an embedded Unicode font (Latin, Cyrillic, Greek)."),
 )  # fmt: skip

@@ -17,11 +17,68 @@ _ISO_BMFF_BRANDS = {
     b"avis": "image/avif",
 }
 
+#: The coded item types of HEIF images: what decides the decoder, whatever the brands claim.
+_ITEM_CODECS = {b"hvc1": "image/heic", b"av01": "image/avif"}
+
+
+def _boxes(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
+    """(type, payload start, payload end) of the ISO-BMFF boxes in data[start:end], cut at the head's end."""
+    found = []
+    pos = start
+    while pos + 8 <= end:
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        header = 8
+        if size == 1 and pos + 16 <= end:
+            size, header = int.from_bytes(data[pos + 8 : pos + 16], "big"), 16
+        elif size == 0:
+            size = end - pos
+        if size < header:
+            break
+        found.append((kind, pos + header, min(pos + size, end)))
+        pos += size
+    return found
+
+
+def _item_codec(head: bytes, meta_start: int, meta_end: int) -> str | None:
+    """The media type named by the coded items of a `meta` box: its primary item's codec, or for a
+    grid of tiles (as iPhones store photos), the codec of the items it is made of."""
+    primary_id = None
+    types: dict[int, bytes] = {}
+    for kind, start, end in _boxes(head, meta_start + 4, meta_end):  # meta is a full box
+        if kind == b"pitm" and end - start >= 6:
+            version = head[start]
+            primary_id = int.from_bytes(head[start + 4 : start + (6 if version == 0 else 8)], "big")
+        if kind == b"iinf" and end - start >= 6:
+            count_bytes = 2 if head[start] == 0 else 4
+            for entry, e_start, e_end in _boxes(head, start + 4 + count_bytes, end):
+                version = head[e_start] if e_start < e_end else 0
+                if entry != b"infe" or version < 2:
+                    continue
+                id_bytes = 2 if version == 2 else 4
+                item_id = int.from_bytes(head[e_start + 4 : e_start + 4 + id_bytes], "big")
+                type_at = e_start + 4 + id_bytes + 2  # after the protection index
+                if type_at + 4 <= e_end:
+                    types[item_id] = head[type_at : type_at + 4]
+    if primary_id in types and types[primary_id] in _ITEM_CODECS:
+        return _ITEM_CODECS[types[primary_id]]
+    for item_type in types.values():
+        if item_type in _ITEM_CODECS:
+            return _ITEM_CODECS[item_type]
+    return None
+
 
 def _iso_bmff(head: bytes) -> str | None:
-    """HEIF family: an `ftyp` box whose major or compatible brands name the codec."""
+    """HEIF family (HEIC, AVIF): an `ftyp` box, then the codec of the coded items in `meta` decides;
+    when the head does not reach them, the major or compatible brands do."""
     if head[4:8] != b"ftyp":
         return None
+    boxes = _boxes(head, 0, len(head))
+    for kind, start, end in boxes:
+        if kind == b"meta":
+            codec = _item_codec(head, start, end)
+            if codec:
+                return codec
     box_size = int.from_bytes(head[0:4], "big")
     brands = [head[8:12]] + [head[i : i + 4] for i in range(16, min(box_size, len(head)), 4)]
     for brand in brands:  # the major brand first, so `avif` wins over a generic `mif1`

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
+import math
 import random
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pypdfium2 as pdfium
 import pytest
-from PIL import Image, ImageStat
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageStat
 
 from exporters.base import InputFile
 from exporters.sniff import SNIFF_BYTES, sniff
@@ -63,6 +68,36 @@ def gradient(width: int, height: int) -> Image.Image:
 def noise(width: int, height: int, *, seed: int = 1) -> Image.Image:
     """An RGB image of seeded noise: JPEG cannot make it small, so files have predictable heft."""
     return Image.frombytes("RGB", (width, height), random.Random(seed).randbytes(width * height * 3))
+
+
+def photo_like(width: int, height: int, *, seed: int = 7) -> Image.Image:
+    """A photograph-like RGB picture: smooth light, shapes with sharp edges, fine texture and sensor
+    noise. Encoders and resamplers work on it about as hard as on a real photo (flat colour would
+    make them unrealistically fast, pure noise unrealistically slow)."""
+    rng = random.Random(seed)
+    base = gradient(width, height)
+    draw = ImageDraw.Draw(base)
+    for _ in range(60):
+        x, y = rng.randrange(width), rng.randrange(height)
+        r = rng.randrange(max(2, width // 60), max(3, width // 6))
+        colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
+    texture = noise(max(1, width // 8), max(1, height // 8), seed=seed).resize(
+        (width, height), Image.Resampling.BICUBIC
+    )
+    grain = Image.frombytes("L", (width, height), rng.randbytes(width * height)).convert("RGB")
+    picture = Image.blend(base, texture, 0.25)
+    picture = picture.filter(ImageFilter.GaussianBlur(1.2))
+    return Image.blend(picture, grain, 0.06)
+
+
+def psnr(image: Image.Image, reference: Image.Image) -> float:
+    """Peak signal-to-noise ratio of `image` against `reference`, in dB (RGB, 8 bits)."""
+    difference = ImageChops.difference(image.convert("RGB"), reference.convert("RGB"))
+    histogram = difference.histogram()
+    squared = sum((index % 256) ** 2 * count for index, count in enumerate(histogram))
+    mse = squared / (image.size[0] * image.size[1] * 3)
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 def card(width: int = 120, height: int = 80) -> Image.Image:
@@ -189,3 +224,98 @@ def image_bytes(image: Image.Image, image_format: str, **params: object) -> byte
     buffer = io.BytesIO()
     image.save(buffer, format=image_format, **params)
     return buffer.getvalue()
+
+
+# -- metadata ------------------------------------------------------------------------------
+
+
+def embedded_jpegs(pdf_bytes: bytes) -> list[bytes]:
+    """The DCTDecode image streams of a PDF, as the bytes a viewer (or anyone) would extract."""
+    streams = []
+    for match in re.finditer(rb"<<((?:(?!>>).)*?/DCTDecode(?:(?!>>).)*?)>>\s*stream\r?\n", pdf_bytes, re.S):
+        length = re.search(rb"/Length (\d+)", match.group(1))
+        assert length, "an image stream without a direct /Length"
+        streams.append(pdf_bytes[match.end() : match.end() + int(length.group(1))])
+    return streams
+
+
+def jpeg_markers(data: bytes) -> list[tuple[int, bytes]]:
+    """(marker, first 12 bytes of the payload) of every segment before the first scan's coded data."""
+    assert data.startswith(b"\xff\xd8"), "not a JPEG"
+    segments = []
+    pos = 2
+    while pos + 4 <= len(data):
+        assert data[pos] == 0xFF, f"no marker at {pos}"
+        marker = data[pos + 1]
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        segments.append((marker, data[pos + 4 : pos + 4 + min(12, length - 2)]))
+        if marker == 0xDA:
+            break
+        pos += 2 + length
+    return segments
+
+
+def gps_exif() -> bytes:
+    """An EXIF block with a GPS position, a camera, a capture date, a copyright and an orientation."""
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"  # Make
+    exif[0x0110] = "Phone 15"  # Model
+    exif[0x8298] = "(c) Ann Example"  # Copyright
+    exif[0x0112] = 1
+    exif.get_ifd(0x8769)[0x9003] = "2024:07:14 12:34:56"  # DateTimeOriginal
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[2] = "N", (48.0, 51.0, 29.0)
+    gps[3], gps[4] = "E", (2.0, 17.0, 40.0)
+    return exif.tobytes()
+
+
+XMP = (
+    b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+    b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+    b'xmlns:exif="http://ns.adobe.com/exif/1.0/" exif:GPSLatitude="48,51.48N"/></rdf:RDF>'
+    b'</x:xmpmeta><?xpacket end="w"?>'
+)
+
+
+def with_iptc(jpeg: bytes) -> bytes:
+    """The JPEG with an APP13 Photoshop/IPTC segment (a city name) inserted after its SOI."""
+    iptc = b"\x1c\x02\x5a\x00\x05Paris"  # IPTC 2:90 City
+    resource = b"8BIM\x04\x04\x00\x00" + len(iptc).to_bytes(4, "big") + iptc
+    payload = b"Photoshop 3.0\x00" + resource
+    return jpeg[:2] + b"\xff\xed" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
+
+
+def exiftool_tags(path: Path) -> dict[str, object]:
+    """Every tag exiftool finds in a file (skips the test when exiftool is not installed)."""
+    exiftool = shutil.which("exiftool")
+    if exiftool is None:
+        pytest.skip("exiftool is not installed (Debian: libimage-exiftool-perl); the byte checks still ran")
+    result = subprocess.run(
+        [exiftool, "-json", "-a", "-G1", "-ee", str(path)], capture_output=True, check=True, text=True
+    )
+    (tags,) = json.loads(result.stdout)
+    assert isinstance(tags, dict)
+    return tags
+
+
+#: exiftool groups that mean metadata survived (File, JFIF, Composite and the like are structure).
+LEAKING_GROUPS = ("GPS", "IFD0", "ExifIFD", "XMP", "IPTC", "Photoshop", "MakerNotes", "IFD1", "MPF0")
+
+
+#: What a TIFF's main IFD holds to describe its own pixels: structure, not metadata.
+TIFF_LAYOUT = {
+    "ImageWidth", "ImageHeight", "BitsPerSample", "Compression", "PhotometricInterpretation",
+    "StripOffsets", "SamplesPerPixel", "RowsPerStrip", "StripByteCounts", "PlanarConfiguration",
+    "XResolution", "YResolution", "ResolutionUnit", "Predictor", "ExtraSamples", "SampleFormat",
+    "SubfileType",
+}  # fmt: skip
+
+
+def leaked(tags: dict[str, object]) -> list[str]:
+    """The tags exiftool found that are metadata (not the file's own structure)."""
+    return sorted(
+        key
+        for key in tags
+        if key.split(":")[0].startswith(LEAKING_GROUPS)
+        and not (key.startswith("IFD0:") and key.split(":")[1] in TIFF_LAYOUT)
+    )

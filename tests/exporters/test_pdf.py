@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
@@ -11,18 +12,26 @@ from PIL import Image, ImageChops, ImageStat
 from exporters.base import CorruptInput, InputTooLarge, InvalidOptions, Limits, parse_options
 from exporters.pdf import ImagePdfOptions, images_to_pdf
 from tests.exporters.samples import (
+    XMP,
     Pdf,
     as_input,
     assert_upright_card,
     assert_upright_photo,
     card,
     close_to,
+    embedded_jpegs,
+    exiftool_tags,
+    gps_exif,
     gradient,
+    image_bytes,
+    jpeg_markers,
+    leaked,
     noise,
     pixel,
     sample,
     save,
     stored_with_orientation,
+    with_iptc,
 )
 
 A4 = (595.28, 841.89)
@@ -181,11 +190,83 @@ def test_jpeg_is_embedded_as_is(
     (output,) = images_to_pdf([as_input(path)], out_dir, ImagePdfOptions(), limits=limits)
 
     pdf_bytes = output.path.read_bytes()
-    assert path.read_bytes() in pdf_bytes
+    original = path.read_bytes()
+    scan = original.index(b"\xff\xda")  # the coded picture, from its start of scan to the end
+    (embedded,) = embedded_jpegs(pdf_bytes)
+    assert embedded.endswith(original[scan:])
     assert b"/DCTDecode" in pdf_bytes
     assert b"ASCII85Decode" not in pdf_bytes
     assert len(pdf_bytes) <= jpeg_size * 1.05 + 10_000
     assert len(open_pdf(output.path)) == 1
+
+
+@pytest.fixture
+def gps_jpeg(tmp_path: Path) -> Path:
+    """A photo carrying GPS EXIF, XMP (with a position too), an IPTC city and a comment."""
+    data = image_bytes(gradient(300, 200), "JPEG", quality=90, exif=gps_exif(), xmp=XMP, comment=b"at home")
+    path = tmp_path / "holiday.jpg"
+    path.write_bytes(with_iptc(data))
+    with Image.open(path) as original:
+        assert original.getexif().get_ifd(0x8825), "the sample should carry GPS data"
+        assert {"xmp", "photoshop", "comment"} <= set(original.info)
+    return path
+
+
+def test_embedded_jpeg_loses_exif_gps_xmp_iptc_and_comments(
+    gps_jpeg: Path, out_dir: Path, limits: Limits
+) -> None:
+    (output,) = images_to_pdf([as_input(gps_jpeg)], out_dir, ImagePdfOptions(), limits=limits)
+
+    pdf_bytes = output.path.read_bytes()
+    for needle in (b"Exif\x00\x00", b"PhoneMaker", b"GPSLatitude", b"Paris", b"at home", b"8BIM", b"xmpmeta"):
+        assert needle not in pdf_bytes, needle
+    (embedded,) = embedded_jpegs(pdf_bytes)
+    kept = {marker for marker, _payload in jpeg_markers(embedded) if 0xE0 <= marker <= 0xEF or marker == 0xFE}
+    assert kept == {0xE0}  # JFIF only: no APP1 (EXIF, XMP), APP13 (IPTC) or COM
+    with Image.open(io.BytesIO(embedded)) as image, Image.open(gps_jpeg) as original:
+        assert len(image.getexif()) == 0
+        assert image.tobytes() == original.tobytes()  # the same coded picture: not re-encoded
+    assert output.details == {
+        "metadata": {"removed": ["camera", "comment", "copyright", "datetime", "exif", "gps", "iptc", "xmp"],
+                     "kept": []}
+    }  # fmt: skip
+
+
+def test_embedded_jpeg_has_no_metadata_for_exiftool(
+    gps_jpeg: Path, tmp_path: Path, out_dir: Path, limits: Limits
+) -> None:
+    (output,) = images_to_pdf([as_input(gps_jpeg)], out_dir, ImagePdfOptions(), limits=limits)
+    (embedded,) = embedded_jpegs(output.path.read_bytes())
+    extracted = tmp_path / "extracted.jpg"
+    extracted.write_bytes(embedded)
+
+    assert leaked(exiftool_tags(gps_jpeg))  # exiftool does see them in the input
+    assert leaked(exiftool_tags(extracted)) == []
+    assert leaked(exiftool_tags(output.path)) == []
+
+
+def test_real_gps_sample_leaves_no_trace_in_the_pdf(out_dir: Path, limits: Limits) -> None:
+    source = as_input(sample("pillow/exif_gps.jpg"))
+
+    (output,) = images_to_pdf([source], out_dir, ImagePdfOptions(), limits=limits)
+
+    pdf_bytes = output.path.read_bytes()
+    assert b"Exif\x00\x00" not in pdf_bytes
+    (embedded,) = embedded_jpegs(pdf_bytes)
+    assert 0xE1 not in {marker for marker, _payload in jpeg_markers(embedded)}
+    assert "gps" in output.details["metadata"]["removed"]
+
+
+def test_mpo_embeds_only_its_first_picture(out_dir: Path, limits: Limits, open_pdf: type[Pdf]) -> None:
+    path = sample("pillow/frozenpond.mpo")
+
+    (output,) = images_to_pdf([as_input(path)], out_dir, ImagePdfOptions(page_size="fit"), limits=limits)
+
+    (embedded,) = embedded_jpegs(output.path.read_bytes())
+    assert embedded.count(b"\xff\xd8") == 1  # no second camera
+    assert b"MPF\x00" not in embedded
+    assert output.path.stat().st_size < path.stat().st_size * 0.6
+    assert open_pdf(output.path).page_size(0) == (640.0, 480.0)
 
 
 def test_other_images_are_embedded_losslessly(
