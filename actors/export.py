@@ -141,6 +141,7 @@ class ExportTask:
                         name=out.name,
                         key=obj.key,
                         content_type=out.content_type,
+                        details=dict(out.details),
                         size=obj.size,
                         sha256=obj.sha256,
                     )

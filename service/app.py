@@ -61,6 +61,8 @@ def limits_from(settings: Settings) -> Limits:
         max_pixels=settings.max_pixels,
         max_output_side_px=settings.max_output_side_px,
         max_pages=settings.max_pages,
+        max_frames=settings.max_frames,
+        max_total_pixels=settings.max_total_pixels,
     )
 
 

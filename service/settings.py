@@ -80,6 +80,10 @@ class Settings:
     max_output_side_px: int = 8192
     # Most pages in one produced or read document.
     max_pages: int = 500
+    # Most frames decoded from one animation or multi-page image.
+    max_frames: int = 100
+    # Most pixels across all decoded frames of one input (width × height × frames).
+    max_total_pixels: int = 500_000_000
 
     # -- jobs and workers ----------------------------------------------------------------------
     # How long job and upload records stay in Redis; download links never outlive it.
@@ -150,8 +154,8 @@ class Settings:
         unknown = set(self.queues) - set(QUEUES)
         if not self.queues or unknown:
             raise ConfigError(f"EXPORTD_WORKER_QUEUES must name queues among {', '.join(QUEUES)}")
-        for name in ("port", "link_ttl_s", "max_upload_bytes", "max_inputs", "retention_s",
-                     "job_time_limit_s", "worker_processes", "worker_threads", "worker_poll_ms",
+        for name in ("port", "link_ttl_s", "max_upload_bytes", "max_inputs", "retention_s", "max_frames",
+                     "max_total_pixels", "job_time_limit_s", "worker_processes", "worker_threads", "worker_poll_ms",
                      "api_processes", "api_threads"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")

@@ -50,6 +50,7 @@ class Output:
     content_type: str
     size: int
     sha256: str
+    details: dict[str, Any] = field(default_factory=dict)  # what the converter reports, e.g. metadata removed
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,6 @@ class Job:
     retries: int = 0  # attempts that raised and were queued again; the others that did not finish crashed
     error: JobError | None = None
     outputs: tuple[Output, ...] = ()
-    extra: dict[str, Any] = field(
-        default_factory=dict
-    )  # converter facts worth showing (e.g. what was stripped)
 
     @property
     def finished(self) -> bool:
@@ -91,11 +89,17 @@ class Job:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Job:
-        data = json.loads(raw)
-        data["inputs"] = tuple(Upload(**u) for u in data["inputs"])
-        data["outputs"] = tuple(Output(**o) for o in data["outputs"])
+        data = _known(cls, json.loads(raw))
+        data["inputs"] = tuple(Upload(**_known(Upload, u)) for u in data["inputs"])
+        data["outputs"] = tuple(Output(**_known(Output, o)) for o in data["outputs"])
         data["error"] = JobError(**data["error"]) if data["error"] else None
         return cls(**data)
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """Only the fields `cls` has: records written by another version of exportd still load."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
 
 
 def new_id() -> str:
@@ -242,7 +246,6 @@ class Records:
         *,
         outputs: tuple[Output, ...] = (),
         error: JobError | None = None,
-        extra: dict[str, Any] | None = None,
     ) -> Job:
         """Succeed (no error) or fail the job, once: the first finish wins and later ones change nothing."""
 
@@ -256,7 +259,6 @@ class Records:
                 started_at=job.started_at or time.time(),
                 error=error,
                 outputs=() if error else outputs,
-                extra=extra or {},
             )
 
         return self.update_job(job_id, change)

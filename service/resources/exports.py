@@ -54,7 +54,6 @@ class JobView:
             "attempts": job.attempts,
             "error": {"code": job.error.code, "message": job.error.message} if job.error else None,
             "outputs": [self._output(out, expires) for out in job.outputs],
-            **({"details": job.extra} if job.extra else {}),
         }
 
     def _output(self, out: Output, expires: int) -> dict[str, Any]:
@@ -69,6 +68,7 @@ class JobView:
             "sha256": out.sha256,
             "url": url,
             "expires_at": _iso(expires),
+            **({"details": out.details} if out.details else {}),
         }
 
 
