@@ -397,3 +397,15 @@ def test_settings_replace_keeps_app_factory_pure(
         )
     )
     _problem(small.simulate_post("/v1/uploads", body=png_bytes()), 413, "payload_too_large")
+
+
+def test_job_result_says_which_metadata_was_removed(api: Api, worker: Worker) -> None:
+    gps_photo = (Path(__file__).resolve().parents[1] / "fixtures" / "pillow" / "exif_gps.jpg").read_bytes()
+    body, ctype = multipart([("file", ("gps.jpg", gps_photo)), ("format", "jpeg")])
+    job_id = api.client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype}).json["id"]
+    job = api.wait_for(job_id)
+    assert job["status"] == "succeeded", job
+    (out,) = job["outputs"]
+    assert "gps" in out["details"]["metadata"]["removed"]
+    assert out["details"]["metadata"]["kept"] == []
+    assert not Image.open(io.BytesIO(api.download(out["url"]).content)).getexif()
