@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from exporters import archive, images, pdf, text
+from exporters import archive, contact, images, pdf, text
 from exporters.base import Converter, UnsupportedConversion, UnsupportedInput, describe_options
 
 #: What each accepted media type is, for choosing a conversion.
@@ -37,6 +37,8 @@ FORMATS: dict[str, str] = {
     **({"heic": "image/heic"} if images.HEIF_WRITES else {}),
     "pdf": "application/pdf",
     "zip": "application/zip",
+    "contact_sheet_pdf": "application/pdf",
+    "contact_sheet_png": "image/png",
 }
 
 
@@ -46,7 +48,7 @@ class Conversion:
     format: str  # output format, a key of FORMATS
     convert: Converter[Any]
     options: type[Any]
-    outputs: str  # "one_per_input" or "one"
+    outputs: str  # "one_per_input", "one" or "one_per_page"
     description: str
 
 
@@ -69,6 +71,12 @@ CONVERSIONS: tuple[Conversion, ...] = (
                   "Each image as an HEIC, upright, optionally resized.")] if images.HEIF_WRITES else []),
     Conversion("image", "pdf", pdf.images_to_pdf, pdf.ImagePdfOptions, "one",
                "All images in one PDF, a page per image, in the order given."),
+    Conversion("image", "contact_sheet_pdf", contact.contact_sheet_pdf, contact.ContactSheetOptions, "one",
+               "A contact sheet: all images as a grid of captioned thumbnails (file names), columns × rows "
+               "a page, numbered \"page N of M\"."),
+    Conversion("image", "contact_sheet_png", contact.contact_sheet_png, contact.ContactSheetOptions,
+               "one_per_page",
+               "The contact sheet as PNG images, one per page of columns × rows thumbnails."),
     Conversion("image", "zip", archive.images_to_zip, archive.ZipOptions, "one",
                "All images converted (image_format, resizing and the other image options) in one ZIP, "
                "under their own names made safe and unique, with a manifest.json (name, size, sha256, "
