@@ -15,6 +15,7 @@ import json
 import math
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -194,6 +195,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--photos", type=int, default=3, help="photos per single-photo case")
     parser.add_argument("--album", type=int, default=20, help="photos in the PDF album")
+    parser.add_argument("--service-jobs", type=int, default=40,
+                        help="photos sent through the whole service (0 to skip that part)")  # fmt: skip
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
@@ -235,6 +238,112 @@ def main() -> None:
         print(
             f"  ratio   {base['ms'] / ours['ms']:>6.2f}x faster  size {ours_size / base_size:.3f} of img2pdf's"
         )
+        if args.service_jobs:
+            service_throughput(inputs["jpeg"], args.service_jobs, work / "service")
+
+
+# -- the whole service against the bare converter ---------------------------------------------------
+
+
+def _bare(path: str) -> None:
+    from exporters.base import InputFile, Limits, parse_options
+    from exporters.images import JpegOptions, to_jpeg
+
+    out = Path(tempfile.mkdtemp(prefix="exportd-bare-"))
+    options = parse_options(JpegOptions, {"width": TARGET_W, "quality": 85})
+    to_jpeg([InputFile(Path(path), "photo.jpg", "image/jpeg")], out, options, limits=Limits())
+    shutil.rmtree(out)
+
+
+def service_throughput(photos: list[Path], jobs: int, work: Path) -> None:
+    """Photos per second through HTTP + Redis + 2 worker processes, against the converter alone in 2
+    processes: what the service itself costs at saturation (goal: at most 10 %)."""
+    import concurrent.futures
+    import multiprocessing
+    import os
+    import signal
+    import urllib.request
+
+    from service.cli import start_local_redis
+    from tests.helpers import free_port, multipart
+
+    paths = [str(photos[i % len(photos)]) for i in range(jobs)]
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.map(_bare, paths[:2])  # warm-up
+        began = time.perf_counter()
+        pool.map(_bare, paths, chunksize=1)
+        bare_rate = jobs / (time.perf_counter() - began)
+
+    work.mkdir(parents=True, exist_ok=True)
+    redis_proc, redis_url = start_local_redis(work)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EXPORTD_ENV": "development", "EXPORTD_DATA_DIR": str(work),
+           "EXPORTD_REDIS_URL": redis_url, "EXPORTD_PORT": str(port), "EXPORTD_WORKER_PROCESSES": "2",
+           "EXPORTD_WORKER_THREADS": "1", "EXPORTD_API_PROCESSES": "1", "EXPORTD_LOG_LEVEL": "WARNING",
+           "EXPORTD_WORKER_ALIVE_FILE": str(work / "alive")}  # fmt: skip
+    procs = [subprocess.Popen([sys.executable, "-m", "service.cli", role], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for role in ("worker", "serve")]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    bodies = {p: multipart([("file", ("photo.jpg", Path(p).read_bytes())), ("format", "jpeg"),
+                            ("options", json.dumps({"width": TARGET_W, "quality": 85}))]) for p in set(paths)}  # fmt: skip
+
+    def call(method: str, path: str, body: bytes | None = None, ctype: str = "") -> Any:
+        headers = {"Content-Type": ctype} if ctype else {}
+        req = urllib.request.Request(base + path, data=body, method=method, headers=headers)
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return json.loads(resp.read())
+
+    def submit(path: str) -> str:
+        body, ctype = bodies[path]
+        return str(call("POST", "/v1/exports", body, ctype)["id"])
+
+    def wait_all(ids: list[str]) -> None:
+        # Jobs finish about in the order they were sent: ask about the oldest one only, so the
+        # polling itself (as a real client would do it) costs the API next to nothing.
+        pending = list(ids)
+        while pending:
+            job = call("GET", f"/v1/exports/{pending[0]}")
+            if job["status"] == "failed":
+                raise SystemExit(f"service job failed: {job['error']}")
+            if job["status"] == "succeeded":
+                pending.pop(0)
+            else:
+                time.sleep(0.05)
+
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                call("GET", "/readyz")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the service did not start") from None
+                time.sleep(0.2)
+        wait_all([submit(p) for p in paths[:2]])  # warm-up
+        began = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(4) as clients:
+            ids = list(clients.map(submit, paths))
+        wait_all(ids)
+        service_rate = jobs / (time.perf_counter() - began)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(60)
+        redis_proc.terminate()
+        redis_proc.wait(10)
+    overhead = (1 - service_rate / bare_rate) * 100
+    print()
+    print(
+        f"whole service, {jobs} photos 12 MP JPEG -> 1600 px JPEG, 2 worker processes (API on the same cores):"
+    )
+    print(f"  bare converter, 2 processes  {bare_rate:6.2f} photos/s")
+    print(
+        f"  through the API and the pool {service_rate:6.2f} photos/s  (uploads of the full photos included)"
+    )
+    print(f"  service overhead {overhead:5.1f} % of the bare conversion (goal: at most 10 %)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,525 @@
+"""Markdown to PDF: CommonMark plus tables and strikethrough, typeset with reportlab's Platypus.
+
+Every piece of the client's text is escaped before it becomes Paragraph markup, so a document can
+never inject reportlab tags (fonts, links, images from the disk). Raw HTML is shown as text.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+from markdown_it import MarkdownIt
+from markdown_it.tree import SyntaxTreeNode
+from PIL import Image as PILImage
+from PIL import ImageOps
+from reportlab.lib import colors
+from reportlab.lib.enums import TA_CENTER
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.pdfgen.canvas import Canvas
+from reportlab.platypus import (
+    Flowable,
+    HRFlowable,
+    Image,
+    KeepTogether,
+    ListFlowable,
+    ListItem,
+    Paragraph,
+    Preformatted,
+    SimpleDocTemplate,
+    Spacer,
+    Table,
+    TableStyle,
+)
+
+from exporters.base import (
+    CorruptInput,
+    InputFile,
+    InputTooLarge,
+    InvalidOptions,
+    Limits,
+    OutputFile,
+    UnsupportedConversion,
+    option,
+)
+from exporters.images import UniqueNames, describe
+from exporters.pdf import PAGE_SIZES
+from exporters.text import FONTS
+
+MARKDOWN_TYPE = "text/markdown"
+
+_FONT_DIR = Path(__file__).parent / "fonts"
+_SANS = FONTS["sans"]
+_MONO = FONTS["mono"]
+_FACES = {
+    "exportd-DejaVuSans-Bold": "DejaVuSans-Bold.ttf",
+    "exportd-DejaVuSans-Oblique": "DejaVuSans-Oblique.ttf",
+    "exportd-DejaVuSans-BoldOblique": "DejaVuSans-BoldOblique.ttf",
+    "exportd-DejaVuSansMono-Bold": "DejaVuSansMono-Bold.ttf",
+}
+# reportlab's font registry is process-wide: registered once, at import, and never changed.
+for _name, _file in _FACES.items():
+    if _name not in pdfmetrics.getRegisteredFontNames():
+        pdfmetrics.registerFont(TTFont(_name, str(_FONT_DIR / _file)))
+# So that <b> and <i> in Paragraph markup pick the bold and oblique faces.
+pdfmetrics.registerFontFamily(
+    _SANS,
+    normal=_SANS,
+    bold="exportd-DejaVuSans-Bold",
+    italic="exportd-DejaVuSans-Oblique",
+    boldItalic="exportd-DejaVuSans-BoldOblique",
+)
+pdfmetrics.registerFontFamily(
+    _MONO,
+    normal=_MONO,
+    bold="exportd-DejaVuSansMono-Bold",
+    italic=_MONO,
+    boldItalic="exportd-DejaVuSansMono-Bold",
+)
+
+_LINK_SCHEMES = ("http://", "https://", "mailto:")
+_MONO_ADVANCE_EM = 0.602  # DejaVu Sans Mono's advance width, for wrapping code by characters
+_MAX_IMAGE_PIXELS_PER_DOCUMENT = 4  # × limits.max_pixels: all images of one document together
+
+
+@dataclass(frozen=True)
+class MarkdownPdfOptions:
+    page_size: str = option("A4", "Paper size.", choices=tuple(PAGE_SIZES))
+    orientation: str = option("portrait", "Page orientation.", choices=("portrait", "landscape"))
+    margin_mm: float = option(
+        20.0, "White border in millimetres on every side of the page.", minimum=5, maximum=100
+    )
+    font_size: float = option(
+        10.5, "Font size of body text in points; headings scale with it.", minimum=6, maximum=24
+    )
+    title: str | None = option(
+        None, "Title in the PDF's metadata (and its outline); by default the document's first heading."
+    )
+    author: str | None = option(None, "Author in the PDF's metadata.")
+    header: str | None = option(None, "Text at the top of every page.")
+    footer: str | None = option(
+        None, 'Text at the bottom of every page; "{page}" and "{pages}" become the page number and count.'
+    )
+    page_numbers: bool = option(True, 'Print "page N of M" at the bottom right of every page.')
+
+
+def markdown_to_pdf(
+    inputs: Sequence[InputFile], out_dir: Path, options: MarkdownPdfOptions, *, limits: Limits
+) -> list[OutputFile]:
+    """Each Markdown input as a PDF; image inputs of the same job are the pictures its `![](name)` refer to.
+
+    Raises UnsupportedConversion (no Markdown input), CorruptInput (not UTF-8), InputTooLarge (more
+    than limits.max_pages pages, pictures over the pixel limit), InvalidOptions.
+    """
+    documents = [s for s in inputs if not s.content_type.startswith("image/")]
+    pictures = {s.filename.rsplit("/", 1)[-1]: s for s in inputs if s.content_type.startswith("image/")}
+    if not documents:
+        raise UnsupportedConversion("a Markdown export needs a Markdown file; only images were given")
+    names = UniqueNames()
+    outputs: list[OutputFile] = []
+    for source in documents:
+        try:
+            text = source.path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise CorruptInput(
+                f"{describe(source)} is not valid UTF-8 text (byte offset {exc.start})"
+            ) from None
+        name = names.add(source.filename, "pdf", fallback="document")
+        path = out_dir / name
+        builder = _Builder(options, pictures, limits=limits)
+        story = builder.story(text)
+        title = options.title if options.title is not None else builder.first_heading
+        _build(path, story, options, title=title, limits=limits, source=source)
+        details: dict[str, Any] = {}
+        if builder.missing_images:
+            details["images_not_found"] = sorted(builder.missing_images)
+        outputs.append(OutputFile(path=path, name=name, content_type="application/pdf", details=details))
+    return outputs
+
+
+# -- Markdown to flowables -------------------------------------------------------------------
+
+
+class _Builder:
+    """Walks the Markdown syntax tree and makes Platypus flowables."""
+
+    def __init__(
+        self, options: MarkdownPdfOptions, pictures: dict[str, InputFile], *, limits: Limits
+    ) -> None:
+        self._options = options
+        self._pictures = pictures
+        self._limits = limits
+        self._pixels_used = 0
+        self.first_heading: str | None = None
+        self.missing_images: set[str] = set()
+        size = options.font_size
+        page_w, page_h = PAGE_SIZES[options.page_size]
+        if options.orientation == "landscape":
+            page_w, page_h = page_h, page_w
+        self.frame_width = page_w - 2 * options.margin_mm * mm
+        self.frame_height = page_h - 2 * options.margin_mm * mm - 2 * size * 1.6  # header and footer room
+        if self.frame_width < 50 or self.frame_height < 50:
+            raise InvalidOptions("margin_mm leaves no room for text on the page")
+        self.body = ParagraphStyle(
+            "body", fontName=_SANS, fontSize=size, leading=size * 1.4, spaceAfter=size * 0.6
+        )
+        self.cell = ParagraphStyle(
+            "cell", parent=self.body, spaceAfter=0, fontSize=size * 0.9, leading=size * 1.2
+        )
+        self.header_cell = ParagraphStyle("header_cell", parent=self.cell, fontName="exportd-DejaVuSans-Bold")
+        self.code = ParagraphStyle(
+            "code",
+            fontName=_MONO,
+            fontSize=size * 0.85,
+            leading=size * 1.15,
+        )
+        self.caption = ParagraphStyle("caption", parent=self.body, alignment=TA_CENTER, fontSize=size * 0.85)
+        scales = {1: 2.0, 2: 1.6, 3: 1.3, 4: 1.15, 5: 1.0, 6: 0.9}
+        self.headings = {
+            level: ParagraphStyle(
+                f"h{level}",
+                fontName="exportd-DejaVuSans-Bold",
+                fontSize=size * scale,
+                leading=size * scale * 1.25,
+                spaceBefore=size * (1.2 if level <= 2 else 0.8),
+                spaceAfter=size * 0.5,
+                keepWithNext=True,
+            )
+            for level, scale in scales.items()
+        }
+        self._outline_level = -1
+        self._headings = 0
+
+    def story(self, text: str) -> list[Flowable]:
+        parser = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+        tree = SyntaxTreeNode(parser.parse(text))
+        return self._blocks(tree.children, self.frame_width)
+
+    # -- blocks ----------------------------------------------------------------------------
+
+    def _blocks(self, nodes: Sequence[SyntaxTreeNode], width: float) -> list[Flowable]:
+        story: list[Flowable] = []
+        for node in nodes:
+            story.extend(self._block(node, width))
+        return story
+
+    def _block(self, node: SyntaxTreeNode, width: float) -> list[Flowable]:
+        kind = node.type
+        if kind == "heading":
+            return [self._heading(node)]
+        if kind == "paragraph":
+            return self._paragraph(node, self.body, width)
+        if kind in ("bullet_list", "ordered_list"):
+            return [self._list(node, width)]
+        if kind == "blockquote":
+            return [self._quote(node, width)]
+        if kind in ("fence", "code_block"):
+            return [self._code(node.content, width)]
+        if kind == "table":
+            return [self._table(node, width)]
+        if kind == "hr":
+            return [HRFlowable(width="100%", thickness=0.6, color=colors.grey, spaceBefore=6, spaceAfter=8)]
+        if kind == "html_block":
+            return [self._code(node.content, width)]  # shown, never interpreted
+        return self._blocks(node.children, width)
+
+    def _heading(self, node: SyntaxTreeNode) -> Flowable:
+        level = int(node.tag[1])
+        plain = _plain_text(node)
+        if self.first_heading is None and plain:
+            self.first_heading = plain
+        # The outline cannot skip levels (a ### under a #): each entry is at most one deeper.
+        outline_level = min(level - 1, self._outline_level + 1)
+        self._outline_level = outline_level
+        paragraph = _Heading(self._inline(node.children[0] if node.children else None), self.headings[level])
+        self._headings += 1
+        # Keys are counted, not taken from id(): they are written into the PDF, which must not vary.
+        paragraph.outline = (plain or " ", outline_level, f"h{self._headings}")
+        return paragraph
+
+    def _paragraph(self, node: SyntaxTreeNode, style: ParagraphStyle, width: float) -> list[Flowable]:
+        """A paragraph; pictures in it become flowables of their own, in their place."""
+        inline = node.children[0] if node.children else None
+        if inline is None:
+            return []
+        pieces: list[Flowable] = []
+        run: list[SyntaxTreeNode] = []
+        for child in inline.children:
+            if child.type == "image":
+                if run:
+                    pieces.append(Paragraph(self._inline_nodes(run), style))
+                    run = []
+                pieces.extend(self._image(child, width))
+            else:
+                run.append(child)
+        if run and (markup := self._inline_nodes(run)).strip():
+            pieces.append(Paragraph(markup, style))
+        return pieces
+
+    def _list(self, node: SyntaxTreeNode, width: float) -> Flowable:
+        indent = self.body.fontSize * 1.6
+        items = []
+        for item in node.children:
+            content: list[Flowable] = []
+            for child in item.children:
+                if child.type == "paragraph":
+                    content.extend(self._paragraph(child, self.body, width - indent))
+                else:
+                    content.extend(self._block(child, width - indent))
+            items.append(ListItem(content or [Spacer(1, 1)]))
+        if node.type == "ordered_list":
+            start = node.attrs.get("start", 1)
+            return ListFlowable(
+                items, bulletType="1", start=str(start), leftIndent=indent, bulletFontName=_SANS,
+                bulletFontSize=self.body.fontSize, bulletFormat="%s.",
+            )  # fmt: skip
+        return ListFlowable(
+            items, bulletType="bullet", start="•", leftIndent=indent, bulletFontName=_SANS,
+            bulletFontSize=self.body.fontSize,
+        )  # fmt: skip
+
+    def _quote(self, node: SyntaxTreeNode, width: float) -> Flowable:
+        inner = self._blocks(node.children, width - 14) or [Spacer(1, 1)]
+        table = Table([[inner]], colWidths=[width - 4])
+        table.setStyle(
+            TableStyle(
+                [
+                    ("LINEBEFORE", (0, 0), (0, 0), 2.5, colors.Color(0.75, 0.77, 0.8)),
+                    ("LEFTPADDING", (0, 0), (0, 0), 10),
+                    ("TEXTCOLOR", (0, 0), (0, 0), colors.Color(0.3, 0.3, 0.3)),
+                ]
+            )
+        )
+        return table
+
+    def _code(self, text: str, width: float) -> Flowable:
+        chars = max(20, int((width - 16) / (self.code.fontSize * _MONO_ADVANCE_EM)))
+        # Preformatted keeps spaces and line breaks exactly; long lines are cut into several. It draws
+        # no background of its own: a one-cell table does, and splits across pages like the text.
+        block = Preformatted(text.rstrip("\n").expandtabs(4), self.code, maxLineLength=chars, newLineChars="")
+        table = Table([[block]], colWidths=[width])
+        table.setStyle(
+            TableStyle(
+                [
+                    ("BACKGROUND", (0, 0), (-1, -1), colors.Color(0.95, 0.95, 0.96)),
+                    ("TOPPADDING", (0, 0), (-1, -1), 5),
+                    ("BOTTOMPADDING", (0, 0), (-1, -1), 5),
+                ]
+            )
+        )
+        table.spaceAfter = self.body.spaceAfter
+        return table
+
+    def _table(self, node: SyntaxTreeNode, width: float) -> Flowable:
+        rows: list[list[Flowable]] = []
+        header_rows = 0
+        for section in node.children:
+            for row in section.children:
+                cells = []
+                for cell in row.children:
+                    style = self.header_cell if cell.type == "th" else self.cell
+                    inline = cell.children[0] if cell.children else None
+                    cells.append(Paragraph(self._inline(inline), style))
+                rows.append(cells)
+                if section.type == "thead":
+                    header_rows += 1
+        if not rows:
+            return Spacer(1, 1)
+        columns = max(len(r) for r in rows)
+        for cells_of_row in rows:
+            cells_of_row.extend(Paragraph("", self.cell) for _ in range(columns - len(cells_of_row)))
+        table = Table(rows, colWidths=[width / columns] * columns, repeatRows=header_rows, hAlign="LEFT")
+        style = [
+            ("GRID", (0, 0), (-1, -1), 0.4, colors.Color(0.7, 0.7, 0.72)),
+            ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ]
+        if header_rows:
+            style.append(("BACKGROUND", (0, 0), (-1, header_rows - 1), colors.Color(0.9, 0.91, 0.93)))
+        table.setStyle(TableStyle(style))
+        return KeepTogether([table, Spacer(1, self.body.fontSize * 0.6)]) if len(rows) < 8 else table
+
+    def _image(self, node: SyntaxTreeNode, width: float) -> list[Flowable]:
+        reference = str(node.attrs.get("src", ""))
+        alt = _plain_text(node)
+        source = self._pictures.get(reference.rsplit("/", 1)[-1]) if "://" not in reference else None
+        if source is None:
+            # Pictures are never fetched from the network or the disk: only other inputs of the job.
+            self.missing_images.add(reference)
+            return [Paragraph(f"<i>[{escape(alt or reference)}]</i>", self.caption)]
+        with PILImage.open(source.path) as opened:
+            pixels = opened.size[0] * opened.size[1]
+            if pixels > self._limits.max_pixels:
+                raise InputTooLarge(
+                    f"{describe(source)} has {pixels:,} pixels; the limit is {self._limits.max_pixels:,}"
+                )
+            self._pixels_used += pixels
+            if self._pixels_used > _MAX_IMAGE_PIXELS_PER_DOCUMENT * self._limits.max_pixels:
+                raise InputTooLarge("the pictures of this document have too many pixels together")
+            try:
+                upright = ImageOps.exif_transpose(opened)
+                picture = (
+                    upright.convert("RGBA") if upright.mode in ("RGBA", "LA", "P") else upright.convert("RGB")
+                )
+            except (OSError, ValueError):
+                raise CorruptInput(f"{describe(source)} cannot be decoded") from None
+        if picture.mode == "RGBA":
+            flat = PILImage.new("RGB", picture.size, (255, 255, 255))
+            flat.paste(picture, mask=picture.getchannel("A"))
+            picture = flat
+        # At most the frame's width and two thirds of its height, never enlarged beyond 1 px = 0.75 pt.
+        scale = min(width / picture.width, self.frame_height * 0.66 / picture.height, 0.75)
+        flowables: list[Flowable] = [
+            Image(_png(picture), width=picture.width * scale, height=picture.height * scale)
+        ]
+        if alt:
+            flowables.append(Paragraph(escape(alt), self.caption))
+        return flowables
+
+    # -- inline ----------------------------------------------------------------------------
+
+    def _inline(self, node: SyntaxTreeNode | None) -> str:
+        return self._inline_nodes(node.children) if node is not None else ""
+
+    def _inline_nodes(self, nodes: Sequence[SyntaxTreeNode]) -> str:
+        return "".join(self._inline_node(n) for n in nodes)
+
+    def _inline_node(self, node: SyntaxTreeNode) -> str:
+        kind = node.type
+        if kind in ("text", "html_inline"):
+            return escape(node.content)
+        if kind == "softbreak":
+            return " "
+        if kind == "hardbreak":
+            return "<br/>"
+        if kind == "code_inline":
+            return f'<font face="{_MONO}">{escape(node.content)}</font>'
+        inner = self._inline_nodes(node.children)
+        if kind == "strong":
+            return f"<b>{inner}</b>"
+        if kind == "em":
+            return f"<i>{inner}</i>"
+        if kind == "s":
+            return f"<strike>{inner}</strike>"
+        if kind == "link":
+            href = str(node.attrs.get("href", ""))
+            if href.lower().startswith(_LINK_SCHEMES):
+                quoted = escape(href, {'"': "&quot;"})
+                return f'<a href="{quoted}" color="#1a4fa0"><u>{inner}</u></a>'
+            return inner  # relative and script links lead nowhere in a PDF
+        if kind == "image":
+            return f"[{escape(_plain_text(node))}]"
+        return inner
+
+
+def _plain_text(node: SyntaxTreeNode) -> str:
+    if node.type in ("text", "code_inline", "html_inline"):
+        return node.content
+    if node.type in ("softbreak", "hardbreak"):
+        return " "
+    return "".join(_plain_text(c) for c in node.children)
+
+
+def _png(picture: PILImage.Image) -> io.BytesIO:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=1)
+    buffer.seek(0)
+    return buffer
+
+
+class _Heading(Paragraph):  # type: ignore[misc]  # reportlab ships no type hints
+    """A heading paragraph that adds itself to the PDF outline when placed on a page."""
+
+    outline: tuple[str, int, str] = ("", 0, "")
+
+    def draw(self) -> None:
+        super().draw()
+        title, level, key = self.outline
+        if not key:
+            return  # the second part of a heading split across pages
+        self.canv.bookmarkPage(key)
+        self.canv.addOutlineEntry(title, key, level=level, closed=level > 0)
+
+
+# -- document --------------------------------------------------------------------------------
+
+
+def _build(
+    path: Path,
+    story: list[Flowable],
+    options: MarkdownPdfOptions,
+    *,
+    title: str | None,
+    limits: Limits,
+    source: InputFile,
+) -> None:
+    page_size = PAGE_SIZES[options.page_size]
+    if options.orientation == "landscape":
+        page_size = (page_size[1], page_size[0])
+    margin = options.margin_mm * mm
+    size = options.font_size
+
+    class _Numbered(Canvas):  # type: ignore[misc]  # reportlab ships no type hints
+        """Holds each page until the end so that "page N of M" knows M (pages are small: text only)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["invariant"] = 1
+            kwargs["pageCompression"] = 1
+            super().__init__(*args, **kwargs)
+            self._pages: list[dict[str, Any]] = []
+
+        def showPage(self) -> None:
+            if len(self._pages) >= limits.max_pages:
+                raise InputTooLarge(f"{describe(source)} needs more than {limits.max_pages} pages, the limit")
+            self._pages.append(dict(self.__dict__))
+            self._startPage()
+
+        def save(self) -> None:
+            total = len(self._pages)
+            for number, state in enumerate(self._pages, start=1):
+                self.__dict__.update(state)
+                self._decorate(number, total)
+                super().showPage()
+            super().save()
+
+        def _decorate(self, number: int, total: int) -> None:
+            width, height = self._pagesize
+            self.saveState()
+            self.setFont(_SANS, size * 0.8)
+            self.setFillColorRGB(0.35, 0.35, 0.35)
+            if options.header:
+                self.drawString(margin, height - margin + size * 0.8, _one_line(options.header))
+            footer_y = margin - size * 1.6
+            if options.footer:
+                text = _one_line(options.footer).replace("{page}", str(number)).replace("{pages}", str(total))
+                self.drawString(margin, footer_y, text)
+            if options.page_numbers:
+                self.drawRightString(width - margin, footer_y, f"{number} / {total}")
+            self.restoreState()
+
+    document = SimpleDocTemplate(
+        str(path),
+        pagesize=page_size,
+        leftMargin=margin,
+        rightMargin=margin,
+        topMargin=margin + size * 1.6,
+        bottomMargin=margin,
+        title=title or "",
+        author=options.author or "",
+        creator="exportd",
+        producer="exportd",
+        subject="",
+        invariant=1,
+    )
+    document.build(story or [Spacer(1, 1)], canvasmaker=_Numbered)
+
+
+def _one_line(text: str) -> str:
+    """A header or footer as one line (drawn with drawString: never parsed as markup)."""
+    return " ".join(text.split())

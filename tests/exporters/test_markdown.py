@@ -1,0 +1,181 @@
+"""Markdown to PDF: the text layer has every word, headings make the outline, nothing is markup."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from exporters.base import (
+    CorruptInput,
+    InputFile,
+    InputTooLarge,
+    Limits,
+    UnsupportedConversion,
+    parse_options,
+)
+from exporters.markdown import MARKDOWN_TYPE, MarkdownPdfOptions, markdown_to_pdf
+from tests.exporters.samples import RED, Pdf, card, sample, save
+
+A4 = (595.28, 841.89)
+
+
+def md(path: Path, name: str | None = None) -> InputFile:
+    return InputFile(path=path, filename=name or path.name, content_type=MARKDOWN_TYPE)
+
+
+def write(tmp_path: Path, text: str, name: str = "doc.md") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def squeezed(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def test_report_in_english_and_russian(
+    tmp_path: Path, out_dir: Path, open_pdf: type[Pdf], limits: Limits
+) -> None:
+    logo = save(card(200, 100), tmp_path / "logo.png", "PNG")
+    inputs = [md(sample("documents/report.md")), InputFile(logo, "logo.png", "image/png")]
+
+    (output,) = markdown_to_pdf(inputs, out_dir, MarkdownPdfOptions(author="Анна"), limits=limits)
+
+    pdf = open_pdf(output.path)
+    assert output.name == "report.pdf" and pdf.page_size(0) == A4
+    text = squeezed(pdf.all_text())
+    for phrase in (
+        "Quarterly report",
+        "Sales grew in every region.",
+        "Продажи выросли во всех регионах. Съешь же ещё этих мягких французских булок, да выпей же чаю.",
+        "North Север 1 200",
+        "1. First point",
+        "a nested bullet",
+        "Quoted: «Всё будет хорошо».",
+        'code_block(x) -> "<b>kept as text</b>"',
+        "The company logo",
+    ):
+        assert phrase in text, phrase
+    toc = [(item.get_title(), item.level) for item in pdf.document.get_toc()]
+    assert toc == [("Quarterly report", 0), ("Регионы", 1), ("Notes", 2)]
+    metadata = pdf.document.get_metadata_dict()
+    assert metadata["Title"] == "Quarterly report" and metadata["Author"] == "Анна"
+    assert "images_not_found" not in output.details
+    # The picture is drawn: a block of the card's red somewhere on the page.
+    page = pdf.render(len(pdf) - 1, scale=1)
+    assert any(colour == RED for _count, colour in page.getcolors(1 << 20) or [])
+
+
+def test_markup_in_the_text_is_shown_not_obeyed(
+    tmp_path: Path, out_dir: Path, open_pdf: type[Pdf], limits: Limits
+) -> None:
+    hostile = (
+        '<font size="60" color="red">big</font> <img src="/etc/passwd"/> '
+        '<a href="javascript:alert(1)">x</a> &amp; <b>b</b>\n\n'
+        "[click](javascript:alert(1)) and `<para>`\n"
+    )
+    path = write(tmp_path, hostile)
+
+    (output,) = markdown_to_pdf([md(path)], out_dir, MarkdownPdfOptions(), limits=limits)
+
+    pdf = open_pdf(output.path)
+    text = squeezed(pdf.all_text())
+    assert '<font size="60" color="red">big</font> <img src="/etc/passwd"/>' in text
+    assert "& <b>b</b>" in text  # the entity means "&", as CommonMark says
+    assert "[click](javascript:alert(1)) and <para>" in text  # a script link is not a link
+    assert b"/URI" not in output.path.read_bytes()
+
+
+def test_links_become_link_annotations(tmp_path: Path, out_dir: Path, limits: Limits) -> None:
+    path = write(tmp_path, 'See [the site](https://example.com/a?b=1&c="2").\n')
+
+    (output,) = markdown_to_pdf([md(path)], out_dir, MarkdownPdfOptions(), limits=limits)
+
+    data = output.path.read_bytes()
+    assert b'/URI (https://example.com/a?b=1&c="2")' in data or b"https://example.com/a?b=1&c=" in data
+
+
+def test_missing_and_remote_images_are_listed_not_fetched(
+    tmp_path: Path, out_dir: Path, open_pdf: type[Pdf], limits: Limits
+) -> None:
+    path = write(tmp_path, "![a chart](chart.png)\n\n![tracker](https://example.com/t.png)\n")
+
+    (output,) = markdown_to_pdf([md(path)], out_dir, MarkdownPdfOptions(), limits=limits)
+
+    assert output.details["images_not_found"] == ["chart.png", "https://example.com/t.png"]
+    assert "[a chart]" in open_pdf(output.path).all_text()
+
+
+def test_header_footer_and_page_n_of_m(
+    tmp_path: Path, out_dir: Path, open_pdf: type[Pdf], limits: Limits
+) -> None:
+    body = "\n\n".join(f"Paragraph {i}. " + "Lorem ipsum dolor sit amet. " * 12 for i in range(60))
+    path = write(tmp_path, body)
+    options = parse_options(
+        MarkdownPdfOptions,
+        {"header": "ACME <b>Confidential</b>", "footer": "Стр. {page} из {pages}", "page_size": "Letter"},
+    )
+
+    (output,) = markdown_to_pdf([md(path)], out_dir, options, limits=limits)
+
+    pdf = open_pdf(output.path)
+    pages = len(pdf)
+    assert pages >= 3 and pdf.page_size(0) == (612.0, 792.0)
+    for index in range(pages):
+        text = pdf.text(index)
+        assert "ACME <b>Confidential</b>" in text
+        assert f"Стр. {index + 1} из {pages}" in text
+        assert f"{index + 1} / {pages}" in text
+
+
+def test_landscape_and_reproducible(
+    tmp_path: Path, out_dir: Path, open_pdf: type[Pdf], limits: Limits
+) -> None:
+    path = write(tmp_path, "# Title\n\nText.\n")
+    options = MarkdownPdfOptions(orientation="landscape", title="Given title")
+
+    (first,) = markdown_to_pdf([md(path)], out_dir, options, limits=limits)
+    data = first.path.read_bytes()
+    (second,) = markdown_to_pdf([md(path)], out_dir, options, limits=limits)
+
+    assert second.path.read_bytes() == data
+    pdf = open_pdf(first.path)
+    assert pdf.page_size(0) == (A4[1], A4[0])
+    assert pdf.document.get_metadata_dict()["Title"] == "Given title"
+
+
+def test_page_limit(tmp_path: Path, out_dir: Path) -> None:
+    path = write(tmp_path, "\n\n".join("Lorem ipsum dolor sit amet. " * 20 for _ in range(100)))
+
+    with pytest.raises(InputTooLarge, match="more than 2 pages"):
+        markdown_to_pdf([md(path)], out_dir, MarkdownPdfOptions(), limits=Limits(max_pages=2))
+
+
+def test_not_utf8_is_corrupt(tmp_path: Path, out_dir: Path, limits: Limits) -> None:
+    path = tmp_path / "bad.md"
+    path.write_bytes("# Привет".encode("cp1251"))
+
+    with pytest.raises(CorruptInput, match="not valid UTF-8"):
+        markdown_to_pdf([md(path)], out_dir, MarkdownPdfOptions(), limits=limits)
+
+
+def test_images_alone_are_refused(tmp_path: Path, out_dir: Path, limits: Limits) -> None:
+    logo = save(card(), tmp_path / "logo.png", "PNG")
+
+    with pytest.raises(UnsupportedConversion):
+        markdown_to_pdf(
+            [InputFile(logo, "logo.png", "image/png")], out_dir, MarkdownPdfOptions(), limits=limits
+        )
+
+
+def test_an_oversized_picture_is_refused_from_its_header(tmp_path: Path, out_dir: Path) -> None:
+    big = save(card(400, 300), tmp_path / "big.png", "PNG")
+    path = write(tmp_path, "![big](big.png)\n")
+
+    with pytest.raises(InputTooLarge, match="120,000 pixels"):
+        markdown_to_pdf(
+            [md(path), InputFile(big, "big.png", "image/png")], out_dir, MarkdownPdfOptions(),
+            limits=Limits(max_pixels=100_000),
+        )  # fmt: skip
