@@ -8,9 +8,11 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware, Retries, ShutdownNotifications, TimeLimit
 
-EXPORT_QUEUE = "exports"
+from exporters.registry import DEFAULT_QUEUE, OFFICE_QUEUE
+
+EXPORT_QUEUE = DEFAULT_QUEUE
 #: Every queue the code defines; a worker pool consumes some or all of them.
-QUEUES = (EXPORT_QUEUE,)
+QUEUES = (EXPORT_QUEUE, OFFICE_QUEUE)
 
 
 def build_redis(url: str) -> redis.Redis:

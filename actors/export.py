@@ -21,10 +21,14 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 from actors.broker import EXPORT_QUEUE
 from exporters import registry
 from exporters.base import ConversionError, InputFile, Limits, parse_options
+from exporters.registry import OFFICE_QUEUE
 from storage.base import ObjectNotFound, Storage
 from storage.jobs import Job, JobError, Output, RecordNotFound, Records
 
 EXPORT_ACTOR = "export"
+#: One actor per queue, all running ExportTask: a queue's workers, concurrency and time limit are
+#: its own (LibreOffice conversions must not hold up photos).
+ACTOR_OF_QUEUE = {EXPORT_QUEUE: EXPORT_ACTOR, OFFICE_QUEUE: "export_office"}
 
 #: A job whose process died this many times (a decoder that segfaults, an OOM kill) is failed
 #: instead of being run again: a crash must not loop forever or take more of the pool down.
@@ -166,7 +170,7 @@ class JobOutcome(Middleware):
     def after_process_message(
         self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
-        if exception is None or message.actor_name != EXPORT_ACTOR:
+        if exception is None or message.actor_name not in ACTOR_OF_QUEUE.values():
             return
         job_id = message.args[0]
         records = self._records_for()
@@ -193,27 +197,27 @@ class JobOutcome(Middleware):
             log.exception("could not record the outcome of a job", extra={"job_id": job_id})
 
 
-def declare_export_actor(broker: Any, task: ExportTask, *, time_limit_s: int, max_retries: int) -> Any:
-    """Register the export actor on `broker`."""
-    return dramatiq.Actor(
-        task,
-        broker=broker,
-        actor_name=EXPORT_ACTOR,
-        queue_name=EXPORT_QUEUE,
-        priority=0,
-        options={
-            "time_limit": time_limit_s * 1000,
-            "max_retries": max_retries,
-            "min_backoff": 1000,
-            "max_backoff": 60_000,
-        },
-    )
-
-
-def enqueue_export(broker: Any, job_id: str) -> None:
-    """Queue the job's message. The job record must exist before this is called."""
-    broker.enqueue(
-        dramatiq.Message(
-            queue_name=EXPORT_QUEUE, actor_name=EXPORT_ACTOR, args=(job_id,), kwargs={}, options={}
+def declare_export_actor(broker: Any, task: ExportTask, *, time_limit_s: int, max_retries: int) -> None:
+    """Register the export actors (one per queue) on `broker`."""
+    for queue, actor_name in ACTOR_OF_QUEUE.items():
+        dramatiq.Actor(
+            task,
+            broker=broker,
+            actor_name=actor_name,
+            queue_name=queue,
+            priority=0,
+            options={
+                "time_limit": time_limit_s * 1000,
+                "max_retries": max_retries,
+                "min_backoff": 1000,
+                "max_backoff": 60_000,
+            },
         )
+
+
+def enqueue_export(broker: Any, job_id: str, queue: str = EXPORT_QUEUE) -> None:
+    """Queue the job's message on `queue`. The job record must exist before this is called."""
+    message: Any = dramatiq.Message(
+        queue_name=queue, actor_name=ACTOR_OF_QUEUE[queue], args=(job_id,), kwargs={}, options={}
     )
+    broker.enqueue(message)

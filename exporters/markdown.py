@@ -54,6 +54,15 @@ from exporters.pdf import PAGE_SIZES
 from exporters.text import FONTS
 
 MARKDOWN_TYPE = "text/markdown"
+_MARKDOWN_EXTENSIONS = ("md", "markdown", "mdown", "mkd")
+
+
+def sniff_markdown(filename: str) -> str | None:
+    """text/markdown for UTF-8 text the client named `.md`: any text is valid Markdown, and reading
+    plain notes as Markdown would change them (asterisks vanish), so only the name can ask for it."""
+    extension = filename.rpartition(".")[2].lower() if "." in filename else ""
+    return MARKDOWN_TYPE if extension in _MARKDOWN_EXTENSIONS else None
+
 
 _FONT_DIR = Path(__file__).parent / "fonts"
 _SANS = FONTS["sans"]

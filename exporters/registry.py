@@ -9,8 +9,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from exporters import archive, contact, images, pdf, text
+from exporters import archive, contact, images, markdown, office, pdf, pdfdocs, tables, text
 from exporters.base import Converter, UnsupportedConversion, UnsupportedInput, describe_options
+
+#: Whether LibreOffice can be run here: Office conversions are offered only then.
+OFFICE_AVAILABLE = office.find_soffice() is not None
+
+#: Queues: conversions that run LibreOffice have their own, with its own workers and time limit,
+#: so one slow document never holds up photos.
+DEFAULT_QUEUE, OFFICE_QUEUE = "exports", "office"
 
 #: What each accepted media type is, for choosing a conversion.
 KIND_OF_CONTENT_TYPE: dict[str, str] = {
@@ -23,6 +30,13 @@ KIND_OF_CONTENT_TYPE: dict[str, str] = {
     "image/avif": "image",
     **({"image/heic": "image"} if images.HEIF_READS else {}),
     "text/plain": "text",
+    "text/markdown": "markdown",
+    tables.CSV_TYPE: "table",
+    tables.TSV_TYPE: "table",
+    tables.JSON_TYPE: "table",
+    "application/pdf": "pdf",
+    # Office documents only where LibreOffice is installed (found once, at start-up).
+    **({content_type: "office" for content_type in office.OFFICE_TYPES} if OFFICE_AVAILABLE else {}),
 }
 
 #: Output formats: name in the API -> media type of the files produced.
@@ -37,6 +51,10 @@ FORMATS: dict[str, str] = {
     **({"heic": "image/heic"} if images.HEIF_WRITES else {}),
     "pdf": "application/pdf",
     "zip": "application/zip",
+    "pdf_pages": "application/pdf",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "csv": "text/csv",
+    "json": "application/json",
     "contact_sheet_pdf": "application/pdf",
     "contact_sheet_png": "image/png",
 }
@@ -48,8 +66,10 @@ class Conversion:
     format: str  # output format, a key of FORMATS
     convert: Converter[Any]
     options: type[Any]
-    outputs: str  # "one_per_input", "one" or "one_per_page"
+    outputs: str  # "one_per_input", "one", "one_per_page" or "one_per_range"
     description: str
+    companions: tuple[str, ...] = ()  # other input kinds the conversion takes beside its own (pictures)
+    queue: str = DEFAULT_QUEUE
 
 
 CONVERSIONS: tuple[Conversion, ...] = (
@@ -83,6 +103,32 @@ CONVERSIONS: tuple[Conversion, ...] = (
                "status and what metadata was removed, per input)."),
     Conversion("text", "pdf", text.text_to_pdf, text.TextPdfOptions, "one_per_input",
                "UTF-8 plain text as a PDF with an embedded Unicode font (Latin, Cyrillic, Greek)."),
+    Conversion("markdown", "pdf", markdown.markdown_to_pdf, markdown.MarkdownPdfOptions, "one_per_input",
+               "Markdown (.md) as a typeset PDF: headings with bookmarks, lists, tables, code, quotes, and "
+               "pictures that are other inputs of the same export.", companions=("image",)),
+    Conversion("table", "pdf", tables.table_to_pdf, tables.TablePdfOptions, "one_per_input",
+               "Each CSV, TSV or JSON table as a PDF table: header on every page, columns fitted, long "
+               "cells wrapped."),
+    Conversion("table", "xlsx", tables.table_to_xlsx, tables.TableXlsxOptions, "one_per_input",
+               "Each table as a spreadsheet with real numbers and dates."),
+    Conversion("table", "csv", tables.table_to_csv, tables.TableCsvOptions, "one_per_input",
+               "Each table (JSON, or CSV in any encoding) as a UTF-8 CSV."),
+    Conversion("table", "json", tables.table_to_json, tables.TableJsonOptions, "one_per_input",
+               "Each table as a JSON array of objects."),
+    Conversion("pdf", "png", pdfdocs.pdf_to_png, pdfdocs.PdfPngOptions, "one_per_page",
+               "Each page of each PDF as a PNG (or all of them in one ZIP)."),
+    Conversion("pdf", "jpeg", pdfdocs.pdf_to_jpeg, pdfdocs.PdfLossyOptions, "one_per_page",
+               "Each page of each PDF as a JPEG (or all of them in one ZIP)."),
+    Conversion("pdf", "webp", pdfdocs.pdf_to_webp, pdfdocs.PdfLossyOptions, "one_per_page",
+               "Each page of each PDF as a WebP (or all of them in one ZIP)."),
+    Conversion("pdf", "pdf", pdfdocs.merge_pdfs, pdfdocs.PdfEditOptions, "one",
+               "PDFs (and images) merged into one PDF in the order given; page ranges, rotation, title "
+               "and author.", companions=("image",)),
+    Conversion("pdf", "pdf_pages", pdfdocs.split_pdf, pdfdocs.PdfSplitOptions, "one_per_range",
+               "Each PDF split into several: one per page, or one per range given."),
+    *([Conversion("office", "pdf", office.office_to_pdf, office.OfficePdfOptions, "one_per_input",
+                  "Office documents (DOCX, XLSX, PPTX, ODT, ODS, ODP, RTF, DOC, XLS, PPT) as PDF, made by "
+                  "LibreOffice.", queue=OFFICE_QUEUE)] if OFFICE_AVAILABLE else []),
 )  # fmt: skip
 
 _BY_KEY = {(c.kind, c.format): c for c in CONVERSIONS}
@@ -107,8 +153,18 @@ def find(content_types: Sequence[str], target: str) -> Conversion:
         raise UnsupportedConversion("an export needs at least one input file")
     kinds = {kind_of(ct) for ct in content_types}
     if len(kinds) > 1:
+        # Mixed inputs: one kind leads, the others must be its companions (a Markdown file and
+        # its pictures, PDFs and images to merge).
+        for conversion in CONVERSIONS:
+            if (
+                conversion.format == target
+                and conversion.kind in kinds
+                and kinds - {conversion.kind} <= set(conversion.companions)
+            ):
+                return conversion
         raise UnsupportedConversion(
-            f"all inputs of one export must be of one kind; got {', '.join(sorted(kinds))}"
+            f"these inputs ({', '.join(sorted(kinds))}) cannot be converted together to {target}; "
+            "only pictures may join a Markdown file or PDFs, otherwise all inputs must be of one kind"
         )
     (kind,) = kinds
     try:
@@ -131,6 +187,7 @@ def describe() -> dict[str, Any]:
                 "to": c.format,
                 "description": c.description,
                 "outputs": c.outputs,
+                **({"also_takes": list(c.companions)} if c.companions else {}),
                 "options": describe_options(c.options),
             }
             for c in CONVERSIONS

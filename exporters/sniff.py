@@ -1,8 +1,20 @@
-"""Content detection from the first bytes of a file, never from its name or the client's header."""
+"""Content detection from the bytes of a file, never from the client's Content-Type header.
+
+Binary formats are recognised from their bytes alone. The file name only chooses between readings
+of text that the bytes cannot tell apart (CSV, TSV or Markdown rather than plain text); it never
+lets a binary file in.
+"""
 
 from __future__ import annotations
 
-SNIFF_BYTES = 4096  # how much of the head `sniff` needs to see
+from pathlib import Path
+
+from exporters.markdown import sniff_markdown
+from exporters.office import sniff_office
+from exporters.tables import sniff_table
+
+# How much of the head `sniff` looks at: Office documents name their parts in the first few KB.
+SNIFF_BYTES = 64 * 1024
 
 OCTET_STREAM = "application/octet-stream"
 
@@ -101,8 +113,17 @@ def _is_text(head: bytes, *, complete: bool) -> bool:
     return controls == 0
 
 
-def sniff(head: bytes, *, complete: bool = False) -> str:
-    """The media type of a file from its first bytes (`complete` when `head` is the whole file)."""
+def needs_whole_file(head: bytes) -> bool:
+    """Whether a container (ZIP, OLE2) may only be told apart with the whole file (`sniff(path=...)`)."""
+    return head.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"))
+
+
+def sniff(head: bytes, *, complete: bool = False, filename: str = "", path: Path | None = None) -> str:
+    """The media type of a file from its first bytes (`complete` when `head` is the whole file).
+
+    `filename` is the client's name for it (see the module docstring); `path`, the whole file, lets
+    Office documents whose parts lie beyond the head be recognised.
+    """
     if head.startswith(b"\xff\xd8\xff"):
         return "image/jpeg"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -120,6 +141,12 @@ def sniff(head: bytes, *, complete: bool = False) -> str:
     iso = _iso_bmff(head)
     if iso:
         return iso
+    office = sniff_office(head, path)  # before text: an RTF file is also valid text
+    if office:
+        return office
+    table = sniff_table(head, filename)  # before text: CSV exports are often not UTF-8
+    if table:
+        return table
     if head and _is_text(head, complete=complete):
-        return "text/plain"
+        return sniff_markdown(filename) or "text/plain"
     return OCTET_STREAM

@@ -63,6 +63,8 @@ def limits_from(settings: Settings) -> Limits:
         max_pages=settings.max_pages,
         max_frames=settings.max_frames,
         max_total_pixels=settings.max_total_pixels,
+        # LibreOffice is stopped a little before the job's own time limit interrupts the worker.
+        office_timeout_s=max(1.0, settings.job_time_limit_s - 5.0),
     )
 
 
@@ -71,10 +73,10 @@ def create_app(
     *,
     records: Records,
     storage: Storage,
-    enqueue: Callable[[str], None],
+    enqueue: Callable[[str, str], None],
     clock: Callable[[], float] = time.time,
 ) -> falcon.App[falcon.Request, falcon.Response]:
-    """The WSGI app. `enqueue(job_id)` queues a job's message."""
+    """The WSGI app. `enqueue(job_id, queue)` queues a job's message."""
     app = falcon.App(middleware=[RequestContext()])
     app.req_options.strip_url_path_trailing_slash = True
     multipart = cast(

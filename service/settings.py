@@ -92,8 +92,8 @@ class Settings:
     job_time_limit_s: int = 300
     # Retries of a job after a transient fault (Redis or storage) or a bug, with exponential backoff.
     job_max_retries: int = 5
-    # Queues this pool consumes, comma-separated (today the code defines one: exports).
-    worker_queues: str = "exports"
+    # Queues this pool consumes, comma-separated: exports (photos, documents), office (LibreOffice).
+    worker_queues: str = "exports,office"
     # Worker processes in the pool.
     worker_processes: int = 2
     # Threads per worker process.

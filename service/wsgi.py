@@ -19,5 +19,5 @@ app = create_app(
     settings,
     records=build_records(_client, settings),
     storage=build_storage(settings),
-    enqueue=lambda job_id: enqueue_export(_broker, job_id),
+    enqueue=lambda job_id, queue: enqueue_export(_broker, job_id, queue),
 )

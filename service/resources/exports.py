@@ -20,6 +20,9 @@ from storage.signing import Signer
 
 log = logging.getLogger("exportd.api")
 
+#: Options never shown back (a PDF's password): the worker needs them, nobody reading the job does.
+SECRET_OPTIONS = frozenset({"password"})
+
 
 def _iso(ts: float | None) -> str | None:
     if ts is None:
@@ -47,7 +50,7 @@ class JobView:
             "status": job.status,
             "format": job.format,
             "inputs": [upload_view(u) for u in job.inputs],
-            "options": job.options,
+            "options": {k: ("********" if k in SECRET_OPTIONS and v else v) for k, v in job.options.items()},
             "created_at": _iso(job.created_at),
             "started_at": _iso(job.started_at),
             "finished_at": _iso(job.finished_at),
@@ -73,7 +76,7 @@ class JobView:
 
 
 class Exports:
-    def __init__(self, *, receiver: UploadReceiver, records: Records, enqueue: Callable[[str], None],
+    def __init__(self, *, receiver: UploadReceiver, records: Records, enqueue: Callable[[str, str], None],
                  view: JobView, max_inputs: int, clock: Callable[[], float]) -> None:  # fmt: skip
         self.receiver = receiver
         self.records = records
@@ -120,7 +123,7 @@ class Exports:
         # The record exists before its message: a worker never meets a message without a job.
         self.records.create_job(job)
         try:
-            self.enqueue(job.id)
+            self.enqueue(job.id, conversion.queue)
         except Exception:
             self.records.delete_job(job.id)
             raise

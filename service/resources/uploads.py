@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
 import unicodedata
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import falcon
 
 from exporters import registry
 from exporters.base import UnsupportedInput
-from exporters.sniff import SNIFF_BYTES, sniff
+from exporters.sniff import OCTET_STREAM, SNIFF_BYTES, needs_whole_file, sniff
 from service.errors import BadRequest
 from storage.base import ObjectTooLarge, Storage
 from storage.jobs import Records, Upload, new_id
@@ -63,7 +65,10 @@ class UploadReceiver:
         upload_id = new_id()
         recorder = _HeadRecorder(stream)
         stored = self.storage.put_stream(f"uploads/{upload_id}", recorder, max_bytes=self.max_bytes)
-        content_type = sniff(recorder.head, complete=stored.size <= SNIFF_BYTES)
+        name = clean_filename(filename)
+        content_type = sniff(recorder.head, complete=stored.size <= SNIFF_BYTES, filename=name)
+        if content_type == OCTET_STREAM and needs_whole_file(recorder.head):
+            content_type = self._sniff_whole(stored.key, recorder.head, name)
         try:
             if stored.size == 0:
                 raise UnsupportedInput("the file is empty")
@@ -73,7 +78,7 @@ class UploadReceiver:
             raise
         upload = Upload(
             id=upload_id,
-            filename=clean_filename(filename),
+            filename=name,
             content_type=content_type,
             size=stored.size,
             sha256=stored.sha256,
@@ -81,6 +86,13 @@ class UploadReceiver:
         )
         self.records.add_upload(upload)
         return upload
+
+    def _sniff_whole(self, key: str, head: bytes, filename: str) -> str:
+        """Sniff a container (DOC, XLS: their directory may lie anywhere) with the whole file at hand."""
+        with tempfile.TemporaryDirectory(prefix="exportd-sniff-") as tmp:
+            path = Path(tmp, "upload")
+            self.storage.fetch(key, path)
+            return sniff(head, filename=filename, path=path)
 
     def discard(self, uploads: list[Upload]) -> None:
         """Best effort: remove files of a refused request (cleanup catches what this misses)."""

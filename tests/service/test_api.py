@@ -19,7 +19,7 @@ import redis
 from dramatiq import Worker
 from PIL import Image
 
-from actors.broker import EXPORT_QUEUE, build_broker
+from actors.broker import EXPORT_QUEUE, QUEUES, build_broker
 from actors.export import ExportTask, JobOutcome, declare_export_actor, enqueue_export
 from service.app import create_app, limits_from
 from service.settings import Settings, parse_signing_keys
@@ -84,14 +84,14 @@ def api(settings: Settings, records: Records, storage: LocalStorage, redis_clien
     declare_export_actor(broker, task, time_limit_s=60, max_retries=1)
     clock = Clock()
     app = create_app(settings, records=records, storage=storage,
-                     enqueue=lambda job_id: enqueue_export(broker, job_id), clock=clock)  # fmt: skip
+                     enqueue=lambda job_id, queue: enqueue_export(broker, job_id, queue), clock=clock)  # fmt: skip
     yield Api(falcon.testing.TestClient(app), broker, clock, records, storage, redis_client, namespace)
     broker.close()
 
 
 @pytest.fixture
 def worker(api: Api) -> Iterator[Worker]:
-    w = Worker(api.broker, queues={EXPORT_QUEUE}, worker_threads=2, worker_timeout=50)
+    w = Worker(api.broker, queues=set(QUEUES), worker_threads=2, worker_timeout=50)
     w.start()
     yield w
     w.stop()
@@ -351,7 +351,7 @@ def test_redis_down_gives_503_with_retry_after(settings: Settings, storage: Loca
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     records = Records(dead, namespace="x", retention_s=60)
     client = falcon.testing.TestClient(
-        create_app(settings, records=records, storage=storage, enqueue=lambda _: None)
+        create_app(settings, records=records, storage=storage, enqueue=lambda *_: None)
     )
     ready = client.simulate_get("/readyz")
     assert ready.status_code == 503 and ready.json["checks"]["redis"].startswith("unavailable")
@@ -364,7 +364,7 @@ def test_redis_down_gives_503_with_retry_after(settings: Settings, storage: Loca
 def test_enqueue_failure_leaves_no_orphan_job(
     settings: Settings, records: Records, storage: LocalStorage
 ) -> None:
-    def broken_enqueue(job_id: str) -> None:
+    def broken_enqueue(job_id: str, queue: str) -> None:
         raise redis.ConnectionError("broker down")
 
     client = falcon.testing.TestClient(
@@ -393,7 +393,7 @@ def test_settings_replace_keeps_app_factory_pure(
     # create_app reads nothing from the environment: two apps with different limits coexist.
     small = falcon.testing.TestClient(
         create_app(
-            replace(settings, max_upload_bytes=10), records=records, storage=storage, enqueue=lambda _: None
+            replace(settings, max_upload_bytes=10), records=records, storage=storage, enqueue=lambda *_: None
         )
     )
     _problem(small.simulate_post("/v1/uploads", body=png_bytes()), 413, "payload_too_large")
@@ -409,3 +409,79 @@ def test_job_result_says_which_metadata_was_removed(api: Api, worker: Worker) ->
     assert "gps" in out["details"]["metadata"]["removed"]
     assert out["details"]["metadata"]["kept"] == []
     assert not Image.open(io.BytesIO(api.download(out["url"]).content)).getexif()
+
+
+DOCUMENTS = Path(__file__).resolve().parents[1] / "fixtures" / "documents"
+
+
+def _export_files(
+    api: Api, files: list[tuple[str, bytes]], fmt: str, options: dict[str, Any] | None = None
+) -> Any:
+    fields: list[tuple[str, str | tuple[str, bytes]]] = [("file", f) for f in files]
+    fields += [("format", fmt), ("options", json.dumps(options or {}))]
+    body, ctype = multipart(fields)
+    result = api.client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype})
+    assert result.status_code == 202, result.text
+    return result.json
+
+
+def test_a_csv_named_csv_becomes_a_spreadsheet(api: Api, worker: Worker) -> None:
+    import openpyxl
+
+    job = _export_files(api, [("cities.csv", (DOCUMENTS / "cities-cp1251.csv").read_bytes())], "xlsx")
+    assert job["inputs"][0]["content_type"] == "text/csv"  # cp1251 bytes: not UTF-8 text, still a table
+    done = api.wait_for(job["id"])
+    assert done["status"] == "succeeded", done
+    sheet = openpyxl.load_workbook(io.BytesIO(api.download(done["outputs"][0]["url"]).content)).active
+    assert sheet is not None
+    values = [cell.value for row in sheet.iter_rows() for cell in row]
+    assert any(isinstance(v, str) and "Москва" in v for v in values)
+
+
+def test_markdown_with_its_picture_and_a_pdf_merge(api: Api, worker: Worker) -> None:
+    report = b"# Report\n\nA photo:\n\n![shot](shot.jpg)\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
+    job = _export_files(api, [("report.md", report), ("shot.jpg", jpeg_bytes(300, 200))], "pdf")
+    done = api.wait_for(job["id"])
+    assert done["status"] == "succeeded", done
+    made = api.download(done["outputs"][0]["url"]).content
+    assert "Report" in pypdfium2.PdfDocument(made)[0].get_textpage().get_text_range()
+    # That PDF and a photo, merged in the order given.
+    merged = api.wait_for(_export_files(api, [("r.pdf", made), ("p.jpg", jpeg_bytes())], "pdf")["id"])
+    assert merged["status"] == "succeeded", merged
+    assert len(pypdfium2.PdfDocument(api.download(merged["outputs"][0]["url"]).content)) == 2
+
+
+def test_pdf_pages_become_images_and_the_password_is_never_shown(api: Api, worker: Worker) -> None:
+    text_pdf = api.wait_for(_export_files(api, [("a.txt", ("line\n" * 200).encode())], "pdf")["id"])
+    pdf_bytes = api.download(text_pdf["outputs"][0]["url"]).content
+    job = _export_files(api, [("a.pdf", pdf_bytes)], "png", {"dpi": 50, "password": "not-needed"})
+    assert job["options"]["password"] == "********"
+    done = api.wait_for(job["id"])
+    assert done["status"] == "succeeded", done
+    assert done["options"]["password"] == "********"
+    pages = len(pypdfium2.PdfDocument(pdf_bytes))
+    assert len(done["outputs"]) == pages >= 2
+    assert Image.open(io.BytesIO(api.download(done["outputs"][0]["url"]).content)).format == "PNG"
+
+
+def _needs_office() -> None:
+    from exporters import registry
+
+    if not registry.OFFICE_AVAILABLE:
+        pytest.skip("LibreOffice (soffice) is not installed: .ci/run installs it for CI")
+
+
+def test_office_documents_are_queued_on_their_own_queue(api: Api) -> None:
+    _needs_office()
+    _export_files(api, [("letter.docx", (DOCUMENTS / "office" / "letter.docx").read_bytes())], "pdf")
+    assert api.redis.llen(f"{api.namespace}:dramatiq:office") == 1
+    assert api.queue_length() == 0  # nothing on the photos' queue
+
+
+def test_office_document_to_pdf(api: Api, worker: Worker) -> None:
+    _needs_office()
+    job = _export_files(api, [("letter.docx", (DOCUMENTS / "office" / "letter.docx").read_bytes())], "pdf")
+    assert job["inputs"][0]["content_type"].endswith("wordprocessingml.document")
+    done = api.wait_for(job["id"], timeout_s=90)
+    assert done["status"] == "succeeded", done
+    assert len(pypdfium2.PdfDocument(api.download(done["outputs"][0]["url"]).content)) >= 1
