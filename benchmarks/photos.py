@@ -193,7 +193,7 @@ def psnr(ours: Path, reference: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--photos", type=int, default=3, help="photos per single-photo case")
+    parser.add_argument("--photos", type=int, default=5, help="photos per single-photo case")
     parser.add_argument("--album", type=int, default=20, help="photos in the PDF album")
     parser.add_argument("--service-jobs", type=int, default=40,
                         help="photos sent through the whole service (0 to skip that part)")  # fmt: skip
