@@ -62,6 +62,19 @@ class TextPdfOptions:
         "Typeface: sans (DejaVu Sans, proportional) or mono (DejaVu Sans Mono, for code, logs and tables).",
         choices=tuple(FONTS),
     )
+    orientation: str = option("portrait", "Page orientation.", choices=("portrait", "landscape"))
+    wrap: str = option(
+        "word",
+        "How long lines are broken: word (at spaces; a word longer than the line is broken by "
+        "characters) or char (at the line's edge whatever the character, as a terminal does: logs, "
+        "base64, tables of fixed-width text).",
+        choices=("word", "char"),
+    )
+
+
+def page_size_of(options: TextPdfOptions) -> tuple[float, float]:
+    width, height = PAGE_SIZES[options.page_size]
+    return (height, width) if options.orientation == "landscape" else (width, height)
 
 
 def text_to_pdf(
@@ -77,7 +90,7 @@ def text_to_pdf(
     for source in inputs:
         name = names.add(source.filename, "pdf", fallback="document")
         path = out_dir / name
-        canvas = new_canvas(path, PAGE_SIZES[options.page_size], initial_font=FONTS[options.font])
+        canvas = new_canvas(path, page_size_of(options), initial_font=FONTS[options.font])
         typesetter = _Typesetter(canvas, options, source=source, max_pages=limits.max_pages)
         for piece in _decoded_pieces(source):
             for part in _BREAKS.split(piece):
@@ -143,7 +156,8 @@ class _Typesetter:
         self._font_name = FONTS[options.font]
         self._font = pdfmetrics.getFont(self._font_name)
         self._size = options.font_size
-        page_w, page_h = PAGE_SIZES[options.page_size]
+        page_w, page_h = page_size_of(options)
+        self._by_char = options.wrap == "char"
         margin = options.margin_mm * mm
         self._left = margin
         self._max_width = page_w - 2 * margin
@@ -178,6 +192,9 @@ class _Typesetter:
     def add(self, text: str) -> None:
         """Text without line ends or form feeds, continuing the current line."""
         self._open = True
+        if self._by_char:
+            self._break_by_characters(text, continuing=True)
+            return
         for token in _TOKENS.findall(text):
             if token[0] == " ":
                 self._place_word()
@@ -239,9 +256,12 @@ class _Typesetter:
         else:
             self._break_by_characters(word)
 
-    def _break_by_characters(self, text: str) -> None:
-        """Lay out a run wider than the line: full lines are emitted, the rest starts the current line."""
-        line, line_width = "", 0.0
+    def _break_by_characters(self, text: str, *, continuing: bool = False) -> None:
+        """Lay out a run by characters: full lines are emitted, the rest is the current line.
+
+        `continuing`: the run goes on from the current line (wrap=char) instead of starting one.
+        """
+        line, line_width = (self._line, self._line_width) if continuing else ("", 0.0)
         widths = self._char_widths
         for char in text:
             char_width = widths.get(char)

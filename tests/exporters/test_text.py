@@ -282,3 +282,21 @@ def test_same_text_gives_identical_bytes(tmp_path: Path) -> None:
         out.mkdir()
         produced.append(convert(path, out).read_bytes())
     assert produced[0] == produced[1]
+
+
+def test_landscape_pages_and_wrapping_by_characters(
+    tmp_path: Path, out_dir: Path, open_pdf: type[Pdf]
+) -> None:
+    text = "ab cd " * 400  # one long line
+    source = tmp_path / "log.txt"
+    source.write_text(text + "\n")
+    options = parse_options(TextPdfOptions, {"orientation": "landscape", "wrap": "char", "font": "mono"})
+    (out,) = text_to_pdf([as_input(source)], out_dir, options, limits=Limits())
+    pdf = open_pdf(out.path)
+    assert pdf.page_size(0) == (841.89, 595.28)
+    lines = [ln for ln in pdf.text(0).replace("\r\n", "\n").split("\n") if ln]
+    assert len(lines) > 1
+    # Fixed-width characters broken at the edge: every full line has the same number of them,
+    # spaces included, and nothing is lost.
+    assert len({len(ln) for ln in lines[:-1]}) == 1
+    assert "".join(lines).replace(" ", "") == text.replace(" ", "")
