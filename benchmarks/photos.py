@@ -334,6 +334,14 @@ def service_throughput(photos: list[Path], jobs: int, work: Path) -> None:
         def service_cpu() -> float:
             return sum(sum(p.cpu_times()[:2]) for p in service_procs)
 
+        def cpu_by_role() -> dict[str, float]:
+            roles = {"redis": [service_procs[0]], "workers": [], "api": []}
+            for proc, role in zip(procs, ("workers", "api"), strict=True):
+                roles[role] += [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+            return {role: sum(sum(p.cpu_times()[:2]) for p in ps) for role, ps in roles.items()}
+
+        roles_before = cpu_by_role()
+
         cpu_before = service_cpu()
         began = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(4) as clients:
@@ -341,6 +349,8 @@ def service_throughput(photos: list[Path], jobs: int, work: Path) -> None:
         wait_all(ids)
         service_rate = jobs / (time.perf_counter() - began)
         service_cpu_s = service_cpu() - cpu_before
+        roles_after = cpu_by_role()
+        by_role = {role: (roles_after[role] - roles_before[role]) / jobs * 1000 for role in roles_after}
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -366,6 +376,7 @@ def service_throughput(photos: list[Path], jobs: int, work: Path) -> None:
         f"  CPU per photo: bare {bare_cpu_s / jobs * 1000:.0f} ms, whole service {service_cpu_s / jobs * 1000:.0f} ms "
         f"(API, workers and Redis): {cpu_overhead:+.1f} %"
     )
+    print("  of which per photo: " + ", ".join(f"{role} {ms:.0f} ms" for role, ms in by_role.items()))
 
 
 if __name__ == "__main__":
