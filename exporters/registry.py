@@ -139,10 +139,27 @@ def kind_of(content_type: str) -> str:
     try:
         return KIND_OF_CONTENT_TYPE[content_type]
     except KeyError:
-        accepted = ", ".join(sorted(KIND_OF_CONTENT_TYPE))
-        raise UnsupportedInput(
-            f"files of type {content_type} cannot be converted; accepted types: {accepted}"
-        ) from None
+        what = (
+            "this file's type is not recognised"
+            if content_type == "application/octet-stream"
+            else (f"files of type {content_type} cannot be converted")
+        )
+        raise UnsupportedInput(f"{what}; accepted: {_ACCEPTED}") from None
+
+
+#: What kind_of's refusal lists, in words a person reads (GET /v1/formats has the media types).
+_ACCEPTED = "; ".join(
+    part
+    for part in (
+        "photos (JPEG, PNG, GIF, WebP, TIFF, BMP, AVIF" + (", HEIC" if images.HEIF_READS else "") + ")",
+        "UTF-8 text",
+        "Markdown (.md)",
+        "tables (.csv, .tsv, JSON arrays of objects)",
+        "PDF",
+        "Office documents (DOCX, XLSX, PPTX, ODT, ODS, ODP, RTF, DOC, XLS, PPT)" if OFFICE_AVAILABLE else "",
+    )
+    if part
+)
 
 
 def find(content_types: Sequence[str], target: str) -> Conversion:
