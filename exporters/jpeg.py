@@ -65,7 +65,8 @@ def strip_metadata(data: bytes, *, keep_icc: bool = True, name: str = "the file"
     """
     if not data.startswith(b"\xff\xd8"):
         raise CorruptInput(f"{name} is not a JPEG: it does not start with a start-of-image marker")
-    out = bytearray(b"\xff\xd8")
+    view = memoryview(data)
+    out: list[bytes | memoryview] = [b"\xff\xd8"]  # pieces joined once: the coded data is copied once
     removed: set[str] = set()
     icc_chunks: list[bytes] = []
     pos = 2
@@ -78,10 +79,10 @@ def strip_metadata(data: bytes, *, keep_icc: bool = True, name: str = "the file"
             raise CorruptInput(f"{name} is damaged or incomplete: its JPEG markers end unexpectedly")
         marker = data[pos + 1]
         if marker == _EOI:
-            out += b"\xff\xd9"
+            out.append(b"\xff\xd9")
             break
         if marker in _RST or marker in (_TEM, _SOI):
-            out += data[pos : pos + 2]
+            out.append(view[pos : pos + 2])
             pos += 2
             continue
         if pos + 4 > end:
@@ -95,7 +96,7 @@ def strip_metadata(data: bytes, *, keep_icc: bool = True, name: str = "the file"
         if kind == "icc_profile":
             icc_chunks.append(payload)
             if keep_icc:
-                out += data[pos:segment_end]
+                out.append(view[pos:segment_end])
             else:
                 removed.add(kind)
         elif kind is not None:
@@ -103,13 +104,13 @@ def strip_metadata(data: bytes, *, keep_icc: bool = True, name: str = "the file"
             if kind == "exif":
                 removed.update(exif_categories(payload))
         else:
-            out += data[pos:segment_end]
+            out.append(view[pos:segment_end])
         pos = segment_end
         if marker == _SOS:
             scan_end = _end_of_entropy_coded_data(data, pos)
-            out += data[pos:scan_end]
+            out.append(view[pos:scan_end])
             pos = scan_end
-    return StrippedJpeg(bytes(out), removed, _joined_icc(icc_chunks))
+    return StrippedJpeg(b"".join(out), removed, _joined_icc(icc_chunks))
 
 
 #: A marker inside coded data: 0xFF followed by anything but a stuffed zero, a restart marker

@@ -119,8 +119,8 @@ def images_to_pdf(
     path = out_dir / name
     canvas = new_canvas(path, A4)
     removed: set[str] = set()
-    for source in inputs:
-        picture, stored_size, orientation, left_out = _embeddable(source, limits=limits)
+    for index, source in enumerate(inputs):
+        picture, stored_size, orientation, left_out = _embeddable(source, index=index, limits=limits)
         removed |= left_out
         _draw_page(canvas, picture, stored_size, orientation, options)
     canvas.save()
@@ -128,7 +128,9 @@ def images_to_pdf(
     return [OutputFile(path=path, name=name, content_type="application/pdf", details=details)]
 
 
-def _embeddable(source: InputFile, *, limits: Limits) -> tuple[Any, tuple[int, int], int, set[str]]:
+def _embeddable(
+    source: InputFile, *, index: int, limits: Limits
+) -> tuple[Any, tuple[int, int], int, set[str]]:
     """(what reportlab draws, its stored size in pixels, the EXIF orientation still to apply, the
     metadata groups left out).
 
@@ -149,7 +151,7 @@ def _embeddable(source: InputFile, *, limits: Limits) -> tuple[Any, tuple[int, i
             # not show them, but anyone can extract the stream and read them. Walking the markers to
             # the end-of-image also catches a truncated file without decoding a pixel (as img2pdf).
             stripped = strip_metadata(source.path.read_bytes(), name=describe(source))
-            return _JpegAsIs(stripped.data), stored_size, orientation, stripped.removed
+            return _JpegAsIs(stripped.data, key=index), stored_size, orientation, stripped.removed
         removed = metadata_found(image)
         decode_upright(image, source)
         pixels = to_working_mode(image, source)
@@ -162,7 +164,7 @@ def _embeddable(source: InputFile, *, limits: Limits) -> tuple[Any, tuple[int, i
             # losslessly it would be several times the size of the original.
             buffer = io.BytesIO()
             pixels.save(buffer, format="JPEG", quality=95, subsampling=0)
-            return _JpegAsIs(buffer.getvalue()), pixels.size, 1, removed
+            return _JpegAsIs(buffer.getvalue(), key=index), pixels.size, 1, removed
         return ImageReader(pixels), pixels.size, 1, removed
 
 
@@ -179,15 +181,16 @@ def _embeds_as_is(path: Path, image: Image.Image) -> bool:
 class _JpegAsIs(ImageReader):  # type: ignore[misc]  # reportlab ships no type hints
     """A JPEG that reportlab embeds as its own bytes (DCTDecode) without decoding it."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, *, key: int) -> None:
         super().__init__(io.BytesIO(data))
-        self._jpeg = data
+        self._key = f"exportd-jpeg-{key}".encode()
 
     def getRGBData(self) -> bytes:
-        # drawImage only hashes this to name the image object; the JPEG's own bytes name it as well
-        # (identical files are stored once) without the cost of decoding every pixel.
+        # drawImage only hashes this to name the image object. The input's position names it:
+        # unique in the document, the same on every run, and no hashing of megabytes (or decoding of
+        # pixels, which reportlab's own getRGBData would do) for a name.
         self._dataA = None
-        return self._jpeg
+        return self._key
 
 
 def _page_size(upright: tuple[int, int], options: ImagePdfOptions) -> tuple[float, float]:
