@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import io
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 from reportlab import rl_config
 from reportlab.lib.pagesizes import A4, LETTER
 from reportlab.lib.units import mm
-from reportlab.lib.utils import ImageReader
 from reportlab.pdfbase.pdfutils import readJPEGInfo
 from reportlab.pdfgen.canvas import Canvas
 
@@ -104,6 +103,7 @@ def images_to_pdf(
 
     JPEGs are embedded as they are (turned by the page, not re-encoded) without their metadata;
     JPEGs whose colours must change are re-encoded at quality 95; other images are stored losslessly.
+    Written page by page, so memory holds one picture at a time.
     Raises UnsupportedConversion, UnsupportedInput, CorruptInput, InputTooLarge.
     """
     if not inputs:
@@ -117,22 +117,30 @@ def images_to_pdf(
     else:
         name = "images.pdf"
     path = out_dir / name
-    canvas = new_canvas(path, A4)
     removed: set[str] = set()
-    for index, source in enumerate(inputs):
-        picture, stored_size, orientation, left_out = _embeddable(source, index=index, limits=limits)
-        removed |= left_out
-        _draw_page(canvas, picture, stored_size, orientation, options)
-    canvas.save()
+    # Written page by page: one picture in memory at a time, however many the album has.
+    with _StreamingPdf(path) as document:
+        for source in inputs:
+            picture, orientation, left_out = _embeddable(source, limits=limits)
+            removed |= left_out
+            _add_page(document, picture, orientation, options)
     details = {"metadata": {"removed": sorted(removed), "kept": []}}
     return [OutputFile(path=path, name=name, content_type="application/pdf", details=details)]
 
 
-def _embeddable(
-    source: InputFile, *, index: int, limits: Limits
-) -> tuple[Any, tuple[int, int], int, set[str]]:
-    """(what reportlab draws, its stored size in pixels, the EXIF orientation still to apply, the
-    metadata groups left out).
+@dataclass(frozen=True)
+class _Picture:
+    """An image XObject's stream and what the PDF must say about it."""
+
+    data: bytes
+    width: int
+    height: int
+    colour_space: str  # DeviceRGB or DeviceGray
+    filter: str  # DCTDecode (a JPEG as it is) or FlateDecode (zlib-compressed pixels)
+
+
+def _embeddable(source: InputFile, *, limits: Limits) -> tuple[_Picture, int, set[str]]:
+    """(the picture as stored, the EXIF orientation still to apply, the metadata groups left out).
 
     Raises UnsupportedInput, CorruptInput, InputTooLarge.
     """
@@ -146,12 +154,13 @@ def _embeddable(
             and (icc is None or is_srgb(icc) or image.mode == "L")
             and _embeds_as_is(source.path, image)
         ):
-            stored_size = image.size
+            colour_space = "DeviceGray" if image.mode == "L" else "DeviceRGB"
             # The picture's own bytes, without EXIF (GPS), XMP, IPTC or comments: a PDF viewer would
             # not show them, but anyone can extract the stream and read them. Walking the markers to
             # the end-of-image also catches a truncated file without decoding a pixel (as img2pdf).
             stripped = strip_metadata(source.path.read_bytes(), name=describe(source))
-            return _JpegAsIs(stripped.data, key=index), stored_size, orientation, stripped.removed
+            picture = _Picture(stripped.data, *image.size, colour_space, "DCTDecode")
+            return picture, orientation, stripped.removed
         removed = metadata_found(image)
         decode_upright(image, source)
         pixels = to_working_mode(image, source)
@@ -164,8 +173,13 @@ def _embeddable(
             # losslessly it would be several times the size of the original.
             buffer = io.BytesIO()
             pixels.save(buffer, format="JPEG", quality=95, subsampling=0)
-            return _JpegAsIs(buffer.getvalue(), key=index), pixels.size, 1, removed
-        return ImageReader(pixels), pixels.size, 1, removed
+            colour_space = "DeviceGray" if pixels.mode == "L" else "DeviceRGB"
+            return _Picture(buffer.getvalue(), *pixels.size, colour_space, "DCTDecode"), 1, removed
+        if pixels.mode not in ("L", "RGB"):
+            pixels = pixels.convert("RGB")
+        colour_space = "DeviceGray" if pixels.mode == "L" else "DeviceRGB"
+        data = zlib.compress(pixels.tobytes(), 6)
+        return _Picture(data, *pixels.size, colour_space, "FlateDecode"), 1, removed
 
 
 def _embeds_as_is(path: Path, image: Image.Image) -> bool:
@@ -176,21 +190,6 @@ def _embeds_as_is(path: Path, image: Image.Image) -> bool:
         except Exception:  # reportlab raises anything from struct.error to its own PDFError
             return False
     return (width, height) == image.size and components == len(image.getbands())
-
-
-class _JpegAsIs(ImageReader):  # type: ignore[misc]  # reportlab ships no type hints
-    """A JPEG that reportlab embeds as its own bytes (DCTDecode) without decoding it."""
-
-    def __init__(self, data: bytes, *, key: int) -> None:
-        super().__init__(io.BytesIO(data))
-        self._key = f"exportd-jpeg-{key}".encode()
-
-    def getRGBData(self) -> bytes:
-        # drawImage only hashes this to name the image object. The input's position names it:
-        # unique in the document, the same on every run, and no hashing of megabytes (or decoding of
-        # pixels, which reportlab's own getRGBData would do) for a name.
-        self._dataA = None
-        return self._key
 
 
 def _page_size(upright: tuple[int, int], options: ImagePdfOptions) -> tuple[float, float]:
@@ -204,24 +203,98 @@ def _page_size(upright: tuple[int, int], options: ImagePdfOptions) -> tuple[floa
     return (long, short) if landscape else (short, long)
 
 
-def _draw_page(
-    canvas: Canvas,
-    picture: Any,
-    stored_size: tuple[int, int],
-    orientation: int,
-    options: ImagePdfOptions,
-) -> None:
+def _add_page(document: _StreamingPdf, picture: _Picture, orientation: int, options: ImagePdfOptions) -> None:
     """One page with the picture, turned upright, as large as fits within the margins, centred."""
     a, b, c, d = _ORIENTATION_MATRIX[orientation]
-    swapped = a == 0
-    upright = (stored_size[1], stored_size[0]) if swapped else stored_size
+    stored = (picture.width, picture.height)
+    upright = (stored[1], stored[0]) if a == 0 else stored
     page_w, page_h = _page_size(upright, options)
     margin = 0.0 if options.page_size == "fit" else options.margin_mm * mm
     scale = min((page_w - 2 * margin) / upright[0], (page_h - 2 * margin) / upright[1])
-    canvas.setPageSize((page_w, page_h))
-    canvas.saveState()
-    canvas.transform(a, b, c, d, page_w / 2, page_h / 2)
-    drawn_w, drawn_h = stored_size[0] * scale, stored_size[1] * scale
-    canvas.drawImage(picture, -drawn_w / 2, -drawn_h / 2, drawn_w, drawn_h)
-    canvas.restoreState()
-    canvas.showPage()
+    drawn_w, drawn_h = stored[0] * scale, stored[1] * scale
+    # Turn about the page's centre, then draw the stored picture centred on it: the image's unit
+    # square is scaled to its drawn size, moved to be centred on the origin, then turned upright.
+    content = (
+        f"q {a} {b} {c} {d} {_num(page_w / 2)} {_num(page_h / 2)} cm "
+        f"{_num(drawn_w)} 0 0 {_num(drawn_h)} {_num(-drawn_w / 2)} {_num(-drawn_h / 2)} cm /Im0 Do Q"
+    )
+    document.add_page(page_w, page_h, picture, content.encode())
+
+
+def _num(value: float) -> str:
+    """A PDF number: fixed precision, no exponent, no trailing zeros (the same text on every run)."""
+    text = f"{value:.4f}".rstrip("0").rstrip(".")
+    return text if text not in ("-0", "") else "0"
+
+
+class _StreamingPdf:
+    """A minimal PDF writer for one image per page, writing each page as it comes.
+
+    reportlab builds the whole document in memory before writing it, which for an album of photos
+    means every JPEG at once (and several copies while it is assembled). Here each page's picture
+    is written and forgotten; only the objects' offsets are kept. Nothing varies between runs (no
+    dates, no random IDs), so the same album gives the same bytes.
+    """
+
+    _CATALOG, _PAGES, _INFO = 1, 2, 3
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("wb")
+        self._offsets: dict[int, int] = {}
+        self._pages: list[int] = []
+        self._next = 4
+        self._file.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+
+    def __enter__(self) -> _StreamingPdf:
+        return self
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        if kind is None:
+            self._finish()
+        self._file.close()
+
+    def _object(self, number: int, body: bytes, stream: bytes | None = None) -> None:
+        self._offsets[number] = self._file.tell()
+        self._file.write(b"%d 0 obj\n" % number + body)
+        if stream is not None:
+            self._file.write(b"\nstream\n")
+            self._file.write(stream)
+            self._file.write(b"\nendstream")
+        self._file.write(b"\nendobj\n")
+
+    def add_page(self, width: float, height: float, picture: _Picture, content: bytes) -> None:
+        image, contents, page = self._next, self._next + 1, self._next + 2
+        self._next += 3
+        self._object(
+            image,
+            (
+                f"<< /Type /XObject /Subtype /Image /Width {picture.width} /Height {picture.height} "
+                f"/ColorSpace /{picture.colour_space} /BitsPerComponent 8 /Filter /{picture.filter} "
+                f"/Length {len(picture.data)} >>"
+            ).encode(),
+            picture.data,
+        )
+        self._object(contents, b"<< /Length %d >>" % len(content), content)
+        self._object(
+            page,
+            (
+                f"<< /Type /Page /Parent {self._PAGES} 0 R /MediaBox [0 0 {_num(width)} {_num(height)}] "
+                f"/Resources << /XObject << /Im0 {image} 0 R >> >> /Contents {contents} 0 R >>"
+            ).encode(),
+        )
+        self._pages.append(page)
+
+    def _finish(self) -> None:
+        kids = " ".join(f"{page} 0 R" for page in self._pages)
+        self._object(self._PAGES, f"<< /Type /Pages /Kids [{kids}] /Count {len(self._pages)} >>".encode())
+        self._object(self._CATALOG, f"<< /Type /Catalog /Pages {self._PAGES} 0 R >>".encode())
+        self._object(self._INFO, b"<< /Producer (exportd) /Creator (exportd) >>")
+        xref = self._file.tell()
+        count = self._next
+        lines = [b"xref\n0 %d\n" % count, b"0000000000 65535 f \n"]
+        lines += [b"%010d 00000 n \n" % self._offsets[number] for number in range(1, count)]
+        self._file.write(b"".join(lines))
+        self._file.write(
+            b"trailer\n<< /Size %d /Root %d 0 R /Info %d 0 R >>\nstartxref\n%d\n%%%%EOF\n"
+            % (count, self._CATALOG, self._INFO, xref)
+        )

@@ -373,3 +373,15 @@ def test_tiff_turned_by_its_tag(out_dir: Path, limits: Limits, open_pdf: type[Pd
     (output,) = images_to_pdf([source], out_dir, ImagePdfOptions(page_size="fit"), limits=limits)
 
     assert open_pdf(output.path).page_size(0) == (590.0, 88.0)
+
+
+def test_album_is_a_well_formed_pdf_for_qpdf(three_images: list[Path], out_dir: Path, limits: Limits) -> None:
+    """The album is written by exportd's own streaming writer: qpdf (through pikepdf) checks its syntax."""
+    pikepdf = pytest.importorskip("pikepdf", reason="pikepdf comes with the dev dependencies (img2pdf)")
+    inputs = [as_input(p) for p in three_images] + [as_input(sample("pillow/pil_sample_cmyk.jpg"))]
+    (out,) = images_to_pdf(inputs, out_dir, parse_options(ImagePdfOptions, {}), limits=limits)
+    with pikepdf.open(out.path) as document:
+        assert document.check_pdf_syntax() == []
+        assert len(document.pages) == 4
+        filters = {str(x.Filter) for page in document.pages for x in page.obj.Resources.XObject.values()}
+    assert filters == {"/DCTDecode", "/FlateDecode"}  # the JPEGs as they are, the others lossless
