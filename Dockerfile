@@ -24,9 +24,10 @@ RUN /opt/exportd/bin/pip install --no-deps . \
 FROM ${BASE_IMAGE} AS runtime
 ARG WITH_LIBREOFFICE=false
 # tini reaps zombies and forwards signals, so SIGTERM reaches gunicorn and the worker supervisor.
+# fonts-droid-fallback: a TrueType CJK font the PDF converters fall back to for Chinese and Japanese.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends tini \
+    && apt-get install -y --no-install-recommends tini fonts-droid-fallback \
     && if [ "$WITH_LIBREOFFICE" = "true" ]; then \
          apt-get install -y --no-install-recommends \
            libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui fonts-dejavu-core; \

@@ -39,6 +39,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from exporters import typefaces
 from exporters.base import (
     CorruptInput,
     InputFile,
@@ -402,7 +403,7 @@ class _Builder:
     def _inline_node(self, node: SyntaxTreeNode) -> str:
         kind = node.type
         if kind in ("text", "html_inline"):
-            return escape(node.content)
+            return typefaces.markup(node.content, _SANS)  # escaped; CJK in the fallback font
         if kind == "softbreak":
             return " "
         if kind == "hardbreak":

@@ -24,6 +24,7 @@ from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.pdfgen.textobject import PDFTextObject
 
+from exporters import typefaces
 from exporters.base import (
     CorruptInput,
     InputFile,
@@ -543,11 +544,11 @@ class _TableDrawer:
         if font is None or font is self._regular:
             cached = self._widths_cache.get(text)
             if cached is None:
-                cached = float(self._regular.stringWidth(text, self._size))
+                cached = typefaces.measure(self._regular, text, self._size)
                 if len(self._widths_cache) < 10_000:  # bounded: cells repeat (cities, dates), ids do not
                     self._widths_cache[text] = cached
             return cached
-        return float(font.stringWidth(text, self._size))
+        return typefaces.measure(font, text, self._size)
 
     def _natural_widths(self, sample: list[list[str]]) -> list[float]:
         """Each column's width if nothing wrapped, from the header and the sampled rows (capped so
@@ -657,7 +658,7 @@ class _TableDrawer:
         self._canvas.setFillColorRGB(*colour)
         self._canvas.rect(self._margin, bottom, sum(self._col_w), height, stroke=0, fill=1)
 
-    def _draw_cells(self, cells: list[list[str]], top: float) -> None:
+    def _draw_cells(self, cells: list[list[str]], top: float, *, font_name: str = _REGULAR) -> None:
         assert self._text is not None
         text = self._text
         x = self._margin
@@ -667,7 +668,7 @@ class _TableDrawer:
             for line in lines:
                 if line:
                     text.setTextOrigin(x + _PAD_X, y)
-                    text.textOut(line)
+                    typefaces.draw(text, line, font_name, self._size, self._leading)
                 y -= self._leading
             x += width
 
@@ -685,7 +686,7 @@ class _TableDrawer:
         if self._header:
             self._fill(self._y - self._header_h, self._header_h, _HEADER_FILL)
             self._text.setFont(_BOLD, self._size, self._leading)
-            self._draw_cells(self._header_lines, self._y)
+            self._draw_cells(self._header_lines, self._y, font_name=_BOLD)
             self._y -= self._header_h
             self._canvas.setStrokeColorRGB(*_RULE)
             self._canvas.setLineWidth(0.5)

@@ -14,6 +14,7 @@ from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.pdfgen.textobject import PDFTextObject
 
+from exporters import typefaces
 from exporters.base import (
     CorruptInput,
     InputFile,
@@ -185,7 +186,7 @@ class _Typesetter:
         self._open = False  # something has been added since the last end of line
 
     def _width(self, text: str) -> float:
-        return float(self._font.stringWidth(text, self._size))
+        return typefaces.measure(self._font, text, self._size)
 
     # -- input -----------------------------------------------------------------------------
 
@@ -280,7 +281,9 @@ class _Typesetter:
         if self._text is None:
             self._start_page()
         assert self._text is not None
-        self._text.textLine(line)
+        # CJK characters DejaVu lacks are drawn in the fallback font, when one is installed.
+        typefaces.draw(self._text, line, self._font_name, self._size, self._leading)
+        self._text.textLine("")
         self._at_line_start = False
         self._lines_on_page += 1
         if self._lines_on_page == self._lines_per_page:
