@@ -77,6 +77,7 @@ class Limits:
     # width × height × frames of one input whose frames are all decoded, checked before decoding;
     # also bounds the frames an animated output holds in memory
     max_total_pixels: int = 500_000_000
+    max_table_pages: int = 50_000  # pages of a table PDF (a million CSV rows take about 45,000)
     office_timeout_s: float = 120.0  # LibreOffice is killed (its whole process group) after this
 
 

@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfdoc, pdfmetrics
@@ -470,7 +470,7 @@ def table_to_pdf(
 ) -> list[OutputFile]:
     """Each table as a PDF: the header row repeated on every page, columns fitted, long cells wrapped.
 
-    Raises CorruptInput, InputTooLarge (more than limits.max_pages pages, a line too long, columns
+    Raises CorruptInput, InputTooLarge (more than limits.max_table_pages pages, a line too long, columns
     that cannot fit across the page), InvalidOptions.
     """
     names = UniqueNames()
@@ -479,7 +479,7 @@ def table_to_pdf(
         table = read_table(source, options)
         name = names.add(source.filename, "pdf", fallback="table")
         path = out_dir / name
-        drawer = _TableDrawer(path, table, options, source=source, max_pages=limits.max_pages)
+        drawer = _TableDrawer(path, table, options, source=source, max_pages=limits.max_table_pages)
         for row in table.rows:
             drawer.add_row(row)
         drawer.finish()
@@ -527,7 +527,12 @@ class _TableDrawer:
         if usable_w <= 0 or self._usable_h <= 3 * self._leading:
             raise InvalidOptions("margin_mm leaves no room for a table on the page")
         self._col_w = self._fit(natural, usable_w)
-        self._canvas: Canvas = new_canvas(path, (self._page_w, self._page_h), initial_font=_REGULAR)
+        # reportlab holds a whole document in memory until it saves it, so a long table is drawn
+        # as parts of CHUNK_PAGES pages, each saved at once, and joined at the end one part at a
+        # time (_join): memory does not grow with the row count.
+        self._path = path
+        self._parts: list[Path] = []
+        self._canvas: Canvas = self._new_part()
         self._text: PDFTextObject | None = None
         self._y = 0.0
         self.pages = 0
@@ -693,6 +698,11 @@ class _TableDrawer:
             self._canvas.line(self._margin, self._y, self._margin + sum(self._col_w), self._y)
         self._text.setFont(_REGULAR, self._size, self._leading)
 
+    def _new_part(self) -> Canvas:
+        part = self._path.with_name(f".{self._path.name}.part{len(self._parts)}")
+        self._parts.append(part)
+        return new_canvas(part, (self._page_w, self._page_h), initial_font=_REGULAR)
+
     def _end_page(self) -> None:
         assert self._text is not None
         self._canvas.setFillColorRGB(0, 0, 0)
@@ -703,13 +713,119 @@ class _TableDrawer:
         self._canvas.showPage()
         _compress_last_page(self._canvas)
         self._text = None
+        if self.pages % CHUNK_PAGES == 0:
+            self._canvas.save()
+            self._canvas = self._new_part()
 
     def finish(self) -> None:
         """Close the last page (a table without rows still gets one page with its header) and save."""
         if self._text is None:
             self._new_page()
         self._end_page()
-        self._canvas.save()
+        if self.pages % CHUNK_PAGES:
+            self._canvas.save()
+        else:
+            self._parts.pop()  # the part begun after the last full one has no page
+        _join(self._parts, self._path)
+
+
+#: Pages of a table drawn into one part before it is saved (see _TableDrawer).
+CHUNK_PAGES = 200
+
+
+def _join(parts: list[Path], path: Path) -> None:
+    """The parts' pages, in order, as one PDF at `path`; the parts are removed.
+
+    The parts are reportlab's own simple files (every object listed in one xref table, stream
+    lengths given directly), so they are joined by copying their objects one part at a time with
+    new numbers: memory holds one part, whatever the page count. (qpdf, tried first, held every
+    page's objects until it wrote the result.)
+    """
+    if len(parts) == 1:
+        parts[0].replace(path)
+        return
+    with path.open("wb") as out:
+        writer = _PartJoiner(out)
+        for part in parts:
+            writer.add(part.read_bytes())
+        writer.finish()
+    for part in parts:
+        part.unlink()
+
+
+_REF = re.compile(rb"(\d+) 0 R")
+_TRAILER_REF = re.compile(rb"/(Root|Info) (\d+) 0 R")
+_LENGTH = re.compile(rb"/Length (\d+)")
+
+
+class _PartJoiner:
+    """Writes the objects of reportlab PDFs into one, renumbered; pages stay in order."""
+
+    _PAGES, _CATALOG = 1, 2
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._offsets: list[int] = [0, 0, 0]  # 1: Pages, 2: Catalog, written last
+        self._kids: list[int] = []
+        out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+
+    def add(self, data: bytes) -> None:
+        start = data.rindex(b"startxref")
+        xref_at = int(data[start + 9 :].split()[0])
+        trailer = data[data.index(b"trailer", xref_at) : start]
+        refs = {name: int(number) for name, number in _TRAILER_REF.findall(trailer)}
+        header = data[xref_at:].split(b"\n", 2)
+        count = int(header[1].split()[1])
+        table = header[2]
+        offsets = [int(table[20 * i : 20 * i + 10]) for i in range(count)]
+        catalog = self._object(data, offsets[refs[b"Root"]])
+        pages = int(re.search(rb"/Pages (\d+) 0 R", catalog).group(1))  # type: ignore[union-attr]
+        skipped = (refs[b"Root"], refs[b"Info"], pages)  # the part's own catalog, info and page tree
+        renumber = {pages: self._PAGES}
+        for k in range(1, count):
+            if k not in skipped:
+                renumber[k] = len(self._offsets) + len(renumber) - 1
+
+        def new_ref(match: re.Match[bytes]) -> bytes:
+            return b"%d 0 R" % renumber[int(match.group(1))]
+
+        kids = re.search(rb"/Kids \[([^\]]*)\]", self._object(data, offsets[pages]))
+        self._kids += [renumber[int(n)] for n in _REF.findall(kids.group(1))]  # type: ignore[union-attr]
+        for k in range(1, count):
+            if k in skipped:
+                continue
+            body = self._object(data, offsets[k])
+            cut = body.find(b"stream\n")
+            head, stream = (body, b"") if cut < 0 else (body[:cut], body[cut:])
+            self._offsets.append(self._out.tell())
+            self._out.write(b"%d 0 obj\n" % renumber[k] + _REF.sub(new_ref, head) + stream + b"\nendobj\n")
+
+    @staticmethod
+    def _object(data: bytes, offset: int) -> bytes:
+        """The body of the object at `offset`, between its `obj` header and `endobj`."""
+        begin = data.index(b"obj", offset) + 3
+        cut = data.find(b"stream\n", begin, data.index(b"endobj", begin) + 6)
+        if cut >= 0:  # skip the stream by its length: its bytes may hold anything
+            length = int(_LENGTH.search(data, begin, cut).group(1))  # type: ignore[union-attr]
+            end = data.index(b"endstream", cut + 7 + length) + len(b"endstream")
+            return data[begin:end].strip()
+        return data[begin : data.index(b"endobj", begin)].strip()
+
+    def finish(self) -> None:
+        kids = b" ".join(b"%d 0 R" % kid for kid in self._kids)
+        self._offsets[self._PAGES] = self._out.tell()
+        self._out.write(
+            b"1 0 obj\n<< /Type /Pages /Count %d /Kids [ %s ] >>\nendobj\n" % (len(self._kids), kids)
+        )
+        self._offsets[self._CATALOG] = self._out.tell()
+        self._out.write(b"2 0 obj\n<< /Type /Catalog /Pages 1 0 R >>\nendobj\n")
+        xref = self._out.tell()
+        lines = [b"xref\n0 %d\n0000000000 65535 f \n" % len(self._offsets)]
+        lines += [b"%010d 00000 n \n" % offset for offset in self._offsets[1:]]
+        self._out.write(b"".join(lines))
+        self._out.write(
+            b"trailer\n<< /Size %d /Root 2 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(self._offsets), xref)
+        )
 
 
 def _compress_last_page(canvas: Canvas) -> None:

@@ -9,6 +9,7 @@ glyph; GET /v1/formats does not change, the text layer still holds them.
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -43,20 +44,36 @@ def _register() -> TTFont | None:
     return None
 
 
-_FALLBACK_FONT = _register()
+_lock = threading.Lock()
+_looked = False
+_fallback_font: TTFont | None = None
+
+
+def _fallback() -> TTFont | None:
+    """The fallback font, loaded the first time CJK text is met: parsing it costs about 20 MB, which
+    a worker that never sees CJK does not pay."""
+    global _looked, _fallback_font
+    with _lock:
+        if not _looked:
+            _fallback_font = _register()
+            _looked = True
+    return _fallback_font
 
 
 def available() -> bool:
-    """Whether a CJK fallback font was found at start-up."""
-    return _FALLBACK_FONT is not None
+    """Whether a CJK fallback font is installed."""
+    return _fallback() is not None
 
 
 def runs(text: str, font_name: str) -> list[tuple[str, str]]:
     """`text` cut into (font name, piece) runs: `font_name` where it has the glyph, else the fallback."""
-    if _FALLBACK_FONT is None or not _MAYBE_CJK.search(text):
+    if not _MAYBE_CJK.search(text):
+        return [(font_name, text)]
+    font = _fallback()
+    if font is None:
         return [(font_name, text)]
     covered = pdfmetrics.getFont(font_name).face.charToGlyph
-    fallback = _FALLBACK_FONT.face.charToGlyph
+    fallback = font.face.charToGlyph
     pieces: list[tuple[str, str]] = []
     for char in text:
         code = ord(char)

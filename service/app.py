@@ -62,6 +62,7 @@ def limits_from(settings: Settings) -> Limits:
         max_output_side_px=settings.max_output_side_px,
         max_pages=settings.max_pages,
         max_frames=settings.max_frames,
+        max_table_pages=settings.max_table_pages,
         max_total_pixels=settings.max_total_pixels,
         # LibreOffice is stopped a little before the job's own time limit interrupts the worker.
         office_timeout_s=max(1.0, settings.job_time_limit_s - 5.0),

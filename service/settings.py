@@ -80,6 +80,8 @@ class Settings:
     max_output_side_px: int = 8192
     # Most pages in one produced or read document.
     max_pages: int = 500
+    # Most pages of a table PDF made from CSV, TSV or JSON (a million rows take about 45,000).
+    max_table_pages: int = 50_000
     # Most frames decoded from one animation or multi-page image.
     max_frames: int = 100
     # Most pixels across all decoded frames of one input (width × height × frames).
@@ -155,7 +157,7 @@ class Settings:
         if not self.queues or unknown:
             raise ConfigError(f"EXPORTD_WORKER_QUEUES must name queues among {', '.join(QUEUES)}")
         for name in ("port", "link_ttl_s", "max_upload_bytes", "max_inputs", "retention_s", "max_frames",
-                     "max_total_pixels", "job_time_limit_s", "worker_processes", "worker_threads", "worker_poll_ms",
+                     "max_total_pixels", "max_table_pages", "job_time_limit_s", "worker_processes", "worker_threads", "worker_poll_ms",
                      "api_processes", "api_threads"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")

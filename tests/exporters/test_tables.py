@@ -27,7 +27,7 @@ from exporters.tables import (
     table_to_xlsx,
     typed_value,
 )
-from tests.exporters.samples import RUSSIAN, Pdf, sample
+from tests.exporters.samples import RUSSIAN, Pdf, as_input, sample
 
 A4 = (595.28, 841.89)
 
@@ -336,7 +336,7 @@ def test_page_limit(tmp_path: Path, out_dir: Path) -> None:
     path = write_csv(tmp_path, [["n"]] + [[str(i)] for i in range(2000)])
 
     with pytest.raises(InputTooLarge, match="more than 3 pages"):
-        table_to_pdf([table_input(path)], out_dir, TablePdfOptions(), limits=Limits(max_pages=3))
+        table_to_pdf([table_input(path)], out_dir, TablePdfOptions(), limits=Limits(max_table_pages=3))
 
 
 def test_too_many_columns_fail_with_advice(tmp_path: Path, out_dir: Path, limits: Limits) -> None:
@@ -455,3 +455,32 @@ def test_bad_sheet_name(out_dir: Path, limits: Limits) -> None:
     source = table_input(sample("documents/people.tsv"))
     with pytest.raises(InvalidOptions, match="sheet_name"):
         table_to_xlsx([source], out_dir, TableXlsxOptions(sheet_name="a/b"), limits=limits)
+
+
+def test_a_long_table_is_drawn_in_parts_and_joined(
+    tmp_path: Path, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pypdfium2
+
+    from exporters import tables
+
+    monkeypatch.setattr(tables, "CHUNK_PAGES", 2)  # parts of 2 pages: the join is exercised
+    source = tmp_path / "long.csv"
+    source.write_text("id,city\n" + "".join(f"{i},Город {i}\n" for i in range(400)))
+    (out,) = tables.table_to_pdf([as_input(source)], out_dir, parse_options(tables.TablePdfOptions, {}),
+                                 limits=Limits())  # fmt: skip
+    pages = out.details["pages"]
+    assert pages > 4
+    document = pypdfium2.PdfDocument(out.path)
+    assert len(document) == pages
+    text = "".join(document[i].get_textpage().get_text_range() for i in range(pages))
+    assert "Город 0" in text and "Город 399" in text and text.count("city") == pages  # header on each
+    assert sorted(p.name for p in out_dir.iterdir()) == [out.name]  # no part left behind
+    pikepdf = pytest.importorskip("pikepdf", reason="pikepdf comes with the dev dependencies (img2pdf)")
+    with pikepdf.open(out.path) as joined:
+        assert joined.check_pdf_syntax() == [] and len(joined.pages) == pages  # qpdf finds it well formed
+    again = tmp_path / "again"
+    again.mkdir()
+    (twin,) = tables.table_to_pdf([as_input(source)], again, parse_options(tables.TablePdfOptions, {}),
+                                  limits=Limits())  # fmt: skip
+    assert twin.path.read_bytes() == out.path.read_bytes()
