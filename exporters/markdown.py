@@ -510,7 +510,7 @@ def _build(
                 text = _one_line(options.footer).replace("{page}", str(number)).replace("{pages}", str(total))
                 self.drawString(margin, footer_y, text)
             if options.page_numbers:
-                self.drawRightString(width - margin, footer_y, f"{number} / {total}")
+                self.drawRightString(width - margin, footer_y, f"page {number} of {total}")
             self.restoreState()
 
     document = SimpleDocTemplate(
