@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import re
 import zlib
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -765,8 +766,9 @@ class _PartJoiner:
 
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
-        self._offsets: list[int] = [0, 0, 0]  # 1: Pages, 2: Catalog, written last
-        self._kids: list[int] = []
+        # Per object and per page one machine integer: the only state that grows with the table.
+        self._offsets = array("q", [0, 0, 0])  # 1: Pages, 2: Catalog, written last
+        self._kids = array("q")
         out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
 
     def add(self, data: bytes) -> None:
@@ -790,7 +792,7 @@ class _PartJoiner:
             return b"%d 0 R" % renumber[int(match.group(1))]
 
         kids = re.search(rb"/Kids \[([^\]]*)\]", self._object(data, offsets[pages]))
-        self._kids += [renumber[int(n)] for n in _REF.findall(kids.group(1))]  # type: ignore[union-attr]
+        self._kids.extend(renumber[int(n)] for n in _REF.findall(kids.group(1)))  # type: ignore[union-attr]
         for k in range(1, count):
             if k in skipped:
                 continue
@@ -812,17 +814,17 @@ class _PartJoiner:
         return data[begin : data.index(b"endobj", begin)].strip()
 
     def finish(self) -> None:
-        kids = b" ".join(b"%d 0 R" % kid for kid in self._kids)
         self._offsets[self._PAGES] = self._out.tell()
-        self._out.write(
-            b"1 0 obj\n<< /Type /Pages /Count %d /Kids [ %s ] >>\nendobj\n" % (len(self._kids), kids)
-        )
+        self._out.write(b"1 0 obj\n<< /Type /Pages /Count %d /Kids [" % len(self._kids))
+        for kid in self._kids:
+            self._out.write(b" %d 0 R" % kid)
+        self._out.write(b" ] >>\nendobj\n")
         self._offsets[self._CATALOG] = self._out.tell()
         self._out.write(b"2 0 obj\n<< /Type /Catalog /Pages 1 0 R >>\nendobj\n")
         xref = self._out.tell()
-        lines = [b"xref\n0 %d\n0000000000 65535 f \n" % len(self._offsets)]
-        lines += [b"%010d 00000 n \n" % offset for offset in self._offsets[1:]]
-        self._out.write(b"".join(lines))
+        self._out.write(b"xref\n0 %d\n0000000000 65535 f \n" % len(self._offsets))
+        for offset in self._offsets[1:]:
+            self._out.write(b"%010d 00000 n \n" % offset)
         self._out.write(
             b"trailer\n<< /Size %d /Root 2 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(self._offsets), xref)
         )
