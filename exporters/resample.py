@@ -1,0 +1,95 @@
+"""Resizing pixels: libvips's vectorised resamplers when they are installed, Pillow's otherwise.
+
+Pillow's resampling is exact but scalar: on a 12 MP photo shown 1600 px wide it took 45 ms of
+the 90 ms the whole conversion took after a reduced JPEG decode. libvips (the pyvips-binary
+wheel, the library imgproxy is built on) does the same filters with SIMD in about a tenth of that.
+Only the resampling is handed over; decoding, colour, metadata and encoding stay with Pillow, so
+the format allow-list and everything else stay as they are.
+
+Alpha is premultiplied before resampling (as Pillow does itself), so no dark or coloured fringes
+appear where transparent pixels meet opaque ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+from typing import Any
+
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+try:
+    import pyvips  # type: ignore[import-untyped]
+
+    # Each conversion already runs on a worker thread of its own, in as many processes as there
+    # are cores: libvips's own thread pool would only make them fight. Its operation cache holds
+    # decoded pixels of earlier calls; nothing here is ever computed twice, so it is off.
+    pyvips.concurrency_set(1)
+    pyvips.cache_set_max(0)
+    VIPS: Any = pyvips
+except (ImportError, OSError) as exc:  # no wheel for this platform, or libvips failed to load
+    VIPS = None
+    if not isinstance(exc, ModuleNotFoundError):
+        log.warning("libvips could not be loaded; Pillow resamples instead: %s", exc)
+
+
+class Filter(Enum):
+    """What the resize is for. The kernels for each are the same in both libraries."""
+
+    #: The default: a windowed sinc, the sharpest without visible ringing.
+    LANCZOS = ("lanczos3", Image.Resampling.LANCZOS)
+    #: After libjpeg already reduced the photo by 2, 4 or 8 in its DCT (a low-pass of its own), a
+    #: cubic finishes it closer to the naive full-size LANCZOS output than LANCZOS again does: on
+    #: 12 MP photos made 1600 px wide, 40.2 dB PSNR against 39.8 dB (and softer kernels such as
+    #: Mitchell, which score higher there, lose detail on larger reductions: 37 dB at 1/10).
+    AFTER_REDUCED_DECODE = ("cubic", Image.Resampling.BICUBIC)
+
+    def __init__(self, vips_kernel: str, pillow: Image.Resampling) -> None:
+        self.vips_kernel = vips_kernel
+        self.pillow = pillow
+
+
+_PREMULTIPLIED = {"RGBA": "RGBa", "LA": "La"}
+_BANDS = {"L": 1, "La": 2, "RGB": 3, "RGBa": 4, "CMYK": 4}
+
+
+def resize(
+    image: Image.Image,
+    size: tuple[int, int],
+    box: tuple[float, float, float, float] | None = None,
+    kernel: Filter = Filter.LANCZOS,
+) -> Image.Image:
+    """`image`'s `box` (all of it by default) resampled to exactly `size`. Reductions in modes L, LA,
+    RGB, RGBA and CMYK go through libvips; anything else, enlargements, and boxes that do not fall on
+    whole pixels, through Pillow."""
+    whole = (0, 0, image.size[0], image.size[1])
+    box = box or whole
+    enlarging = size[0] > box[2] - box[0] or size[1] > box[3] - box[1]
+    # Enlargements (only on request, and rare) stay with Pillow: libvips aligns pixel centres
+    # differently when it upsamples, so its results would drift from Pillow's by a fraction of a pixel.
+    if VIPS is None or enlarging or not all(float(v).is_integer() for v in box):
+        return image.resize(size, kernel.pillow, box=box, reducing_gap=3.0)
+    mode = image.mode
+    pixels = image.convert(_PREMULTIPLIED[mode]) if mode in _PREMULTIPLIED else image
+    if pixels.mode not in _BANDS:
+        return image.resize(size, kernel.pillow, box=box, reducing_gap=3.0)
+    left, top, right, bottom = (int(v) for v in box)
+    width, height = pixels.size
+    source = VIPS.Image.new_from_memory(pixels.tobytes(), width, height, _BANDS[pixels.mode], "uchar")
+    if (left, top, right, bottom) != (0, 0, width, height):
+        source = source.extract_area(left, top, right - left, bottom - top)
+    # A reducing gap of 3 as for Pillow: an integer box shrink first only where it is invisible.
+    scaled = source.resize(
+        size[0] / source.width, vscale=size[1] / source.height, kernel=kernel.vips_kernel, gap=3.0
+    )
+    if (scaled.width, scaled.height) != size:  # rounding at an odd scale: never guess, do it exactly
+        return image.resize(size, kernel.pillow, box=box, reducing_gap=3.0)
+    result = Image.frombytes(pixels.mode, size, scaled.write_to_memory())
+    return result.convert(mode) if mode in _PREMULTIPLIED else result
+
+
+def engine() -> str:
+    """Which library resamples, for logs and benchmarks."""
+    return f"libvips {VIPS.version(0)}.{VIPS.version(1)}.{VIPS.version(2)}" if VIPS else "Pillow"
