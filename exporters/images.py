@@ -548,9 +548,7 @@ def render(source: InputFile, options: ImageOptions, *, limits: Limits, encoder:
                 rendered.durations.append(int(image.info.get("duration", 100) or 100))
                 if image.mode == "CMYK":
                     keep_icc = False  # CMYK is converted, never kept
-                frame = _render_frame(
-                    image, source, geometry, icc_profile, keep_icc=keep_icc, kernel=kernel
-                )
+                frame = _render_frame(image, source, geometry, icc_profile, keep_icc=keep_icc, kernel=kernel)
             if geometry.plan.size != geometry.plan.content:
                 frame = _pad(frame, geometry.plan, background)
             rendered.frames.append(frame)
