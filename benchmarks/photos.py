@@ -57,7 +57,9 @@ def photo_like(width: int, height: int, seed: int) -> Image.Image:
     return Image.blend(picture, grain, 0.06)
 
 
-def make_inputs(directory: Path, photos: int, album: int) -> dict[str, list[Path]]:
+def make_inputs(
+    directory: Path, photos: int, album: int, *, jpeg_only: bool = False
+) -> dict[str, list[Path]]:
     import pillow_heif
 
     pillow_heif.register_heif_opener()
@@ -69,6 +71,8 @@ def make_inputs(directory: Path, photos: int, album: int) -> dict[str, list[Path
         made["album"].append(jpeg)
         if index < photos:
             made["jpeg"].append(jpeg)
+            if jpeg_only:
+                continue
             heic = directory / f"photo{index}.heic"
             picture.save(heic, "HEIF", quality=85)
             made["heic"].append(heic)
@@ -214,6 +218,7 @@ def main() -> None:
     parser.add_argument("--album", type=int, default=20, help="photos in the PDF album")
     parser.add_argument("--service-jobs", type=int, default=40,
                         help="photos sent through the whole service (0 to skip that part)")  # fmt: skip
+    parser.add_argument("--service-only", action="store_true", help="only the whole-service part")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
@@ -225,6 +230,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="exportd-bench-") as tmp:
         work = Path(tmp)
         print(f"making inputs: {args.album} photos of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} ...", flush=True)
+        if args.service_only:
+            made = make_inputs(work, args.photos, 0, jpeg_only=True)
+            service_throughput(made["jpeg"], args.service_jobs, work / "service")
+            return
         inputs = make_inputs(work, args.photos, args.album)
         print()
         from exporters.resample import engine
@@ -302,11 +311,18 @@ def service_throughput(photos: list[Path], jobs: int, work: Path) -> None:
     from tests.helpers import free_port, multipart
 
     paths = [str(photos[i % len(photos)]) for i in range(jobs)]
-    with multiprocessing.get_context("spawn").Pool(2) as pool:
-        pool.map(_bare, paths[:2])  # warm-up
-        began = time.perf_counter()
-        bare_cpu_s = sum(pool.map(_bare, paths, chunksize=1))
-        bare_rate = jobs / (time.perf_counter() - began)
+
+    def bare() -> tuple[float, float]:
+        """(photos per second, CPU seconds) of the converter alone in 2 processes."""
+        with multiprocessing.get_context("spawn").Pool(2) as pool:
+            pool.map(_bare, paths[:2])  # warm-up
+            began = time.perf_counter()
+            cpu_s = sum(pool.map(_bare, paths, chunksize=1))
+            return jobs / (time.perf_counter() - began), cpu_s
+
+    # The bare converter is measured before and after the service and averaged: this machine's
+    # speed drifts by several per cent over a minute.
+    bare_before = bare()
 
     work.mkdir(parents=True, exist_ok=True)
     redis_proc, redis_url = start_local_redis(work)
@@ -331,6 +347,17 @@ def service_throughput(photos: list[Path], jobs: int, work: Path) -> None:
     def submit(path: str) -> str:
         body, ctype = bodies[path]
         return str(call("POST", "/v1/exports", body, ctype)["id"])
+
+    def upload(path: str) -> str:
+        return str(
+            call("POST", "/v1/uploads?filename=photo.jpg", Path(path).read_bytes(), "image/jpeg")["id"]
+        )
+
+    def export_upload(upload_id: str) -> str:
+        request = {"inputs": [upload_id], "format": "jpeg", "options": {"width": TARGET_W, "quality": 85}}
+        return str(call("POST", "/v1/exports", json.dumps(request).encode(), "application/json")["id"])
+
+    measured: dict[str, dict[str, float]] = {}
 
     def wait_all(ids: list[str]) -> None:
         # Jobs finish about in the order they were sent: ask about the oldest one only, so the
@@ -371,17 +398,24 @@ def service_throughput(photos: list[Path], jobs: int, work: Path) -> None:
                 roles[role] += [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
             return {role: sum(sum(p.cpu_times()[:2]) for p in ps) for role, ps in roles.items()}
 
-        roles_before = cpu_by_role()
+        def measure(send: Callable[[str], str], items: list[str]) -> dict[str, float]:
+            roles_before = cpu_by_role()
+            began = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(4) as clients:
+                ids = list(clients.map(send, items))
+            wait_all(ids)
+            rate = jobs / (time.perf_counter() - began)
+            roles_after = cpu_by_role()
+            by_role = {role: (roles_after[role] - roles_before[role]) / jobs * 1000 for role in roles_after}
+            return {"rate": rate, "cpu_ms": sum(by_role.values()), **by_role}
 
-        cpu_before = service_cpu()
-        began = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(4) as clients:
-            ids = list(clients.map(submit, paths))
-        wait_all(ids)
-        service_rate = jobs / (time.perf_counter() - began)
-        service_cpu_s = service_cpu() - cpu_before
-        roles_after = cpu_by_role()
-        by_role = {role: (roles_after[role] - roles_before[role]) / jobs * 1000 for role in roles_after}
+        # 1. Photos already uploaded (as a client that keeps its uploads, or sends them as they are
+        #    made): the export requests go through the API, the conversions through the pool.
+        uploaded = [upload(p) for p in paths]  # not timed
+        measured["uploaded"] = measure(export_upload, uploaded)
+        # 2. Each photo sent with its export request, one multipart POST: the API also receives
+        #    and stores the 4 MB, on the same two cores.
+        measured["with upload"] = measure(submit, paths)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -389,25 +423,23 @@ def service_throughput(photos: list[Path], jobs: int, work: Path) -> None:
             proc.wait(60)
         redis_proc.terminate()
         redis_proc.wait(10)
-    overhead = (1 - service_rate / bare_rate) * 100
-    cpu_overhead = (service_cpu_s / bare_cpu_s - 1) * 100
+    bare_after = bare()
+    bare_rate = (bare_before[0] + bare_after[0]) / 2
+    bare_cpu_s = (bare_before[1] + bare_after[1]) / 2
     print()
-    print(
-        f"whole service, {jobs} photos 12 MP JPEG -> 1600 px JPEG, 2 worker processes (API on the same cores):"
-    )
-    print(f"  bare converter, 2 processes  {bare_rate:6.2f} photos/s")
-    print(
-        f"  through the API and the pool {service_rate:6.2f} photos/s  (uploads of the full photos included)"
-    )
-    print(f"  service overhead {overhead:5.1f} % of the bare conversion's throughput (goal: at most 10 %);")
-    print(
-        "  on this machine the benchmark's own HTTP client (4 threads sending 4 MB photos) shares the cores"
-    )
-    print(
-        f"  CPU per photo: bare {bare_cpu_s / jobs * 1000:.0f} ms, whole service {service_cpu_s / jobs * 1000:.0f} ms "
-        f"(API, workers and Redis): {cpu_overhead:+.1f} %"
-    )
-    print("  of which per photo: " + ", ".join(f"{role} {ms:.0f} ms" for role, ms in by_role.items()))
+    print(f"whole service, {jobs} photos 12 MP JPEG -> 1600 px JPEG, 2 worker processes of 1 thread,")
+    print("with the API, Redis and this benchmark's HTTP client on the same 2 cores:")
+    print(f"  {'bare converter, 2 processes':<34}{bare_rate:6.2f} photos/s   CPU {bare_cpu_s / jobs * 1000:4.0f} ms/photo"
+          f"   (before {bare_before[0]:.2f}, after {bare_after[0]:.2f})")  # fmt: skip
+    for name, m in measured.items():
+        label = f"through API + pool, {name}"
+        print(
+            f"  {label:<34}{m['rate']:6.2f} photos/s   CPU {m['cpu_ms']:4.0f} ms/photo "
+            f"(workers {m['workers']:.0f}, API {m['api']:.0f}, Redis {m['redis']:.0f})   "
+            f"overhead {(1 - m['rate'] / bare_rate) * 100:5.1f} % of throughput, "
+            f"{(m['cpu_ms'] / (bare_cpu_s / jobs * 1000) - 1) * 100:+5.1f} % CPU"
+        )
+    print("  goal: overhead at most 10 % (the benchmark's client competes for the same cores as the pool)")
 
 
 if __name__ == "__main__":
