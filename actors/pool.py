@@ -23,6 +23,7 @@ from typing import Any
 from dramatiq import Worker
 
 from actors.broker import EXPORT_QUEUE
+from actors.memory import keep_large_buffers
 
 log = logging.getLogger("exportd.pool")
 
@@ -79,6 +80,7 @@ def _child(boot: Callable[[], Any], config: PoolConfig, index: int) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    keep_large_buffers()
     broker = boot()
     broker.emit_after("process_boot")
     worker = _Worker(

@@ -1,0 +1,50 @@
+"""glibc's allocator, told to keep large freed buffers for reuse in worker processes.
+
+A conversion allocates and frees buffers of tens of megabytes (decoded frames, resampled pixels,
+encoded bytes). glibc serves requests above its mmap threshold with fresh mmap()s and unmaps them
+on free; it raises that threshold by itself after the first such free, but only while nothing else
+has tuned it, and in a worker process (with boto3, pypdfium2 and the rest loaded) it stays low. Every
+buffer is then zero-filled page by page by the kernel: measured here, 20 ms of system time per
+12 MP photo on top of 67 ms of conversion, against 1 to 4 ms in a bare process.
+
+A fixed threshold above the usual buffer sizes, and a trim threshold above that, make freed memory
+go back to the heap for the next job. A process then keeps up to TRIM_THRESHOLD_BYTES of free
+heap between jobs; the peak of one conversion is unchanged.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+#: Buffers up to this size come from the heap (Pillow allocates images in blocks of 16 MiB).
+MMAP_THRESHOLD_BYTES = 64 * 1024 * 1024
+#: Free heap above this much is given back to the system.
+TRIM_THRESHOLD_BYTES = 128 * 1024 * 1024
+
+
+def keep_large_buffers() -> bool:
+    """Set the thresholds in this process; whether they were set (only glibc has mallopt)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+        gnu_get_libc_version = libc.gnu_get_libc_version  # glibc only; musl's mallopt does nothing
+    except (OSError, AttributeError):
+        return False
+    del gnu_get_libc_version
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
+        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+    )
+    if not applied:
+        log.warning("could not set glibc's malloc thresholds; large buffers are mapped afresh per job")
+    return applied
