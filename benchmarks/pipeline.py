@@ -7,6 +7,10 @@ exportd's setting (EXPORTD_WORKER_POLL_MS, default 50), measured in the same run
 - idle CPU: what the pool and Redis burn while nothing happens (% of one core);
 - busy throughput: tiny conversions (16×16 PNG -> PNG) per second with a full queue.
 
+Both configurations run exportd's worker pool, so both fetch a message as soon as a running one is
+acked (actors/broker.py): the baseline differs only in its poll interval. Dramatiq's own consumer
+instead polled on a back-off while busy; photos.py's whole-service figures show what that cost.
+
     python benchmarks/pipeline.py [--jobs 400] [--samples 60] [--processes 2] [--threads 4]
 """
 
