@@ -350,7 +350,6 @@ def service_throughput(photos: list[Path], jobs: int, work: Path, threads: int =
     procs = [subprocess.Popen([sys.executable, "-m", "service.cli", role], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for role in ("worker", "serve")]  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
     bodies = {p: multipart([("file", ("photo.jpg", Path(p).read_bytes())), ("format", "jpeg"),
                             ("options", json.dumps({"width": TARGET_W, "quality": 85}))]) for p in set(paths)}  # fmt: skip
 
