@@ -248,6 +248,9 @@ def main() -> None:
         if args.service_only:
             made = make_inputs(work, args.photos, 0, jpeg_only=True)
             service_throughput(made["jpeg"], args.service_jobs, work / "service", args.worker_threads)
+            service_throughput(
+                made["jpeg"], args.service_jobs, work / "pinned", args.worker_threads, pinned=True
+            )
             return
         inputs = make_inputs(work, args.photos, args.album)
         print()
@@ -295,6 +298,9 @@ def main() -> None:
         )
         if args.service_jobs:
             service_throughput(inputs["jpeg"], args.service_jobs, work / "service", args.worker_threads)
+            service_throughput(
+                inputs["jpeg"], args.service_jobs, work / "pinned", args.worker_threads, pinned=True
+            )
 
 
 # -- the whole service against the bare converter ---------------------------------------------------
@@ -313,9 +319,21 @@ def _bare(path: str) -> float:
     return time.process_time() - cpu
 
 
-def service_throughput(photos: list[Path], jobs: int, work: Path, threads: int = 2) -> None:
+def _pin_to(cores: set[int]) -> Callable[[], None]:
+    import os
+
+    return lambda: os.sched_setaffinity(0, cores)
+
+
+def service_throughput(
+    photos: list[Path], jobs: int, work: Path, threads: int = 2, *, pinned: bool = False
+) -> None:
     """Photos per second through HTTP + Redis + 2 worker processes, against the converter alone in 2
-    processes: what the service itself costs at saturation (goal: at most 10 %)."""
+    processes: what the service itself costs at saturation (goal: at most 10 %).
+
+    pinned: one worker process (and the bare converter's one process) on core 0, and the API, Redis
+    and this client on core 1, as when the API runs on other machines than the workers: what the
+    service costs on the worker side alone."""
     import concurrent.futures
     import http.client
     import multiprocessing
@@ -330,7 +348,8 @@ def service_throughput(photos: list[Path], jobs: int, work: Path, threads: int =
 
     def bare() -> tuple[float, float]:
         """(photos per second, CPU seconds) of the converter alone in 2 processes."""
-        with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool_args = (1, _pin_to({0})) if pinned else (2,)
+        with multiprocessing.get_context("spawn").Pool(*pool_args) as pool:
             pool.map(_bare, paths[:2])  # warm-up
             began = time.perf_counter()
             cpu_s = sum(pool.map(_bare, paths, chunksize=1))
@@ -341,14 +360,18 @@ def service_throughput(photos: list[Path], jobs: int, work: Path, threads: int =
     bare_before = bare()
 
     work.mkdir(parents=True, exist_ok=True)
+    own_cores = os.sched_getaffinity(0)
+    if pinned:
+        os.sched_setaffinity(0, {1})  # this client, and Redis and the API started from here
     redis_proc, redis_url = start_local_redis(work)
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EXPORTD_ENV": "development", "EXPORTD_DATA_DIR": str(work),
-           "EXPORTD_REDIS_URL": redis_url, "EXPORTD_PORT": str(port), "EXPORTD_WORKER_PROCESSES": "2",
+           "EXPORTD_REDIS_URL": redis_url, "EXPORTD_PORT": str(port), "EXPORTD_WORKER_PROCESSES": "1" if pinned else "2",
            "EXPORTD_WORKER_THREADS": str(threads), "EXPORTD_API_PROCESSES": "1", "EXPORTD_LOG_LEVEL": "WARNING",
            "EXPORTD_WORKER_ALIVE_FILE": str(work / "alive")}  # fmt: skip
     procs = [subprocess.Popen([sys.executable, "-m", "service.cli", role], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              preexec_fn=_pin_to({0}) if pinned and role == "worker" else None)
              for role in ("worker", "serve")]  # fmt: skip
     bodies = {p: multipart([("file", ("photo.jpg", Path(p).read_bytes())), ("format", "jpeg"),
                             ("options", json.dumps({"width": TARGET_W, "quality": 85}))]) for p in set(paths)}  # fmt: skip
@@ -458,15 +481,20 @@ def service_throughput(photos: list[Path], jobs: int, work: Path, threads: int =
             proc.wait(60)
         redis_proc.terminate()
         redis_proc.wait(10)
+    os.sched_setaffinity(0, own_cores)
     bare_after = bare()
     bare_rate = (bare_before[0] + bare_after[0]) / 2
     bare_cpu_s = (bare_before[1] + bare_after[1]) / 2
     print()
-    print(
-        f"whole service, {jobs} photos 12 MP JPEG -> 1600 px JPEG, 2 worker processes of {threads} threads,"
-    )
-    print("with the API, Redis and this benchmark's HTTP client on the same 2 cores:")
-    print(f"  {'bare converter, 2 processes':<34}{bare_rate:6.2f} photos/s   CPU {bare_cpu_s / jobs * 1000:4.0f} ms/photo"
+    if pinned:
+        print(f"worker side alone, {jobs} photos: 1 worker process of {threads} threads on core 0; the API,")
+        print("Redis and this benchmark's HTTP client on core 1; the bare converter in 1 process on core 0:")
+    else:
+        print(
+            f"whole service, {jobs} photos 12 MP JPEG -> 1600 px JPEG, 2 worker processes of {threads} threads,"
+        )
+        print("with the API, Redis and this benchmark's HTTP client on the same 2 cores:")
+    print(f"  {'bare converter':<34}{bare_rate:6.2f} photos/s   CPU {bare_cpu_s / jobs * 1000:4.0f} ms/photo"
           f"   (before {bare_before[0]:.2f}, after {bare_after[0]:.2f})")  # fmt: skip
     for name, m in measured.items():
         label = f"through API + pool, {name}"
