@@ -320,9 +320,11 @@ def _bare(path: str) -> float:
 
 
 def _pin_to(cores: set[int]) -> Callable[[], None]:
+    """Pins the calling process to `cores` (picklable: a spawned pool's initializer)."""
+    import functools
     import os
 
-    return lambda: os.sched_setaffinity(0, cores)
+    return functools.partial(os.sched_setaffinity, 0, cores)
 
 
 def service_throughput(
