@@ -70,15 +70,19 @@ def resize(
     whole pixels, through Pillow."""
     whole = (0, 0, image.size[0], image.size[1])
     box = box or whole
+
+    def with_pillow(filter_: Image.Resampling = kernel.pillow) -> Image.Image:
+        return image.resize(size, filter_, box=box, reducing_gap=3.0)
+
     enlarging = size[0] > box[2] - box[0] or size[1] > box[3] - box[1]
     # Enlargements (only on request, and rare) stay with Pillow: libvips aligns pixel centres
     # differently when it upsamples, so its results would drift from Pillow's by a fraction of a pixel.
     if VIPS is None or enlarging or not all(float(v).is_integer() for v in box):
-        return image.resize(size, kernel.pillow, box=box, reducing_gap=3.0)
+        return with_pillow()
     mode = image.mode
     pixels = image.convert(_PREMULTIPLIED[mode]) if mode in _PREMULTIPLIED else image
     if pixels.mode not in _BANDS:
-        return image.resize(size, kernel.pillow, box=box, reducing_gap=3.0)
+        return with_pillow()
     left, top, right, bottom = (int(v) for v in box)
     factor = int(min((right - left) / size[0], (bottom - top) / size[1]) / PRE_REDUCE_MARGIN)
     if factor >= 2 and kernel is Filter.LANCZOS and (left, top, right, bottom) == whole:
@@ -97,7 +101,7 @@ def resize(
         size[0] / source.width, vscale=size[1] / source.height, kernel=kernel.vips_kernel, gap=3.0
     )
     if (scaled.width, scaled.height) != size:  # rounding at an odd scale: never guess, do it exactly
-        return image.resize(size, kernel.pillow, box=box, reducing_gap=3.0)
+        return with_pillow()
     result = Image.frombytes(pixels.mode, size, scaled.write_to_memory())
     return result.convert(mode) if mode in _PREMULTIPLIED else result
 
