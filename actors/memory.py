@@ -3,9 +3,10 @@
 A conversion allocates and frees buffers of tens of megabytes (decoded frames, resampled pixels,
 encoded bytes). glibc serves requests above its mmap threshold with fresh mmap()s and unmaps them
 on free; it raises that threshold by itself after the first such free, but only while nothing else
-has tuned it, and in a worker process (with boto3, pypdfium2 and the rest loaded) it stays low. Every
-buffer is then zero-filled page by page by the kernel: measured here, 20 ms of system time per
-12 MP photo on top of 67 ms of conversion, against 1 to 4 ms in a bare process.
+has tuned it, and in a worker process (with boto3, pypdfium2 and the rest loaded) it often stays
+low. Those buffers are then zero-filled page by page by the kernel: measured here, 1,900 to 9,200
+page faults per 12 MP photo depending on what the process loaded and in which order (the worst
+case, 20 ms of system time on top of 67 ms of conversion), against 30 to 330 with the thresholds set.
 
 A fixed threshold above the usual buffer sizes, and a trim threshold above that, make freed memory
 go back to the heap for the next job. A process then keeps up to TRIM_THRESHOLD_BYTES of free

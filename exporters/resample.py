@@ -20,19 +20,30 @@ from PIL import Image
 
 log = logging.getLogger(__name__)
 
-try:
-    import pyvips  # type: ignore[import-untyped]
+_NOT_LOADED: Any = object()
+#: The pyvips module once loaded, None where it cannot load. Loaded on first use, in the process
+#: that resamples: the worker supervisor, which forks the workers, never starts libvips (a child
+#: forked from a process whose libvips threads have run can deadlock).
+VIPS: Any = _NOT_LOADED
 
-    # Each conversion already runs on a worker thread of its own, in as many processes as there
-    # are cores: libvips's own thread pool would only make them fight. Its operation cache holds
-    # decoded pixels of earlier calls; nothing here is ever computed twice, so it is off.
-    pyvips.concurrency_set(1)
-    pyvips.cache_set_max(0)
-    VIPS: Any = pyvips
-except (ImportError, OSError) as exc:  # no wheel for this platform, or libvips failed to load
-    VIPS = None
-    if not isinstance(exc, ModuleNotFoundError):
-        log.warning("libvips could not be loaded; Pillow resamples instead: %s", exc)
+
+def _vips() -> Any:
+    global VIPS
+    if VIPS is _NOT_LOADED:
+        try:
+            import pyvips  # type: ignore[import-untyped]
+
+            # Each conversion already runs on a worker thread of its own, in as many processes as
+            # there are cores: libvips's own thread pool would only make them fight. Its operation
+            # cache holds pixels of earlier calls; nothing here is computed twice, so it is off.
+            pyvips.concurrency_set(1)
+            pyvips.cache_set_max(0)
+            VIPS = pyvips
+        except (ImportError, OSError) as exc:  # no wheel for this platform, or libvips failed to load
+            VIPS = None
+            if not isinstance(exc, ModuleNotFoundError):
+                log.warning("libvips could not be loaded; Pillow resamples instead: %s", exc)
+    return VIPS
 
 
 class Filter(Enum):
@@ -77,7 +88,8 @@ def resize(
     enlarging = size[0] > box[2] - box[0] or size[1] > box[3] - box[1]
     # Enlargements (only on request, and rare) stay with Pillow: libvips aligns pixel centres
     # differently when it upsamples, so its results would drift from Pillow's by a fraction of a pixel.
-    if VIPS is None or enlarging or not all(float(v).is_integer() for v in box):
+    vips = _vips()
+    if vips is None or enlarging or not all(float(v).is_integer() for v in box):
         return with_pillow()
     mode = image.mode
     pixels = image.convert(_PREMULTIPLIED[mode]) if mode in _PREMULTIPLIED else image
@@ -93,7 +105,7 @@ def resize(
         kernel = Filter.AFTER_REDUCED_DECODE
         left, top, right, bottom = 0, 0, pixels.size[0], pixels.size[1]
     width, height = pixels.size
-    source = VIPS.Image.new_from_memory(pixels.tobytes(), width, height, _BANDS[pixels.mode], "uchar")
+    source = vips.Image.new_from_memory(pixels.tobytes(), width, height, _BANDS[pixels.mode], "uchar")
     if (left, top, right, bottom) != (0, 0, width, height):
         source = source.extract_area(left, top, right - left, bottom - top)
     # A reducing gap of 3 as for Pillow: an integer box shrink first only where it is invisible.
@@ -108,4 +120,5 @@ def resize(
 
 def engine() -> str:
     """Which library resamples, for logs and benchmarks."""
-    return f"libvips {VIPS.version(0)}.{VIPS.version(1)}.{VIPS.version(2)}" if VIPS else "Pillow"
+    vips = _vips()
+    return f"libvips {vips.version(0)}.{vips.version(1)}.{vips.version(2)}" if vips else "Pillow"

@@ -35,8 +35,8 @@ def both(image: Image.Image, size: tuple[int, int], **kwargs: object) -> tuple[I
 
 def test_libvips_is_what_resamples_here() -> None:
     """The lock installs pyvips-binary: the tests below compare two engines, not one with itself."""
-    assert resample.VIPS is not None, "pyvips-binary is in the lock; it should load on this machine"
-    assert resample.engine().startswith("libvips 8.")
+    assert resample.engine().startswith("libvips 8."), "pyvips-binary is in the lock; it should load here"
+    assert resample.VIPS is not None
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB", "CMYK"])
@@ -127,3 +127,21 @@ def test_a_photo_converts_alike_where_libvips_is_missing(pillow_only: None, tmp_
     with_vips = opened(convert("png", as_input(source), tmp_path / "b", ImageOptions(width=640)).path)
     assert without.size == with_vips.size == (640, 480)
     assert psnr(with_vips, without) >= 40.0
+
+
+def test_libvips_is_not_loaded_until_something_is_resampled() -> None:
+    """The worker supervisor forks its workers; it must never have started libvips's threads."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, actors.pool, service.wiring, exporters.registry\n"
+        "assert 'pyvips' not in sys.modules, 'loaded at import'\n"
+        "from exporters import resample\n"
+        "print(resample.engine())\n"
+        "assert 'pyvips' in sys.modules\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("libvips")
