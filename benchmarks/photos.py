@@ -306,6 +306,21 @@ def main() -> None:
 # -- the whole service against the bare converter ---------------------------------------------------
 
 
+def _bare_process() -> None:
+    """A bare converter's process, tuned as the workers are (actors/memory.py): the baseline then
+    differs from the service only by the service."""
+    from actors.memory import keep_large_buffers
+
+    keep_large_buffers()
+
+
+def _bare_process_on(cores: set[int]) -> None:
+    import os
+
+    os.sched_setaffinity(0, cores)
+    _bare_process()
+
+
 def _bare(path: str) -> float:
     """Convert one photo; the CPU seconds it took."""
     from exporters.base import InputFile, Limits, parse_options
@@ -337,6 +352,7 @@ def service_throughput(
     and this client on core 1, as when the API runs on other machines than the workers: what the
     service costs on the worker side alone."""
     import concurrent.futures
+    import functools
     import http.client
     import multiprocessing
     import os
@@ -350,8 +366,8 @@ def service_throughput(
 
     def bare() -> tuple[float, float]:
         """(photos per second, CPU seconds) of the converter alone in 2 processes."""
-        pool_args = (1, _pin_to({0})) if pinned else (2,)
-        with multiprocessing.get_context("spawn").Pool(*pool_args) as pool:
+        setup = _bare_process if not pinned else functools.partial(_bare_process_on, {0})
+        with multiprocessing.get_context("spawn").Pool(1 if pinned else 2, setup) as pool:
             pool.map(_bare, paths[:2])  # warm-up
             began = time.perf_counter()
             cpu_s = sum(pool.map(_bare, paths, chunksize=1))
