@@ -334,14 +334,6 @@ def _bare(path: str) -> float:
     return time.process_time() - cpu
 
 
-def _pin_to(cores: set[int]) -> Callable[[], None]:
-    """Pins the calling process to `cores` (picklable: a spawned pool's initializer)."""
-    import functools
-    import os
-
-    return functools.partial(os.sched_setaffinity, 0, cores)
-
-
 def service_throughput(
     photos: list[Path], jobs: int, work: Path, threads: int = 2, *, pinned: bool = False
 ) -> None:
@@ -389,7 +381,7 @@ def service_throughput(
            "EXPORTD_WORKER_ALIVE_FILE": str(work / "alive")}  # fmt: skip
     procs = [subprocess.Popen([sys.executable, "-m", "service.cli", role], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              preexec_fn=_pin_to({0}) if pinned and role == "worker" else None)
+                              preexec_fn=functools.partial(os.sched_setaffinity, 0, {0}) if pinned and role == "worker" else None)
              for role in ("worker", "serve")]  # fmt: skip
     bodies = {p: multipart([("file", ("photo.jpg", Path(p).read_bytes())), ("format", "jpeg"),
                             ("options", json.dumps({"width": TARGET_W, "quality": 85}))]) for p in set(paths)}  # fmt: skip

@@ -46,7 +46,6 @@ from exporters.geometry import (
     within,
 )
 from exporters.metadata import KEEPABLE, exif_groups, info_groups, kept_exif
-from exporters.resample import Filter
 
 try:
     from PIL import ImageCms
@@ -536,9 +535,9 @@ def render(source: InputFile, options: ImageOptions, *, limits: Limits, encoder:
         icc = image.info.get("icc_profile")
         icc_profile = icc if isinstance(icc, bytes) and icc else None
         keep_icc = bool(options.keep_icc and icc_profile and (encoder is None or encoder.icc))
-        kernel = Filter.LANCZOS
+        kernel = resample.Filter.LANCZOS
         if image.format in ("JPEG", "MPO") and frame_count == 1 and _draft(image, geometry):
-            kernel = Filter.AFTER_REDUCED_DECODE  # libjpeg did most of the reduction (see Filter)
+            kernel = resample.Filter.AFTER_REDUCED_DECODE  # libjpeg did most of the reduction (see Filter)
         rendered = Rendered(frames=[])
         for index in range(frame_count):
             with decoding(source):
@@ -576,7 +575,7 @@ def _render_frame(
     icc_profile: bytes | None,
     *,
     keep_icc: bool,
-    kernel: Filter = Filter.LANCZOS,
+    kernel: resample.Filter = resample.Filter.LANCZOS,
 ) -> Image.Image:
     """One decoded frame cropped, resized, turned and in sRGB: each step once, on as few pixels as can be."""
     pixels = to_working_mode(image, source)
@@ -599,23 +598,17 @@ def _render_frame(
     return pixels.copy() if pixels is image else pixels
 
 
-#: How many more pixels than the output a reduced JPEG decode must keep. libjpeg's DCT scaling is
-#: close to a box filter; leaving LANCZOS at least this much of the reduction keeps the result
-#: within 40 dB PSNR of a full decode, while a 12 MP photo shown 1600 px wide still decodes at 1/2.
-DRAFT_MARGIN = 1.25
-
-
 def _draft(image: Image.Image, geometry: Geometry) -> bool:
     """Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the output is that much smaller; whether it will.
 
-    The scale asked for is the output's own (times DRAFT_MARGIN), not twice it: asking for twice
+    The scale asked for is the output's own (times resample.REDUCE_MARGIN), not twice it: asking for twice
     would rule out the 1/2 scale for the most common case, a 12 MP photo shown 1600 px wide.
     """
     left, top, right, bottom = geometry.stored_box
     target_w, target_h = geometry.stored_target
     need = (
-        math.ceil(DRAFT_MARGIN * target_w / (right - left)),
-        math.ceil(DRAFT_MARGIN * target_h / (bottom - top)),
+        math.ceil(resample.REDUCE_MARGIN * target_w / (right - left)),
+        math.ceil(resample.REDUCE_MARGIN * target_h / (bottom - top)),
     )
     full_size = image.size
     image.draft(None, need)
