@@ -228,9 +228,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--photos", type=int, default=5, help="photos per single-photo case")
     parser.add_argument("--album", type=int, default=20, help="photos in the PDF album")
-    parser.add_argument("--service-jobs", type=int, default=40,
+    parser.add_argument("--service-jobs", type=int, default=80,
                         help="photos sent through the whole service (0 to skip that part)")  # fmt: skip
     parser.add_argument("--service-only", action="store_true", help="only the whole-service part")
+    parser.add_argument("--rounds", type=int, default=3, help="turns of bare converter and service, for medians")
     parser.add_argument("--worker-threads", type=int, default=2,
                         help="threads per worker process in the whole-service part (the service's default is 4; "
                              "on 2 cores, 2 let one job's waits on disk and Redis overlap another's decoding)")  # fmt: skip
@@ -247,10 +248,9 @@ def main() -> None:
         print(f"making inputs: {args.album} photos of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} ...", flush=True)
         if args.service_only:
             made = make_inputs(work, args.photos, 0, jpeg_only=True)
-            service_throughput(made["jpeg"], args.service_jobs, work / "service", args.worker_threads)
-            service_throughput(
-                made["jpeg"], args.service_jobs, work / "pinned", args.worker_threads, pinned=True
-            )
+            for pinned in (False, True):
+                service_throughput(made["jpeg"], args.service_jobs, work / f"service-{pinned}",
+                                   args.worker_threads, rounds=args.rounds, pinned=pinned)  # fmt: skip
             return
         inputs = make_inputs(work, args.photos, args.album)
         print()
@@ -297,10 +297,9 @@ def main() -> None:
             f"  ratio   {base['ms'] / ours['ms']:>6.2f}x faster  size {ours_size / base_size:.3f} of img2pdf's"
         )
         if args.service_jobs:
-            service_throughput(inputs["jpeg"], args.service_jobs, work / "service", args.worker_threads)
-            service_throughput(
-                inputs["jpeg"], args.service_jobs, work / "pinned", args.worker_threads, pinned=True
-            )
+            for pinned in (False, True):
+                service_throughput(inputs["jpeg"], args.service_jobs, work / f"service-{pinned}",
+                                   args.worker_threads, rounds=args.rounds, pinned=pinned)  # fmt: skip
 
 
 # -- the whole service against the bare converter ---------------------------------------------------
@@ -321,24 +320,35 @@ def _bare_process_on(cores: set[int]) -> None:
     _bare_process()
 
 
-def _bare(path: str) -> float:
-    """Convert one photo; the CPU seconds it took."""
+def _bare(path: str, out_dir: str) -> float:
+    """Convert one photo into `out_dir`, where its output stays (as the service keeps its outputs
+    in storage); the CPU seconds it took."""
     from exporters.base import InputFile, Limits, parse_options
     from exporters.images import JpegOptions, to_jpeg
 
     cpu = time.process_time()
-    out = Path(tempfile.mkdtemp(prefix="exportd-bare-"))
+    out = Path(tempfile.mkdtemp(prefix="bare-", dir=out_dir))
     options = parse_options(JpegOptions, {"width": TARGET_W, "quality": 85})
     to_jpeg([InputFile(Path(path), "photo.jpg", "image/jpeg")], out, options, limits=Limits())
-    shutil.rmtree(out)
     return time.process_time() - cpu
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def service_throughput(
-    photos: list[Path], jobs: int, work: Path, threads: int = 2, *, pinned: bool = False
+    photos: list[Path], jobs: int, work: Path, threads: int = 2, *, rounds: int = 3, pinned: bool = False
 ) -> None:
     """Photos per second through HTTP + Redis + 2 worker processes, against the converter alone in 2
     processes: what the service itself costs at saturation (goal: at most 10 %).
+
+    The bare converter and the service take turns, `rounds` times, and the medians are compared:
+    this machine's speed drifts by several per cent within a minute. While the bare converter runs,
+    every process of the service (Redis included) is stopped with SIGSTOP, so its idle polling
+    costs the baseline nothing; while the service runs, the bare converter's processes wait idle.
 
     pinned: one worker process (and the bare converter's one process) on core 0, and the API, Redis
     and this client on core 1, as when the API runs on other machines than the workers: what the
@@ -351,26 +361,16 @@ def service_throughput(
     import signal
     import threading
 
+    import psutil
+
     from service.cli import start_local_redis
     from tests.helpers import free_port, multipart
 
     paths = [str(photos[i % len(photos)]) for i in range(jobs)]
-
-    def bare() -> tuple[float, float]:
-        """(photos per second, CPU seconds) of the converter alone in 2 processes."""
-        setup = _bare_process if not pinned else functools.partial(_bare_process_on, {0})
-        with multiprocessing.get_context("spawn").Pool(1 if pinned else 2, setup) as pool:
-            pool.map(_bare, paths[:2])  # warm-up
-            began = time.perf_counter()
-            cpu_s = sum(pool.map(_bare, paths, chunksize=1))
-            return jobs / (time.perf_counter() - began), cpu_s
-
-    # The bare converter is measured before and after the service and averaged: this machine's
-    # speed drifts by several per cent over a minute.
-    bare_before = bare()
-
     work.mkdir(parents=True, exist_ok=True)
     own_cores = os.sched_getaffinity(0)
+    setup = _bare_process if not pinned else functools.partial(_bare_process_on, {0})
+    bare_pool = multiprocessing.get_context("spawn").Pool(1 if pinned else 2, setup)
     if pinned:
         os.sched_setaffinity(0, {1})  # this client, and Redis and the API started from here
     redis_proc, redis_url = start_local_redis(work)
@@ -421,8 +421,6 @@ def service_throughput(
         request = {"inputs": [upload_id], "format": "jpeg", "options": {"width": TARGET_W, "quality": 85}}
         return str(call("POST", "/v1/exports", json.dumps(request).encode(), "application/json")["id"])
 
-    measured: dict[str, dict[str, float]] = {}
-
     def wait_all(ids: list[str]) -> None:
         # Jobs finish about in the order they were sent: ask about the oldest one only, so the
         # polling itself (as a real client would do it) costs the API next to nothing.
@@ -436,6 +434,8 @@ def service_throughput(
             else:
                 time.sleep(0.05)
 
+    me = psutil.Process()
+    results: dict[str, list[dict[str, float]]] = {"bare": [], "uploaded": [], "with upload": []}
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -447,22 +447,19 @@ def service_throughput(
                     raise SystemExit("the service did not start") from None
                 time.sleep(0.2)
         wait_all([submit(p) for p in paths[:2]])  # warm-up
-        import psutil
+        bare_out = work / "bare"
+        bare_out.mkdir()
+        bare_pool.starmap(_bare, [(p, str(bare_out)) for p in paths[:2]])  # warm-up
 
         service_procs = [psutil.Process(redis_proc.pid)]
-        for proc in procs:
-            service_procs += [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-
-        def service_cpu() -> float:
-            return sum(sum(p.cpu_times()[:2]) for p in service_procs)
+        roles = {"redis": [service_procs[0]], "workers": [], "api": []}
+        for proc, role in zip(procs, ("workers", "api"), strict=True):
+            family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+            roles[role] += family
+            service_procs += family
 
         def cpu_by_role() -> dict[str, float]:
-            roles = {"redis": [service_procs[0]], "workers": [], "api": []}
-            for proc, role in zip(procs, ("workers", "api"), strict=True):
-                roles[role] += [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
             return {role: sum(sum(p.cpu_times()[:2]) for p in ps) for role, ps in roles.items()}
-
-        me = psutil.Process()
 
         def measure(send: Callable[[str], str], items: list[str]) -> dict[str, float]:
             client_before = sum(me.cpu_times()[:2])
@@ -477,13 +474,29 @@ def service_throughput(
             client_ms = (sum(me.cpu_times()[:2]) - client_before) / jobs * 1000
             return {"rate": rate, "cpu_ms": sum(by_role.values()), **by_role, "client": client_ms}
 
-        # 1. Photos already uploaded (as a client that keeps its uploads, or sends them as they are
-        #    made): the export requests go through the API, the conversions through the pool.
-        uploaded = [upload(p) for p in paths]  # not timed
-        measured["uploaded"] = measure(export_upload, uploaded)
-        # 2. Each photo sent with its export request, one multipart POST: the API also receives
-        #    and stores the 4 MB, on the same two cores.
-        measured["with upload"] = measure(submit, paths)
+        def bare() -> dict[str, float]:
+            for proc in service_procs:
+                proc.send_signal(signal.SIGSTOP)
+            try:
+                began = time.perf_counter()
+                cpu_s = sum(bare_pool.starmap(_bare, [(p, str(bare_out)) for p in paths], chunksize=1))
+                rate = jobs / (time.perf_counter() - began)
+            finally:
+                for proc in service_procs:
+                    proc.send_signal(signal.SIGCONT)
+            for made in bare_out.iterdir():  # not timed, as the service's outputs are not deleted
+                shutil.rmtree(made)
+            return {"rate": rate, "cpu_ms": cpu_s / jobs * 1000}
+
+        for _ in range(rounds):
+            results["bare"].append(bare())
+            # 1. Photos already uploaded (as a client that keeps its uploads, or sends them as they
+            #    are made): the export requests go through the API, the conversions through the pool.
+            uploaded = [upload(p) for p in paths]  # not timed
+            results["uploaded"].append(measure(export_upload, uploaded))
+            # 2. Each photo sent with its export request, one multipart POST: the API also receives
+            #    and stores the 4 MB, on the same two cores.
+            results["with upload"].append(measure(submit, paths))
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -491,30 +504,32 @@ def service_throughput(
             proc.wait(60)
         redis_proc.terminate()
         redis_proc.wait(10)
-    os.sched_setaffinity(0, own_cores)
-    bare_after = bare()
-    bare_rate = (bare_before[0] + bare_after[0]) / 2
-    bare_cpu_s = (bare_before[1] + bare_after[1]) / 2
+        bare_pool.terminate()
+        os.sched_setaffinity(0, own_cores)
+
+    base = {key: _median([r[key] for r in results["bare"]]) for key in ("rate", "cpu_ms")}
     print()
     if pinned:
-        print(f"worker side alone, {jobs} photos: 1 worker process of {threads} threads on core 0; the API,")
-        print("Redis and this benchmark's HTTP client on core 1; the bare converter in 1 process on core 0:")
+        print(f"worker side alone: 1 worker process of {threads} threads on core 0; the API, Redis and this")
+        print("benchmark's HTTP client on core 1; the bare converter in 1 process on core 0.")
     else:
+        print(f"whole service: 12 MP JPEG -> 1600 px JPEG, 2 worker processes of {threads} threads, with the")
+        print("API, Redis and this benchmark's HTTP client on the same 2 cores as the pool.")
+    print(f"{jobs} photos a run, {rounds} rounds taking turns; medians, then each round's figure:")
+    rates = " ".join(f"{r['rate']:.2f}" for r in results["bare"])
+    print(f"  {'bare converter':<26}{base['rate']:6.2f} photos/s  CPU {base['cpu_ms']:3.0f} ms/photo"
+          f"{'':<52}rounds: {rates}")  # fmt: skip
+    for name in ("uploaded", "with upload"):
+        runs = results[name]
+        m = {key: _median([r[key] for r in runs]) for key in runs[0]}
+        overheads = " ".join(f"{(1 - r['rate'] / b['rate']) * 100:.1f}" for r, b in zip(runs, results["bare"]))
         print(
-            f"whole service, {jobs} photos 12 MP JPEG -> 1600 px JPEG, 2 worker processes of {threads} threads,"
+            f"  {'API + pool, ' + name:<26}{m['rate']:6.2f} photos/s  CPU {m['cpu_ms']:3.0f} ms/photo "
+            f"(workers {m['workers']:.0f}, API {m['api']:.0f}, Redis {m['redis']:.0f}; client {m['client']:.0f})"
+            f"  overhead {(1 - m['rate'] / base['rate']) * 100:4.1f} %  rounds: {overheads}"
         )
-        print("with the API, Redis and this benchmark's HTTP client on the same 2 cores:")
-    print(f"  {'bare converter':<34}{bare_rate:6.2f} photos/s   CPU {bare_cpu_s / jobs * 1000:4.0f} ms/photo"
-          f"   (before {bare_before[0]:.2f}, after {bare_after[0]:.2f})")  # fmt: skip
-    for name, m in measured.items():
-        label = f"through API + pool, {name}"
-        print(
-            f"  {label:<34}{m['rate']:6.2f} photos/s   CPU {m['cpu_ms']:4.0f} ms/photo "
-            f"(workers {m['workers']:.0f}, API {m['api']:.0f}, Redis {m['redis']:.0f}; client {m['client']:.0f})   "
-            f"overhead {(1 - m['rate'] / bare_rate) * 100:5.1f} % of throughput, "
-            f"{(m['cpu_ms'] / (bare_cpu_s / jobs * 1000) - 1) * 100:+5.1f} % CPU"
-        )
-    print("  goal: overhead at most 10 % (the benchmark's client competes for the same cores as the pool)")
+    print("  overhead: 1 - service photos/s / bare photos/s (goal: at most 10 %); a round's is against the")
+    print("  bare run just before it.")
 
 
 if __name__ == "__main__":
