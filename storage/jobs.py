@@ -1,7 +1,9 @@
 """Job and upload records in Redis: one JSON document per record, kept for the retention period.
 
-State changes go through optimistic transactions (WATCH/MULTI), so two deliveries of the same
-message can race without corrupting a record, and a finished job never changes again.
+State changes are optimistic: read the record, then write the change with a compare-and-set
+script that refuses it if the record changed meanwhile (and the change is computed again). Two
+deliveries of the same message can race without corrupting a record, and a finished job never
+changes again.
 """
 
 from __future__ import annotations
@@ -102,6 +104,17 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k in names}
 
 
+#: Sets KEYS[1] to ARGV[2], keeping its expiry, only while it still holds ARGV[1]: a read and a
+#: conditional write, two round trips where WATCH/GET/MULTI-EXEC took three.
+_COMPARE_AND_SET = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+  return 1
+end
+return 0
+"""
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 
@@ -128,6 +141,7 @@ class Records:
         self.redis = client
         self.namespace = namespace
         self.retention_s = retention_s
+        self._swap = client.register_script(_COMPARE_AND_SET)
 
     def _job_key(self, job_id: str) -> str:
         return f"{self.namespace}:job:{job_id}"
@@ -202,22 +216,18 @@ class Records:
         Returns the record as stored afterwards. Raises RecordNotFound.
         """
         key = self._job_key(job_id)
-        result: list[Job] = []
-
-        def transaction(pipe: Any) -> None:
-            result.clear()
-            raw = pipe.get(key)
+        raw = self.redis.get(key)
+        while True:
             if raw is None:
                 raise RecordNotFound(job_id)
             current = Job.from_json(raw)
             changed = change(current)
-            result.append(changed if changed is not None else current)
-            if changed is not None:
-                pipe.multi()
-                pipe.set(key, changed.to_json(), keepttl=True)
-
-        self.redis.transaction(transaction, key)
-        return result[0]
+            if changed is None:
+                return current
+            # Written only if the record is still what `change` saw; else read it again and retry.
+            if self._swap(keys=[key], args=[raw, changed.to_json()]):
+                return changed
+            raw = self.redis.get(key)
 
     def start_job(self, job_id: str) -> Job:
         """Mark a job running and count the attempt; a finished job is returned unchanged."""

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -89,3 +90,37 @@ def test_unreachable_redis_is_reported_as_transient() -> None:
     client = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     with pytest.raises(RecordsUnavailable):
         Records(client, namespace="x", retention_s=10).get_job("a")
+
+
+def test_a_write_in_between_is_not_lost_the_change_is_computed_again(
+    records: Records, redis_client: redis.Redis
+) -> None:
+    job = _job()
+    records.create_job(job)
+    seen: list[int] = []
+
+    def change(current: Job) -> Job:
+        seen.append(current.attempts)
+        if len(seen) == 1:  # another worker starts the job between this read and this write
+            records.start_job(job.id)
+        return dataclasses.replace(current, attempts=current.attempts + 10)
+
+    stored = records.update_job(job.id, change)
+    assert seen == [0, 1]  # the first write was refused; the change saw the other worker's
+    assert stored.attempts == 11 and records.get_job(job.id) == stored
+    assert 3500 < redis_client.ttl(f"{records.namespace}:job:{job.id}") <= 3600  # expiry kept
+
+
+def test_a_record_that_expires_in_between_is_not_written_again(
+    records: Records, redis_client: redis.Redis
+) -> None:
+    job = _job()
+    records.create_job(job)
+
+    def change(current: Job) -> Job:
+        redis_client.delete(f"{records.namespace}:job:{job.id}")
+        return dataclasses.replace(current, status=RUNNING)
+
+    with pytest.raises(RecordNotFound):
+        records.update_job(job.id, change)
+    assert redis_client.exists(f"{records.namespace}:job:{job.id}") == 0
