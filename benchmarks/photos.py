@@ -522,7 +522,9 @@ def service_throughput(
     for name in ("uploaded", "with upload"):
         runs = results[name]
         m = {key: _median([r[key] for r in runs]) for key in runs[0]}
-        overheads = " ".join(f"{(1 - r['rate'] / b['rate']) * 100:.1f}" for r, b in zip(runs, results["bare"]))
+        overheads = " ".join(
+            f"{(1 - r['rate'] / b['rate']) * 100:.1f}" for r, b in zip(runs, results["bare"], strict=True)
+        )
         print(
             f"  {'API + pool, ' + name:<26}{m['rate']:6.2f} photos/s  CPU {m['cpu_ms']:3.0f} ms/photo "
             f"(workers {m['workers']:.0f}, API {m['api']:.0f}, Redis {m['redis']:.0f}; client {m['client']:.0f})"
