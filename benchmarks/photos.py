@@ -231,7 +231,9 @@ def main() -> None:
     parser.add_argument("--service-jobs", type=int, default=80,
                         help="photos sent through the whole service (0 to skip that part)")  # fmt: skip
     parser.add_argument("--service-only", action="store_true", help="only the whole-service part")
-    parser.add_argument("--rounds", type=int, default=3, help="turns of bare converter and service, for medians")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="turns of bare converter and service, for medians"
+    )
     parser.add_argument("--worker-threads", type=int, default=2,
                         help="threads per worker process in the whole-service part (the service's default is 4; "
                              "on 2 cores, 2 let one job's waits on disk and Redis overlap another's decoding)")  # fmt: skip
