@@ -380,7 +380,10 @@ def service_throughput(
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EXPORTD_ENV": "development", "EXPORTD_DATA_DIR": str(work),
            "EXPORTD_REDIS_URL": redis_url, "EXPORTD_PORT": str(port), "EXPORTD_WORKER_PROCESSES": "1" if pinned else "2",
            "EXPORTD_WORKER_THREADS": str(threads), "EXPORTD_API_PROCESSES": "1", "EXPORTD_LOG_LEVEL": "WARNING",
-           "EXPORTD_WORKER_ALIVE_FILE": str(work / "alive")}  # fmt: skip
+           "EXPORTD_WORKER_ALIVE_FILE": str(work / "alive"),
+           # The photo pool serves the exports queue alone, as the Helm chart deploys it (the Office
+           # queue has its own Deployment): no idle consumer polls an empty queue on these cores.
+           "EXPORTD_WORKER_QUEUES": "exports"}  # fmt: skip
     procs = [subprocess.Popen([sys.executable, "-m", "service.cli", role], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               preexec_fn=functools.partial(os.sched_setaffinity, 0, {0}) if pinned and role == "worker" else None)

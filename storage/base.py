@@ -77,7 +77,8 @@ class Storage(Protocol):
         ...
 
     def put_file(self, key: str, path: Path) -> StoredObject:
-        """Store a local file, atomically. Raises StorageUnavailable."""
+        """Store a local file, atomically; the file must not change afterwards (a store may share
+        it instead of copying it). Raises StorageUnavailable."""
         ...
 
     def open(self, key: str) -> BinaryIO:

@@ -8,6 +8,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -65,8 +66,28 @@ class LocalStorage:
         return StoredObject(key=key, size=size, sha256=digest.hexdigest())
 
     def put_file(self, key: str, path: Path) -> StoredObject:
-        with path.open("rb") as fh:
-            return self.put_stream(key, fh)
+        """Hard-links the file into place when it is on the same disk, so its bytes are not
+        copied (a worker's outputs are written once, then only read); copies it otherwise."""
+        tmp_path = os.path.join(self._tmp, f"link-{uuid.uuid4().hex}")
+        try:
+            os.link(path, tmp_path)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise StorageUnavailable(f"local storage write failed: {exc.strerror}") from exc
+            with path.open("rb") as fh:
+                return self.put_stream(key, fh)
+        try:
+            with open(tmp_path, "rb") as fh:
+                digest = hashlib.file_digest(fh, "sha256")
+                size = os.fstat(fh.fileno()).st_size
+                os.fsync(fh.fileno())  # the link is durable only once the data is
+            self._commit(tmp_path, key)
+        except OSError as exc:
+            raise StorageUnavailable(f"local storage write failed: {exc.strerror}") from exc
+        finally:
+            if os.path.exists(tmp_path):
+                os.unlink(tmp_path)
+        return StoredObject(key=key, size=size, sha256=digest.hexdigest())
 
     def open(self, key: str) -> BinaryIO:
         try:

@@ -86,3 +86,36 @@ def test_etag_changes_when_content_is_replaced(storage: LocalStorage) -> None:
 def test_keys_cannot_escape_the_root(key: str) -> None:
     with pytest.raises(ValueError):
         check_key(key)
+
+
+def test_put_file_on_the_same_disk_links_instead_of_copying(storage: LocalStorage, tmp_path: Path) -> None:
+    src = tmp_path / "out.jpg"
+    data = os.urandom(700_000)
+    src.write_bytes(data)
+    if os.stat(src).st_dev != os.stat(storage.root).st_dev:
+        pytest.skip("the test's temporary directory is on another disk than the storage")
+    stored = storage.put_file("outputs/j/out.jpg", src)
+    assert (stored.size, stored.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert os.stat(storage.root / "outputs/j/out.jpg").st_ino == os.stat(src).st_ino  # shared, not copied
+    src.unlink()  # the worker removes its work directory: the stored object stays whole
+    with storage.open("outputs/j/out.jpg") as fh:
+        assert fh.read() == data
+    assert list((storage.root / ".tmp").iterdir()) == []
+
+
+def test_put_file_from_another_disk_is_copied(storage: LocalStorage) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(storage.root).st_dev:
+        pytest.skip("no second filesystem (/dev/shm) on this machine")
+    data = os.urandom(300_000)
+    src = shm / f"exportd-test-{os.getpid()}"
+    src.write_bytes(data)
+    try:
+        stored = storage.put_file("outputs/j/other.jpg", src)  # os.link fails with EXDEV here
+        assert os.stat(storage.root / "outputs/j/other.jpg").st_ino != os.stat(src).st_ino
+    finally:
+        src.unlink()
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    with storage.open("outputs/j/other.jpg") as fh:
+        assert fh.read() == data
+    assert list((storage.root / ".tmp").iterdir()) == []
