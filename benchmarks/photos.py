@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/photos.py [--photos 5] [--album 20] [--worker-threads 2]
     .venv/bin/python benchmarks/photos.py --service-only
 
-Prints, per case: milliseconds per photo, the peak memory of the process that ran it (each case
+Prints, per case: milliseconds per photo (the median over every photo of several rounds, each
+round in a fresh subprocess), the peak memory of the process that ran it (each case
 runs in a fresh subprocess, so one case's memory never counts against another), the speed-up
 against the naive baseline measured in the same run, and for downscales the PSNR of our output
 against the naive one (goal: >= 40 dB at >= 2.5x the speed), both outputs' PSNR against the
@@ -96,6 +97,12 @@ def make_inputs(
 # -- the cases, each run in its own process ----------------------------------------------------
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def _peak_rss_kb() -> int:
     """This process's peak resident memory. VmHWM, not getrusage: ru_maxrss survives fork and exec,
     so a child would report the parent's peak (here, the parent holds the generated photos)."""
@@ -178,13 +185,15 @@ def run_case(case: str, paths: list[Path], out_dir: Path) -> dict[str, object]:
             per_photo[name.replace(":naive", ":ideal")] = ideal
     before_kb = _peak_rss_kb()
     outputs: list[str] = []
+    times: list[float] = []  # per photo, where the case converts one photo at a time
     if case in per_photo:
         convert = per_photo[case]
         convert(paths[0], out_dir)  # warm-up: imports, codec set-up
-        began = time.perf_counter()
         for path in paths:
+            began = time.perf_counter()
             outputs.append(str(convert(path, out_dir)))
-        ms = (time.perf_counter() - began) * 1000 / len(paths)
+            times.append((time.perf_counter() - began) * 1000)
+        ms = _median(times)
     elif case == "album:ours":
         began = time.perf_counter()
         source = [as_input(p) for p in paths]
@@ -204,7 +213,8 @@ def run_case(case: str, paths: list[Path], out_dir: Path) -> dict[str, object]:
     else:
         raise SystemExit(f"unknown case {case}")
     peak_kb = _peak_rss_kb()
-    return {"ms": ms, "peak_mb": peak_kb / 1024, "grew_mb": (peak_kb - before_kb) / 1024, "outputs": outputs}
+    return {"ms": ms, "times": times or [ms], "peak_mb": peak_kb / 1024, "grew_mb": (peak_kb - before_kb) / 1024,
+            "outputs": outputs}  # fmt: skip
 
 
 def in_subprocess(case: str, paths: list[Path], out_dir: Path) -> dict[str, Any]:
@@ -215,6 +225,18 @@ def in_subprocess(case: str, paths: list[Path], out_dir: Path) -> dict[str, Any]
     )  # fmt: skip
     measured: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return measured
+
+
+def in_rounds(case: str, paths: list[Path], out_dir: Path, rounds: int) -> dict[str, Any]:
+    """`case` run `rounds` times, each in a fresh process: the median time of every photo converted
+    in every round, and the highest peak memory. This machine's speed drifts by several per cent
+    within a minute; a median over many photos and rounds is steadier than one run's mean."""
+    runs = [in_subprocess(case, paths, out_dir) for _ in range(rounds)]
+    return {
+        "ms": _median([t for run in runs for t in run["times"]]),
+        "peak_mb": max(run["peak_mb"] for run in runs),
+        "outputs": runs[0]["outputs"],
+    }
 
 
 def psnr(ours: Path, reference: Path) -> float:
@@ -258,15 +280,17 @@ def main() -> None:
         print()
         from exporters.resample import engine
 
-        print(f"resampling: {engine()}; each case in a fresh process, one thread, after one warm-up")
+        print(f"resampling: {engine()}; each case in a fresh process, one thread, after one warm-up;")
+        print(f"times are medians over every photo of {args.rounds} rounds")
         print()
         print(f"{'case':<22}{'ours ms':>9}{'naive ms':>10}{'speed-up':>10}{'PSNR dB':>9}{'to ideal':>14}"
               f"{'decode ms':>11}{'ceiling':>9}{'ours peak MB':>14}{'naive peak MB':>15}")  # fmt: skip
         for name, kind in (("jpeg_1600_jpeg", "jpeg"), ("jpeg_1600_webp", "jpeg"),
                            ("heic_1600_jpeg", "heic"), ("png_alpha_1600_jpeg", "png_alpha")):  # fmt: skip
-            ours = in_subprocess(f"{name}:ours", inputs[kind], work / name / "ours")
-            naive = in_subprocess(f"{name}:naive", inputs[kind], work / name / "naive")
-            decode = in_subprocess(f"{name}:decode", inputs[kind], work / name / "decode")
+            ours, naive, decode = (
+                in_rounds(f"{name}:{side}", inputs[kind], work / name / side, args.rounds)
+                for side in ("ours", "naive", "decode")
+            )
             ideal = in_subprocess(f"{name}:ideal", inputs[kind], work / name / "ideal")
             pairs = list(zip(ours["outputs"], naive["outputs"], ideal["outputs"], strict=True))
             quality = min(psnr(Path(o), Path(n)) for o, n, _ in pairs)
@@ -282,8 +306,8 @@ def main() -> None:
         print("the naive resize before encoding (higher is closer). Decode ms: a full decode alone; where")
         print("the decoder cannot reduce (HEIC, PNG), naive / decode is the ceiling of any speed-up.")
         album = inputs["album"]
-        ours = in_subprocess("album:ours", album, work / "album" / "ours")
-        base = in_subprocess("album:img2pdf", album, work / "album" / "img2pdf")
+        ours = in_rounds("album:ours", album, work / "album" / "ours", args.rounds)
+        base = in_rounds("album:img2pdf", album, work / "album" / "img2pdf", args.rounds)
         jpeg_bytes = sum(p.stat().st_size for p in album)
         ours_size = Path(ours["outputs"][0]).stat().st_size
         base_size = Path(base["outputs"][0]).stat().st_size
@@ -333,12 +357,6 @@ def _bare(path: str, out_dir: str) -> float:
     options = parse_options(JpegOptions, {"width": TARGET_W, "quality": 85})
     to_jpeg([InputFile(Path(path), "photo.jpg", "image/jpeg")], out, options, limits=Limits())
     return time.process_time() - cpu
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def service_throughput(

@@ -118,7 +118,8 @@ def resize(
     )
     if (scaled.width, scaled.height) != size:  # rounding at an odd scale: never guess, do it exactly
         return with_pillow()
-    result = Image.frombytes(pixels.mode, size, scaled.write_to_memory())
+    result = Image.new(pixels.mode, size, None)  # not cleared first: every pixel is written next
+    result.frombytes(scaled.write_to_memory())
     return result.convert(mode) if mode in _PREMULTIPLIED else result
 
 
