@@ -12,6 +12,7 @@ appear where transparent pixels meet opaque ones.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from enum import Enum
 from typing import Any
@@ -70,6 +71,48 @@ REDUCE_MARGIN = 1.25
 
 _PREMULTIPLIED = {"RGBA": "RGBa", "LA": "La"}
 _BANDS = {"L": 1, "La": 2, "RGB": 3, "RGBa": 4, "CMYK": 4}
+#: Where each band sits in Pillow's own pixel storage: one byte a pixel for L, four for the others
+#: (RGB keeps a padding byte; LA keeps L in the first byte and alpha in the last).
+_STORED_BANDS = {"L": (0,), "La": (0, 3), "RGB": (0, 1, 2), "RGBa": (0, 1, 2, 3), "CMYK": (0, 1, 2, 3)}
+
+
+class _ArrowArray(ctypes.Structure):
+    """The Arrow C data interface's ArrowArray (a stable ABI), as Pillow exports an image."""
+
+
+_ArrowArray._fields_ = [
+    ("length", ctypes.c_int64), ("null_count", ctypes.c_int64), ("offset", ctypes.c_int64),
+    ("n_buffers", ctypes.c_int64), ("n_children", ctypes.c_int64), ("buffers", ctypes.POINTER(ctypes.c_void_p)),
+    ("children", ctypes.POINTER(ctypes.POINTER(_ArrowArray))), ("dictionary", ctypes.POINTER(_ArrowArray)),
+    ("release", ctypes.c_void_p), ("private_data", ctypes.c_void_p),
+]  # fmt: skip
+_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+_capsule_pointer.restype = ctypes.c_void_p
+_capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+
+
+def _vips_source(vips: Any, pixels: Image.Image) -> Any:
+    """`pixels` as a libvips image. Pillow's own memory is shared where its rows are contiguous
+    (its Arrow export: no copy), else the pixels are copied out (tobytes)."""
+    width, height = pixels.size
+    try:
+        capsule = pixels.im.__arrow_c_array__()
+        exported = _ArrowArray.from_address(_capsule_pointer(capsule, b"arrow_array"))
+        data = exported.children[0].contents if exported.n_children else exported
+        stored = 1 if pixels.mode == "L" else 4
+        if data.length != width * height * stored or data.offset or not data.buffers[1]:
+            raise ValueError("unexpected Arrow layout")
+        shared = (ctypes.c_ubyte * data.length).from_address(data.buffers[1])
+        shared.keep = capsule  # the capsule holds Pillow's memory while libvips reads it
+    except (AttributeError, ValueError):  # rows not contiguous (large images), or an older Pillow
+        return vips.Image.new_from_memory(pixels.tobytes(), width, height, _BANDS[pixels.mode], "uchar")
+    whole = vips.Image.new_from_memory(shared, width, height, stored, "uchar")
+    bands = _STORED_BANDS[pixels.mode]
+    if len(bands) == stored:
+        return whole
+    if bands == tuple(range(len(bands))):
+        return whole.extract_band(0, n=len(bands))
+    return whole.extract_band(bands[0]).bandjoin([whole.extract_band(b) for b in bands[1:]])
 
 
 def resize(
@@ -109,7 +152,7 @@ def resize(
         kernel = Filter.AFTER_REDUCED_DECODE
         left, top, right, bottom = 0, 0, pixels.size[0], pixels.size[1]
     width, height = pixels.size
-    source = vips.Image.new_from_memory(pixels.tobytes(), width, height, _BANDS[pixels.mode], "uchar")
+    source = _vips_source(vips, pixels)
     if (left, top, right, bottom) != (0, 0, width, height):
         source = source.extract_area(left, top, right - left, bottom - top)
     # A reducing gap of 3 as for Pillow: an integer box shrink first only where it is invisible.

@@ -145,3 +145,40 @@ def test_libvips_is_not_loaded_until_something_is_resampled() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=root)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("libvips")
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "CMYK"])
+def test_pillows_pixels_are_shared_with_libvips_not_copied(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where Pillow's rows are contiguous, libvips reads them in place (no tobytes); the result is the
+    same, to the byte, as from a copy."""
+    image = photo_like(900, 700).convert(mode)
+    if mode.endswith("A"):
+        image.putalpha(Image.linear_gradient("L").resize(image.size))
+    shared = resample.resize(image, (400, 311))
+
+    def copied_out(self: Image.Image, *args: object, **kwargs: object) -> bytes:
+        raise AssertionError("the pixels were copied out of Pillow")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Image.Image, "tobytes", copied_out)
+        again = resample.resize(image, (400, 311))
+    assert again.tobytes() == shared.tobytes()
+
+    def not_exported(*args: object) -> int:
+        raise ValueError("as when the rows are not contiguous")
+
+    monkeypatch.setattr(resample, "_capsule_pointer", not_exported)  # the copying path, for comparison
+    copied = resample.resize(image, (400, 311))
+    assert copied.mode == shared.mode == mode
+    assert copied.tobytes() == shared.tobytes()
+
+
+def test_an_image_whose_rows_are_not_contiguous_is_copied_and_still_right() -> None:
+    """Pillow stores large images in several blocks, which it cannot export in place."""
+    image = photo_like(4200, 3200).convert("RGBA")  # 54 MB: more than one of Pillow's blocks
+    with pytest.raises(ValueError):
+        image.im.__arrow_c_array__()
+    ours, pillow = both(image, (1050, 800))
+    assert psnr(ours.convert("RGB"), pillow.convert("RGB")) >= 40.0
