@@ -71,9 +71,9 @@ REDUCE_MARGIN = 1.25
 
 _PREMULTIPLIED = {"RGBA": "RGBa", "LA": "La"}
 _BANDS = {"L": 1, "La": 2, "RGB": 3, "RGBa": 4, "CMYK": 4}
-#: Where each band sits in Pillow's own pixel storage: one byte a pixel for L, four for the others
-#: (RGB keeps a padding byte; LA keeps L in the first byte and alpha in the last).
-_STORED_BANDS = {"L": (0,), "La": (0, 3), "RGB": (0, 1, 2), "RGBa": (0, 1, 2, 3), "CMYK": (0, 1, 2, 3)}
+#: Modes whose pixels libvips can read where Pillow keeps them, and how Pillow reads the result back:
+#: one byte a pixel for L, four for the others (RGB's fourth is padding, resampled and dropped).
+_SHARED_RAWMODE = {"L": "L", "RGB": "RGBX", "RGBa": "RGBa", "CMYK": "CMYK"}
 
 
 class _ArrowArray(ctypes.Structure):
@@ -91,28 +91,29 @@ _capsule_pointer.restype = ctypes.c_void_p
 _capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
 
 
-def _vips_source(vips: Any, pixels: Image.Image) -> Any:
-    """`pixels` as a libvips image. Pillow's own memory is shared where its rows are contiguous
-    (its Arrow export: no copy), else the pixels are copied out (tobytes)."""
+def _vips_source(vips: Any, pixels: Image.Image) -> tuple[Any, str]:
+    """`pixels` as a libvips image, and the raw mode its resampled bytes come back in.
+
+    Pillow's own memory is shared where its rows are contiguous (its Arrow export: no copy), with
+    all the bytes of each pixel, padding included, so libvips reads it as it lies. Otherwise (large
+    images are stored in several blocks; LA keeps its bands apart) the pixels are copied out."""
     width, height = pixels.size
+    rawmode = _SHARED_RAWMODE.get(pixels.mode)
     try:
+        if rawmode is None:
+            raise ValueError(f"{pixels.mode} is not shared")
         capsule = pixels.im.__arrow_c_array__()
         exported = _ArrowArray.from_address(_capsule_pointer(capsule, b"arrow_array"))
         data = exported.children[0].contents if exported.n_children else exported
-        stored = 1 if pixels.mode == "L" else 4
+        stored = len(rawmode)
         if data.length != width * height * stored or data.offset or not data.buffers[1]:
             raise ValueError("unexpected Arrow layout")
         shared = (ctypes.c_ubyte * data.length).from_address(data.buffers[1])
         shared.keep = capsule  # the capsule holds Pillow's memory while libvips reads it
-    except (AttributeError, ValueError):  # rows not contiguous (large images), or an older Pillow
-        return vips.Image.new_from_memory(pixels.tobytes(), width, height, _BANDS[pixels.mode], "uchar")
-    whole = vips.Image.new_from_memory(shared, width, height, stored, "uchar")
-    bands = _STORED_BANDS[pixels.mode]
-    if len(bands) == stored:
-        return whole
-    if bands == tuple(range(len(bands))):
-        return whole.extract_band(0, n=len(bands))
-    return whole.extract_band(bands[0]).bandjoin([whole.extract_band(b) for b in bands[1:]])
+    except (AttributeError, ValueError):  # not contiguous, LA, or a Pillow without Arrow export
+        bands = _BANDS[pixels.mode]
+        return vips.Image.new_from_memory(pixels.tobytes(), width, height, bands, "uchar"), pixels.mode
+    return vips.Image.new_from_memory(shared, width, height, stored, "uchar"), rawmode
 
 
 def resize(
@@ -152,7 +153,7 @@ def resize(
         kernel = Filter.AFTER_REDUCED_DECODE
         left, top, right, bottom = 0, 0, pixels.size[0], pixels.size[1]
     width, height = pixels.size
-    source = _vips_source(vips, pixels)
+    source, rawmode = _vips_source(vips, pixels)
     if (left, top, right, bottom) != (0, 0, width, height):
         source = source.extract_area(left, top, right - left, bottom - top)
     # A reducing gap of 3 as for Pillow: an integer box shrink first only where it is invisible.
@@ -162,7 +163,7 @@ def resize(
     if (scaled.width, scaled.height) != size:  # rounding at an odd scale: never guess, do it exactly
         return with_pillow()
     result = Image.new(pixels.mode, size, None)  # not cleared first: every pixel is written next
-    result.frombytes(scaled.write_to_memory())
+    result.frombytes(scaled.write_to_memory(), "raw", rawmode)
     return result.convert(mode) if mode in _PREMULTIPLIED else result
 
 
