@@ -38,31 +38,34 @@ class LocalStorage:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    def _commit(self, tmp_path: str, key: str) -> None:
-        final = self._path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp_path, final)
-
-    def put_stream(self, key: str, stream: Readable, *, max_bytes: int | None = None) -> StoredObject:
-        digest = hashlib.sha256()
-        size = 0
-        fd, tmp_path = tempfile.mkstemp(dir=self._tmp)
+    @contextlib.contextmanager
+    def _placing(self, tmp_path: str, key: str) -> Iterator[None]:
+        """The block writes `tmp_path` complete; then it is renamed to `key`. The temporary file
+        never stays behind, and a disk error becomes StorageUnavailable."""
         try:
-            with os.fdopen(fd, "wb") as out:
-                while chunk := stream.read(CHUNK_BYTES):
-                    size += len(chunk)
-                    if max_bytes is not None and size > max_bytes:
-                        raise ObjectTooLarge(max_bytes)
-                    digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            self._commit(tmp_path, key)
+            yield
+            final = self._path(key)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_path, final)
         except OSError as exc:
             raise StorageUnavailable(f"local storage write failed: {exc.strerror}") from exc
         finally:
             if os.path.exists(tmp_path):
                 os.unlink(tmp_path)
+
+    def put_stream(self, key: str, stream: Readable, *, max_bytes: int | None = None) -> StoredObject:
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp_path = tempfile.mkstemp(dir=self._tmp)
+        with self._placing(tmp_path, key), os.fdopen(fd, "wb") as out:
+            while chunk := stream.read(CHUNK_BYTES):
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise ObjectTooLarge(max_bytes)
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
         return StoredObject(key=key, size=size, sha256=digest.hexdigest())
 
     def put_file(self, key: str, path: Path) -> StoredObject:
@@ -76,17 +79,10 @@ class LocalStorage:
                 raise StorageUnavailable(f"local storage write failed: {exc.strerror}") from exc
             with path.open("rb") as fh:
                 return self.put_stream(key, fh)
-        try:
-            with open(tmp_path, "rb") as fh:
-                digest = hashlib.file_digest(fh, "sha256")
-                size = os.fstat(fh.fileno()).st_size
-                os.fsync(fh.fileno())  # the link is durable only once the data is
-            self._commit(tmp_path, key)
-        except OSError as exc:
-            raise StorageUnavailable(f"local storage write failed: {exc.strerror}") from exc
-        finally:
-            if os.path.exists(tmp_path):
-                os.unlink(tmp_path)
+        with self._placing(tmp_path, key), open(tmp_path, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256")
+            size = os.fstat(fh.fileno()).st_size
+            os.fsync(fh.fileno())  # the link is durable only once the data is
         return StoredObject(key=key, size=size, sha256=digest.hexdigest())
 
     def open(self, key: str) -> BinaryIO:
