@@ -91,29 +91,36 @@ _capsule_pointer.restype = ctypes.c_void_p
 _capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
 
 
+def _shared_memory(pixels: Image.Image, stored: int) -> Any:
+    """Pillow's own pixel memory (`stored` bytes a pixel) as a buffer, without a copy, through its
+    Arrow export; None where its rows are not contiguous (large images lie in several blocks) or
+    this Pillow cannot export."""
+    width, height = pixels.size
+    try:
+        capsule = pixels.im.__arrow_c_array__()
+    except (AttributeError, ValueError):
+        return None
+    exported = _ArrowArray.from_address(_capsule_pointer(capsule, b"arrow_array"))
+    data = exported.children[0].contents if exported.n_children else exported
+    if data.length != width * height * stored or data.offset or not data.buffers[1]:
+        return None
+    shared = (ctypes.c_ubyte * data.length).from_address(data.buffers[1])
+    shared.keep = capsule  # the capsule holds Pillow's memory while libvips reads it
+    return shared
+
+
 def _vips_source(vips: Any, pixels: Image.Image) -> tuple[Any, str]:
     """`pixels` as a libvips image, and the raw mode its resampled bytes come back in.
 
-    Pillow's own memory is shared where its rows are contiguous (its Arrow export: no copy), with
-    all the bytes of each pixel, padding included, so libvips reads it as it lies. Otherwise (large
-    images are stored in several blocks; LA keeps its bands apart) the pixels are copied out."""
+    libvips reads Pillow's memory as it lies, each pixel's bytes padding included, where it can;
+    otherwise (LA keeps its bands apart; see also _shared_memory) the pixels are copied out."""
     width, height = pixels.size
     rawmode = _SHARED_RAWMODE.get(pixels.mode)
-    try:
-        if rawmode is None:
-            raise ValueError(f"{pixels.mode} is not shared")
-        capsule = pixels.im.__arrow_c_array__()
-        exported = _ArrowArray.from_address(_capsule_pointer(capsule, b"arrow_array"))
-        data = exported.children[0].contents if exported.n_children else exported
-        stored = len(rawmode)
-        if data.length != width * height * stored or data.offset or not data.buffers[1]:
-            raise ValueError("unexpected Arrow layout")
-        shared = (ctypes.c_ubyte * data.length).from_address(data.buffers[1])
-        shared.keep = capsule  # the capsule holds Pillow's memory while libvips reads it
-    except (AttributeError, ValueError):  # not contiguous, LA, or a Pillow without Arrow export
-        bands = _BANDS[pixels.mode]
-        return vips.Image.new_from_memory(pixels.tobytes(), width, height, bands, "uchar"), pixels.mode
-    return vips.Image.new_from_memory(shared, width, height, stored, "uchar"), rawmode
+    shared = _shared_memory(pixels, len(rawmode)) if rawmode else None
+    if rawmode is None or shared is None:
+        copied = pixels.tobytes()
+        return vips.Image.new_from_memory(copied, width, height, _BANDS[pixels.mode], "uchar"), pixels.mode
+    return vips.Image.new_from_memory(shared, width, height, len(rawmode), "uchar"), rawmode
 
 
 def resize(
