@@ -474,12 +474,10 @@ def service_throughput(
         bare_out.mkdir()
         bare_pool.starmap(_bare, [(p, str(bare_out)) for p in paths[:2]])  # warm-up
 
-        service_procs = [psutil.Process(redis_proc.pid)]
-        roles = {"redis": [service_procs[0]], "workers": [], "api": []}
+        roles = {"redis": [psutil.Process(redis_proc.pid)]}
         for proc, role in zip(procs, ("workers", "api"), strict=True):
-            family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-            roles[role] += family
-            service_procs += family
+            roles[role] = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        service_procs = [p for family in roles.values() for p in family]
 
         def cpu_by_role() -> dict[str, float]:
             return {role: sum(sum(p.cpu_times()[:2]) for p in ps) for role, ps in roles.items()}
