@@ -21,6 +21,7 @@ from service.resources.files import Files
 from service.resources.health import Healthz, Readyz
 from service.resources.uploads import UploadItem, UploadReceiver, Uploads
 from service.settings import Settings
+from service.waiting import JobWaiter
 from storage.base import Storage
 from storage.jobs import Records
 from storage.signing import Signer
@@ -148,6 +149,8 @@ def create_app(
         Exports(receiver=receiver, records=records, enqueue=enqueue, view=view,
                 max_inputs=settings.max_inputs, clock=clock),
     )  # fmt: skip
-    app.add_route("/v1/exports/{job_id}", ExportItem(records=records, view=view))
+    # A waiting request holds a thread: one is always left for the others.
+    waiter = JobWaiter(records.redis, records.finished_channel, max_waiting=max(1, settings.api_threads - 1))
+    app.add_route("/v1/exports/{job_id}", ExportItem(records=records, view=view, waiter=waiter))
     app.add_route("/v1/files/outputs/{job_id}/{name}", Files(storage=storage, signer=signer, clock=clock))
     return app

@@ -109,6 +109,9 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 _COMPARE_AND_SET = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+  if ARGV[3] then
+    redis.call('PUBLISH', ARGV[3], ARGV[4])
+  end
   return 1
 end
 return 0
@@ -148,6 +151,11 @@ class Records:
 
     def _upload_key(self, upload_id: str) -> str:
         return f"{self.namespace}:upload:{upload_id}"
+
+    @property
+    def finished_channel(self) -> str:
+        """Where the id of every job that finishes is published (service/waiting.py listens)."""
+        return f"{self.namespace}:jobs:finished"
 
     @_wrap_redis_errors
     def ping(self) -> None:
@@ -225,7 +233,9 @@ class Records:
             if changed is None:
                 return current
             # Written only if the record is still what `change` saw; else read it again and retry.
-            if self._swap(keys=[key], args=[raw, changed.to_json()]):
+            # A job that finishes here is announced by the same call.
+            announce = [self.finished_channel, job_id] if changed.finished and not current.finished else []
+            if self._swap(keys=[key], args=[raw, changed.to_json(), *announce]):
                 return changed
             raw = self.redis.get(key)
 

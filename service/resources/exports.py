@@ -14,6 +14,7 @@ from exporters import registry
 from exporters.base import options_as_dict, parse_options
 from service.errors import BadRequest, UnknownUpload
 from service.resources.uploads import UploadReceiver, check_declared_length, upload_view
+from service.waiting import JobWaiter
 from storage.base import Storage
 from storage.jobs import Job, Output, RecordNotFound, Records, Upload, new_id
 from storage.signing import Signer
@@ -180,14 +181,41 @@ class Exports:
         return uploads, target.lower() if isinstance(target, str) else target, body.get("options")
 
 
+#: The longest `wait` a request may ask for: below the idle timeout of common load balancers.
+MAX_WAIT_S = 30.0
+
+
 class ExportItem:
-    def __init__(self, *, records: Records, view: JobView) -> None:
+    def __init__(self, *, records: Records, view: JobView, waiter: JobWaiter) -> None:
         self.records = records
         self.view = view
+        self.waiter = waiter
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
-        resp.media = self.view(self.records.get_job(job_id))
+        wait_s = _wait_param(req)
+        if not wait_s:
+            job = self.records.get_job(job_id)
+        else:
+            with self.waiter.watch(job_id) as finished:
+                job = self.records.get_job(job_id)
+                if finished is not None and not job.finished:
+                    finished.wait(wait_s)
+                    job = self.records.get_job(job_id)
+        resp.media = self.view(job)
         resp.cache_control = ["no-store"]  # the body holds freshly signed links
+
+
+def _wait_param(req: falcon.Request) -> float:
+    raw = req.get_param("wait")
+    if raw is None:
+        return 0.0
+    try:
+        wait_s = float(raw)
+    except ValueError:
+        wait_s = -1.0
+    if not 0 <= wait_s <= MAX_WAIT_S:  # also refuses nan and inf
+        raise BadRequest(f"wait must be a number of seconds from 0 to {MAX_WAIT_S:g}, not {raw!r}")
+    return wait_s
 
 
 class Formats:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -485,3 +486,114 @@ def test_office_document_to_pdf(api: Api, worker: Worker) -> None:
     done = api.wait_for(job["id"], timeout_s=90)
     assert done["status"] == "succeeded", done
     assert len(pypdfium2.PdfDocument(api.download(done["outputs"][0]["url"]).content)) >= 1
+
+
+# -- waiting for a job: GET /v1/exports/{id}?wait=N ------------------------------------------------------------
+
+
+def _queued_job(api: Api) -> str:
+    body, ctype = multipart([("file", ("a.jpg", jpeg_bytes())), ("format", "png")])
+    return str(api.client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype}).json["id"])
+
+
+def _get_in_thread(api: Api, path: str, params: dict[str, str]) -> tuple[threading.Thread, dict[str, Any]]:
+    answer: dict[str, Any] = {}
+
+    def get() -> None:
+        began = time.monotonic()
+        result = api.client.simulate_get(path, params=params)
+        answer.update(result=result, seconds=time.monotonic() - began)
+
+    thread = threading.Thread(target=get)
+    thread.start()
+    return thread, answer
+
+
+def test_a_waiting_request_is_answered_when_its_job_finishes(api: Api) -> None:
+    job_id = _queued_job(api)
+    thread, answer = _get_in_thread(api, f"/v1/exports/{job_id}", {"wait": "20"})
+    thread.join(0.5)
+    assert thread.is_alive(), "it answered before the job ran"
+    worker = Worker(api.broker, queues=set(QUEUES), worker_threads=1, worker_timeout=50)
+    worker.start()
+    try:
+        thread.join(20)
+    finally:
+        worker.stop()
+    assert not thread.is_alive()
+    body = answer["result"].json
+    assert body["status"] == "succeeded" and body["outputs"][0]["url"]
+    assert answer["seconds"] < 15  # woken by the finish, not by the end of the wait
+
+
+def test_waiting_on_a_finished_job_answers_at_once(api: Api, worker: Worker) -> None:
+    job_id = _queued_job(api)
+    assert api.wait_for(job_id)["status"] == "succeeded"
+    began = time.monotonic()
+    result = api.client.simulate_get(f"/v1/exports/{job_id}", params={"wait": "20"})
+    assert result.json["status"] == "succeeded"
+    assert time.monotonic() - began < 5
+
+
+def test_a_wait_that_runs_out_answers_with_the_job_as_it_is(api: Api) -> None:
+    job_id = _queued_job(api)
+    began = time.monotonic()
+    result = api.client.simulate_get(f"/v1/exports/{job_id}", params={"wait": "0.5"})
+    assert result.status_code == 200 and result.json["status"] == "queued"
+    assert time.monotonic() - began >= 0.5
+
+
+@pytest.mark.parametrize("wait", ["-1", "31", "soon", "nan", "inf"])
+def test_wait_must_be_seconds_from_0_to_30(api: Api, wait: str) -> None:
+    job_id = _queued_job(api)
+    body = _problem(
+        api.client.simulate_get(f"/v1/exports/{job_id}", params={"wait": wait}), 400, "invalid_request"
+    )
+    assert "wait" in body["detail"]
+
+
+def test_waiting_on_an_unknown_job_is_404(api: Api) -> None:
+    _problem(api.client.simulate_get("/v1/exports/" + "0" * 32, params={"wait": "5"}), 404, "not_found")
+
+
+def test_a_process_holds_at_most_its_threads_but_one_waiting(
+    settings: Settings, records: Records, storage: LocalStorage
+) -> None:
+    app = create_app(
+        replace(settings, api_threads=2), records=records, storage=storage, enqueue=lambda *_: None
+    )
+    api = Api(
+        falcon.testing.TestClient(app), None, Clock(), records, storage, records.redis, records.namespace
+    )
+    first_id, second_id = _queued_job(api), _queued_job(api)
+    first, _ = _get_in_thread(api, f"/v1/exports/{first_id}", {"wait": "3"})
+    time.sleep(0.3)
+    began = time.monotonic()
+    second = api.client.simulate_get(f"/v1/exports/{second_id}", params={"wait": "3"})
+    assert second.json["status"] == "queued"
+    assert time.monotonic() - began < 1.5, (
+        "the second request waited although the first held the only waiting slot"
+    )
+    assert first.is_alive()
+    first.join(10)
+
+
+def test_waiting_requests_are_woken_when_the_subscription_breaks_and_it_comes_back(api: Api) -> None:
+    job_id = _queued_job(api)
+    thread, answer = _get_in_thread(api, f"/v1/exports/{job_id}", {"wait": "20"})
+    thread.join(0.5)
+    assert thread.is_alive()
+    assert api.redis.client_kill_filter(_type="pubsub") >= 1
+    thread.join(10)
+    assert not thread.is_alive() and answer["result"].json["status"] == "queued"
+    assert answer["seconds"] < 10  # woken to read the record again, not left until the end of its wait
+    # Subscribed again: a later wait is woken by its job's finish.
+    thread, answer = _get_in_thread(api, f"/v1/exports/{job_id}", {"wait": "20"})
+    thread.join(0.5)
+    worker = Worker(api.broker, queues=set(QUEUES), worker_threads=1, worker_timeout=50)
+    worker.start()
+    try:
+        thread.join(20)
+    finally:
+        worker.stop()
+    assert answer["result"].json["status"] == "succeeded" and answer["seconds"] < 15

@@ -124,3 +124,23 @@ def test_a_record_that_expires_in_between_is_not_written_again(
     with pytest.raises(RecordNotFound):
         records.update_job(job.id, change)
     assert redis_client.exists(f"{records.namespace}:job:{job.id}") == 0
+
+
+def test_a_job_that_finishes_is_announced_once_on_the_namespace_channel(
+    records: Records, redis_client: redis.Redis
+) -> None:
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(records.finished_channel)
+    assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+    job = _job()
+    records.create_job(job)
+    records.start_job(job.id)
+    records.requeue_job(job.id)
+    records.start_job(job.id)
+    records.finish_job(job.id, error=JobError("corrupt_input", "broken"))
+    records.finish_job(job.id)  # a late duplicate: changes nothing, announces nothing
+    messages = []
+    while (message := pubsub.get_message(timeout=0.5)) is not None:
+        messages.append(message)
+    pubsub.close()
+    assert [(m["type"], m["data"]) for m in messages] == [("message", job.id.encode())]

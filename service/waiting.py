@@ -1,0 +1,109 @@
+"""Requests that wait for a job to finish (`GET /v1/exports/{id}?wait=N`), woken by Redis pub/sub.
+
+The worker that finishes a job publishes its id on the namespace's channel in the same Lua call
+that writes the record (storage/jobs.py), so waking costs no extra Redis round trip. Each API
+process keeps one subscription, on a thread of its own started by the first waiting request, and
+wakes the requests waiting for that id.
+
+A waiting request holds one of the process's threads, so at most `max_waiting` wait at once; past
+that, and while the subscription is down, a request is answered at once, as without `wait`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+
+import redis
+
+log = logging.getLogger("exportd.api")
+
+#: How long the first waiting request waits for the subscription to be in place.
+SUBSCRIBE_TIMEOUT_S = 2.0
+#: Pause before subscribing again after Redis went away.
+RESUBSCRIBE_DELAY_S = 1.0
+
+
+class JobWaiter:
+    def __init__(self, client: redis.Redis, channel: str, *, max_waiting: int) -> None:
+        self._client = client
+        self._channel = channel
+        self._max_waiting = max_waiting
+        self._lock = threading.Lock()
+        self._waiting: dict[str, set[threading.Event]] = {}
+        self._count = 0
+        self._subscribed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def watch(self, job_id: str) -> Iterator[threading.Event | None]:
+        """An event set when `job_id` finishes, or None when this request cannot wait.
+
+        Read the job's record inside the block, after this: a finish published in between still
+        sets the event, so it is never missed.
+        """
+        self._start()
+        if not self._subscribed.wait(SUBSCRIBE_TIMEOUT_S):
+            yield None
+            return
+        event = threading.Event()
+        with self._lock:
+            room = self._count < self._max_waiting
+            if room:
+                self._count += 1
+                self._waiting.setdefault(job_id, set()).add(event)
+        if not room:
+            yield None
+            return
+        try:
+            yield event
+        finally:
+            with self._lock:
+                self._count -= 1
+                events = self._waiting.get(job_id)
+                if events is not None:
+                    events.discard(event)
+                    if not events:
+                        del self._waiting[job_id]
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._listen, name="exportd-job-waiter", daemon=True)
+                self._thread.start()
+
+    def _wake(self, job_id: str) -> None:
+        with self._lock:
+            for event in self._waiting.get(job_id, ()):
+                event.set()
+
+    def _wake_all(self) -> None:
+        """The subscription broke: finishes may be missed, so every waiting request reads again now."""
+        with self._lock:
+            for events in self._waiting.values():
+                for event in events:
+                    event.set()
+
+    def _listen(self) -> None:
+        while True:
+            pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(self._channel)
+                while True:
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":  # Redis confirmed it: no finish is missed from here
+                        self._subscribed.set()
+                    elif message["type"] == "message":
+                        self._wake(message["data"].decode("ascii", "replace"))
+            except Exception as exc:  # Redis went away, or its client was closed: subscribe again
+                self._subscribed.clear()
+                self._wake_all()
+                log.warning("job finish subscription lost; subscribing again", extra={"error": str(exc)})
+            finally:
+                with contextlib.suppress(Exception):
+                    pubsub.close()
+            threading.Event().wait(RESUBSCRIBE_DELAY_S)
