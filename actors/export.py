@@ -66,6 +66,7 @@ class ExportTask:
         if job.crashed_attempts >= MAX_CRASHED_ATTEMPTS:
             self.records.finish_job(
                 job_id,
+                seen=job,
                 error=JobError(
                     "worker_crashed",
                     "converting this file crashed the worker twice, so it was not tried again; "
@@ -79,13 +80,14 @@ class ExportTask:
         try:
             outputs = self._convert(job)
         except ConversionError as exc:
-            self.records.finish_job(job_id, error=JobError(exc.code, exc.message))
+            self.records.finish_job(job_id, seen=job, error=JobError(exc.code, exc.message))
             log.info("job failed", extra={**ctx, "code": exc.code, "reason": exc.message})
             return
         except MemoryError:
             # Like a crash, but caught: the same file would exhaust memory again, so no retry.
             self.records.finish_job(
                 job_id,
+                seen=job,
                 error=JobError(
                     "input_too_large",
                     "converting this file needed more memory than a worker has; try a smaller file",
@@ -97,6 +99,7 @@ class ExportTask:
             # Deterministic work that ran out of time once will run out again: no retry.
             self.records.finish_job(
                 job_id,
+                seen=job,
                 error=JobError(
                     "time_limit_exceeded",
                     "the conversion took longer than this service allows; try a smaller file or fewer pages",
@@ -104,7 +107,8 @@ class ExportTask:
             )
             log.warning("job hit its time limit", extra=ctx)
             return
-        finished = self.records.finish_job(job_id, outputs=outputs)
+        # The record as start_job left it is tried first: no read, unless something changed it since.
+        finished = self.records.finish_job(job_id, seen=job, outputs=outputs)
         log.info(
             "job succeeded",
             extra={

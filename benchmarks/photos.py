@@ -365,7 +365,8 @@ def service_throughput(
     """Photos per second through HTTP + Redis + 2 worker processes, against the converter alone in 2
     processes: what the service itself costs at saturation (goal: at most 10 %).
 
-    The bare converter and the service take turns, `rounds` times, and the medians are compared:
+    The bare converter and the service take turns, `rounds` times: each service run is compared with
+    the mean of the bare runs just before and after it, and the median of those is the figure, since
     this machine's speed drifts by several per cent within a minute. While the bare converter runs,
     every process of the service (Redis included) is stopped with SIGSTOP, so its idle polling
     costs the baseline nothing; while the service runs, the bare converter's processes wait idle.
@@ -445,17 +446,16 @@ def service_throughput(
         return str(call("POST", "/v1/exports", json.dumps(request).encode(), "application/json")["id"])
 
     def wait_all(ids: list[str]) -> None:
-        # Jobs finish about in the order they were sent: ask about the oldest one only, so the
-        # polling itself (as a real client would do it) costs the API next to nothing.
-        pending = list(ids)
-        while pending:
-            job = call("GET", f"/v1/exports/{pending[0]}")
+        # One request per job, as a client that needs every result makes: each waits on the API
+        # (?wait) until its job finishes, and jobs finish about in the order they were sent.
+        for job_id in ids:
+            while (job := call("GET", f"/v1/exports/{job_id}?wait=30"))["status"] not in (
+                "succeeded",
+                "failed",
+            ):
+                pass
             if job["status"] == "failed":
                 raise SystemExit(f"service job failed: {job['error']}")
-            if job["status"] == "succeeded":
-                pending.pop(0)
-            else:
-                time.sleep(0.05)
 
     me = psutil.Process()
     results: dict[str, list[dict[str, float]]] = {"bare": [], "uploaded": [], "with upload": []}
@@ -509,15 +509,19 @@ def service_throughput(
                 shutil.rmtree(made)
             return {"rate": rate, "cpu_ms": cpu_s / jobs * 1000}
 
+        # Each service run lies between two bare runs and is compared with their mean, so the drift
+        # of this machine's speed within a minute cancels out.
+        results["bare"].append(bare())
         for _ in range(rounds):
-            results["bare"].append(bare())
             # 1. Photos already uploaded (as a client that keeps its uploads, or sends them as they
             #    are made): the export requests go through the API, the conversions through the pool.
             uploaded = [upload(p) for p in paths]  # not timed
             results["uploaded"].append(measure(export_upload, uploaded))
+            results["bare"].append(bare())
             # 2. Each photo sent with its export request, one multipart POST: the API also receives
             #    and stores the 4 MB, on the same two cores.
             results["with upload"].append(measure(submit, paths))
+            results["bare"].append(bare())
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -536,23 +540,28 @@ def service_throughput(
     else:
         print(f"whole service: 12 MP JPEG -> 1600 px JPEG, 2 worker processes of {threads} threads, with the")
         print("API, Redis and this benchmark's HTTP client on the same 2 cores as the pool.")
-    print(f"{jobs} photos a run, {rounds} rounds taking turns; medians, then each round's figure:")
+    print(
+        f"{jobs} photos a run, {rounds} rounds; each service run between two bare runs. Medians, then each run's figure:"
+    )
     rates = " ".join(f"{r['rate']:.2f}" for r in results["bare"])
     print(f"  {'bare converter':<26}{base['rate']:6.2f} photos/s  CPU {base['cpu_ms']:3.0f} ms/photo"
-          f"{'':<52}rounds: {rates}")  # fmt: skip
-    for name in ("uploaded", "with upload"):
+          f"{'':<52}runs: {rates}")  # fmt: skip
+    bare_rates = [r["rate"] for r in results["bare"]]
+    for offset, name in enumerate(("uploaded", "with upload")):
         runs = results[name]
         m = {key: _median([r[key] for r in runs]) for key in runs[0]}
-        overheads = " ".join(
-            f"{(1 - r['rate'] / b['rate']) * 100:.1f}" for r, b in zip(runs, results["bare"], strict=True)
-        )
+        # Run i of this kind lies between bare runs 2i + offset and 2i + offset + 1.
+        overheads = [
+            (1 - r["rate"] / ((bare_rates[2 * i + offset] + bare_rates[2 * i + offset + 1]) / 2)) * 100
+            for i, r in enumerate(runs)
+        ]
         print(
             f"  {'API + pool, ' + name:<26}{m['rate']:6.2f} photos/s  CPU {m['cpu_ms']:3.0f} ms/photo "
             f"(workers {m['workers']:.0f}, API {m['api']:.0f}, Redis {m['redis']:.0f}; client {m['client']:.0f})"
-            f"  overhead {(1 - m['rate'] / base['rate']) * 100:4.1f} %  rounds: {overheads}"
+            f"  overhead {_median(overheads):4.1f} %  runs: {' '.join(f'{o:.1f}' for o in overheads)}"
         )
-    print("  overhead: 1 - service photos/s / bare photos/s (goal: at most 10 %); a round's is against the")
-    print("  bare run just before it.")
+    print("  overhead: 1 - service photos/s / bare photos/s, against the mean of the bare runs just before")
+    print("  and after it (goal: at most 10 %); the median of the runs.")
 
 
 if __name__ == "__main__":

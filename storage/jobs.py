@@ -218,13 +218,15 @@ class Records:
         self.redis.delete(self._job_key(job_id))
 
     @_wrap_redis_errors
-    def update_job(self, job_id: str, change: Callable[[Job], Job | None]) -> Job:
+    def update_job(self, job_id: str, change: Callable[[Job], Job | None], *, seen: Job | None = None) -> Job:
         """Apply `change` atomically; it returns the new job, or None to leave the record as it is.
 
-        Returns the record as stored afterwards. Raises RecordNotFound.
+        `seen`: the record as this caller last stored or read it; it is tried first, which saves
+        reading the record when nobody changed it since. Returns the record as stored afterwards.
+        Raises RecordNotFound.
         """
         key = self._job_key(job_id)
-        raw = self.redis.get(key)
+        raw = seen.to_json() if seen is not None else self.redis.get(key)
         while True:
             if raw is None:
                 raise RecordNotFound(job_id)
@@ -266,8 +268,11 @@ class Records:
         *,
         outputs: tuple[Output, ...] = (),
         error: JobError | None = None,
+        seen: Job | None = None,
     ) -> Job:
-        """Succeed (no error) or fail the job, once: the first finish wins and later ones change nothing."""
+        """Succeed (no error) or fail the job, once: the first finish wins and later ones change nothing.
+
+        `seen`: the record start_job returned, as in update_job."""
 
         def change(job: Job) -> Job | None:
             if job.finished:
@@ -281,4 +286,4 @@ class Records:
                 outputs=() if error else outputs,
             )
 
-        return self.update_job(job_id, change)
+        return self.update_job(job_id, change, seen=seen)

@@ -144,3 +144,28 @@ def test_a_job_that_finishes_is_announced_once_on_the_namespace_channel(
         messages.append(message)
     pubsub.close()
     assert [(m["type"], m["data"]) for m in messages] == [("message", job.id.encode())]
+
+
+def test_finishing_from_the_started_record_skips_the_read_and_still_sees_later_writes(
+    records: Records, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = _job()
+    records.create_job(job)
+    started = records.start_job(job.id)
+    reads: list[object] = []
+    real_get = records.redis.get
+    monkeypatch.setattr(records.redis, "get", lambda key: reads.append(key) or real_get(key))
+    finished = records.finish_job(job.id, seen=started)
+    assert finished.status == "succeeded" and reads == []
+    assert records.get_job(job.id).status == "succeeded"
+
+    # A record changed since (here a second delivery started it again) is read and changed anew.
+    other = _job()
+    records.create_job(other)
+    first = records.start_job(other.id)
+    records.start_job(other.id)
+    reads.clear()
+    finished = records.finish_job(other.id, seen=first)
+    assert len(reads) == 1
+    assert finished.status == "succeeded" and finished.attempts == 2
+    assert records.get_job(other.id) == finished
