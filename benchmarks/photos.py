@@ -391,13 +391,14 @@ def service_throughput(
     work.mkdir(parents=True, exist_ok=True)
     own_cores = os.sched_getaffinity(0)
     setup = _bare_process if not pinned else functools.partial(_bare_process_on, {0})
-    bare_pool = multiprocessing.get_context("spawn").Pool(1 if pinned else 2, setup)
+    processes = 1 if pinned else 2  # of the worker pool, and of the bare converter
+    bare_pool = multiprocessing.get_context("spawn").Pool(processes, setup)
     if pinned:
         os.sched_setaffinity(0, {1})  # this client, and Redis and the API started from here
     redis_proc, redis_url = start_local_redis(work)
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EXPORTD_ENV": "development", "EXPORTD_DATA_DIR": str(work),
-           "EXPORTD_REDIS_URL": redis_url, "EXPORTD_PORT": str(port), "EXPORTD_WORKER_PROCESSES": "1" if pinned else "2",
+           "EXPORTD_REDIS_URL": redis_url, "EXPORTD_PORT": str(port), "EXPORTD_WORKER_PROCESSES": str(processes),
            "EXPORTD_WORKER_THREADS": str(threads), "EXPORTD_API_PROCESSES": "1", "EXPORTD_LOG_LEVEL": "WARNING",
            "EXPORTD_WORKER_ALIVE_FILE": str(work / "alive"),
            # The photo pool serves the exports queue alone, as the Helm chart deploys it (the Office
@@ -469,10 +470,12 @@ def service_throughput(
                 if time.monotonic() > deadline:
                     raise SystemExit("the service did not start") from None
                 time.sleep(0.2)
-        wait_all([submit(p) for p in paths[:2]])  # warm-up
+        # Warm-up, twice over every worker thread and bare process: each has its buffers in place
+        # (the first touch of memory is costly on a VM) before anything is timed.
+        wait_all([submit(p) for p in paths[: 2 * processes * threads]])
         bare_out = work / "bare"
         bare_out.mkdir()
-        bare_pool.starmap(_bare, [(p, str(bare_out)) for p in paths[:2]])  # warm-up
+        bare_pool.starmap(_bare, [(p, str(bare_out)) for p in paths[: 2 * processes]], chunksize=1)
 
         roles = {"redis": [psutil.Process(redis_proc.pid)]}
         for proc, role in zip(procs, ("workers", "api"), strict=True):

@@ -7,6 +7,7 @@ limits arrive as plain values in `Limits`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -163,6 +164,14 @@ def _check_value(name: str, value: Any, base: type, meta: Mapping[str, Any]) -> 
     return None
 
 
+@functools.cache
+def _described(options_type: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
+    """An options class's resolved type hints and its fields, worked out once: resolving string
+    annotations compiles each of them, which took most of the time of parsing a job's options."""
+    fields = {f.name: f for f in dataclasses.fields(options_type)}
+    return typing.get_type_hints(options_type), fields
+
+
 def parse_options(options_type: type[_T], raw: Mapping[str, Any] | None) -> _T:
     """Build an options object from client JSON.
 
@@ -171,8 +180,7 @@ def parse_options(options_type: type[_T], raw: Mapping[str, Any] | None) -> _T:
     raw = raw or {}
     if not isinstance(raw, Mapping):
         raise InvalidOptions("options must be a JSON object")
-    hints = typing.get_type_hints(options_type)
-    fields = {f.name: f for f in dataclasses.fields(options_type)}  # type: ignore[arg-type]
+    hints, fields = _described(typing.cast(type, options_type))
     problems: list[str] = []
     unknown = sorted(set(raw) - set(fields))
     if unknown:
