@@ -7,7 +7,6 @@ deterministic and written atomically under fixed keys, and the first finish wins
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -122,12 +121,11 @@ class ExportTask:
         conversion = registry.find([u.content_type for u in job.inputs], job.format)
         options: Any = parse_options(conversion.options, job.options)
         with tempfile.TemporaryDirectory(prefix=f"exportd-{job.id}-", dir=self.work_dir) as tmp:
-            in_dir, out_dir = Path(tmp, "in"), Path(tmp, "out")
-            in_dir.mkdir()
+            out_dir = Path(tmp, "out")  # the inputs lie beside it
             out_dir.mkdir()
             inputs = []
             for index, upload in enumerate(job.inputs):
-                path = in_dir / str(index)
+                path = Path(tmp, f"in-{index}")
                 try:
                     self.storage.fetch(upload.key, path)
                 except ObjectNotFound:
@@ -154,7 +152,6 @@ class ExportTask:
                         sha256=obj.sha256,
                     )
                 )
-            shutil.rmtree(in_dir, ignore_errors=True)
             return tuple(stored)
 
 

@@ -87,7 +87,9 @@ class Job:
         return max(0, earlier - self.retries)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+        # What dataclasses.asdict would give, without its deep copy of every value: the record is
+        # written two or three times per job.
+        return json.dumps(self, default=_fields_of, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Job:
@@ -96,6 +98,12 @@ class Job:
         data["outputs"] = tuple(Output(**_known(Output, o)) for o in data["outputs"])
         data["error"] = JobError(**data["error"]) if data["error"] else None
         return cls(**data)
+
+
+def _fields_of(value: object) -> dict[str, Any]:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:

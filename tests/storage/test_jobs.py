@@ -169,3 +169,16 @@ def test_finishing_from_the_started_record_skips_the_read_and_still_sees_later_w
     assert len(reads) == 1
     assert finished.status == "succeeded" and finished.attempts == 2
     assert records.get_job(other.id) == finished
+
+
+def test_a_record_is_written_as_dataclasses_asdict_would_write_it() -> None:
+    import json
+
+    out = Output(name="a.jpg", key="outputs/x/a.jpg", content_type="image/jpeg", size=5, sha256="1" * 64,
+                 details={"metadata": {"removed": ["GPS"], "kept": []}, "size": [3, 2]})  # fmt: skip
+    job = dataclasses.replace(
+        _job(), status=SUCCEEDED, attempts=2, outputs=(out,), error=JobError("corrupt_input", "bad"),
+        options={"width": 1600, "keep_metadata": ["copyright"], "background": None},
+    )  # fmt: skip
+    assert job.to_json() == json.dumps(dataclasses.asdict(job), separators=(",", ":"))
+    assert Job.from_json(job.to_json()) == job
