@@ -1,4 +1,4 @@
-"""glibc's allocator, told to keep large freed buffers for reuse in worker processes.
+"""glibc's allocator, told to keep large freed buffers for reuse in worker and API processes.
 
 A conversion allocates and frees buffers of tens of megabytes (decoded frames, resampled pixels,
 encoded bytes). glibc serves requests above its mmap threshold with fresh mmap()s and unmaps them
