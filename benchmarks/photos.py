@@ -254,8 +254,10 @@ def main() -> None:
                         help="photos sent through the whole service (0 to skip that part)")  # fmt: skip
     parser.add_argument("--service-only", action="store_true", help="only the whole-service part")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="turns of bare converter and service, for medians"
+        "--rounds", type=int, default=3, help="fresh processes per single-photo case, for medians"
     )
+    parser.add_argument("--service-rounds", type=int, default=5,
+                        help="service runs of each kind, each between two bare runs, for medians")  # fmt: skip
     parser.add_argument("--worker-threads", type=int, default=2,
                         help="threads per worker process in the whole-service part (the service's default is 4; "
                              "on 2 cores, 2 let one job's waits on disk and Redis overlap another's decoding)")  # fmt: skip
@@ -274,7 +276,7 @@ def main() -> None:
             made = make_inputs(work, args.photos, 0, jpeg_only=True)
             for pinned in (False, True):
                 service_throughput(made["jpeg"], args.service_jobs, work / f"service-{pinned}",
-                                   args.worker_threads, rounds=args.rounds, pinned=pinned)  # fmt: skip
+                                   args.worker_threads, rounds=args.service_rounds, pinned=pinned)  # fmt: skip
             return
         inputs = make_inputs(work, args.photos, args.album)
         print()
@@ -325,7 +327,7 @@ def main() -> None:
         if args.service_jobs:
             for pinned in (False, True):
                 service_throughput(inputs["jpeg"], args.service_jobs, work / f"service-{pinned}",
-                                   args.worker_threads, rounds=args.rounds, pinned=pinned)  # fmt: skip
+                                   args.worker_threads, rounds=args.service_rounds, pinned=pinned)  # fmt: skip
 
 
 # -- the whole service against the bare converter ---------------------------------------------------
@@ -360,7 +362,7 @@ def _bare(path: str, out_dir: str) -> float:
 
 
 def service_throughput(
-    photos: list[Path], jobs: int, work: Path, threads: int = 2, *, rounds: int = 3, pinned: bool = False
+    photos: list[Path], jobs: int, work: Path, threads: int = 2, *, rounds: int = 5, pinned: bool = False
 ) -> None:
     """Photos per second through HTTP + Redis + 2 worker processes, against the converter alone in 2
     processes: what the service itself costs at saturation (goal: at most 10 %).
