@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -77,15 +78,18 @@ def _minor_faults(process: psutil.Process) -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_the_api_reuses_its_upload_buffers_instead_of_mapping_fresh_memory_per_upload(server: Server) -> None:
     body = os.urandom(4 * 1024 * 1024)
-    for _ in range(3):  # warm-up: the buffers are made once
+    # Warm-up: each of the process's threads makes its buffers the first time it takes an upload.
+    for _ in range(8):
         assert server.call("POST", "/v1/uploads?filename=a.bin", body, "image/jpeg")[0] in (201, 415)
-    before = _minor_faults(server.worker)
-    for _ in range(5):
+    faults = []
+    for _ in range(9):
+        before = _minor_faults(server.worker)
         server.call("POST", "/v1/uploads?filename=a.bin", body, "image/jpeg")
-    per_upload = (_minor_faults(server.worker) - before) / 5
+        faults.append(_minor_faults(server.worker) - before)
     # 4 MiB is 1,024 pages. Without the tuning of actors/memory.py in the API process, about 1,500
-    # pages were mapped afresh per upload (measured); with it, a handful.
-    assert per_upload < 128, per_upload
+    # pages were mapped afresh for every upload (measured); with it, none for most uploads, and a
+    # full set now and then for a thread taking its first upload.
+    assert statistics.median(faults) < 128, faults
 
 
 def test_a_waiting_request_on_the_real_server_is_woken_by_the_finish(
