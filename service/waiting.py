@@ -44,8 +44,9 @@ class JobWaiter:
         Read the job's record inside the block, after this: a finish published in between still
         sets the event, so it is never missed.
         """
-        self._start()
-        if not self._subscribed.wait(SUBSCRIBE_TIMEOUT_S):
+        # Only the request that starts the subscription waits for it to be in place; while it is
+        # down later on, requests are answered at once.
+        if not self._subscribed.wait(SUBSCRIBE_TIMEOUT_S if self._start() else 0):
             yield None
             return
         event = threading.Event()
@@ -68,11 +69,14 @@ class JobWaiter:
                     if not events:
                         del self._waiting[job_id]
 
-    def _start(self) -> None:
+    def _start(self) -> bool:
+        """Start the subscribing thread unless it runs; whether this call started it."""
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._listen, name="exportd-job-waiter", daemon=True)
-                self._thread.start()
+            if self._thread is not None and self._thread.is_alive():
+                return False
+            self._thread = threading.Thread(target=self._listen, name="exportd-job-waiter", daemon=True)
+            self._thread.start()
+            return True
 
     def _wake(self, job_id: str) -> None:
         with self._lock:

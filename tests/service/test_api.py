@@ -24,6 +24,7 @@ from actors.broker import EXPORT_QUEUE, QUEUES, build_broker
 from actors.export import ExportTask, JobOutcome, declare_export_actor, enqueue_export
 from service.app import create_app, limits_from
 from service.settings import Settings, parse_signing_keys
+from service.waiting import RESUBSCRIBE_DELAY_S
 from storage.jobs import Records
 from storage.local import LocalStorage
 from tests.conftest import TEST_KEYS
@@ -592,7 +593,9 @@ def test_waiting_requests_are_woken_when_the_subscription_breaks_and_it_comes_ba
     thread.join(10)
     assert not thread.is_alive() and answer["result"].json["status"] == "queued"
     assert answer["seconds"] < 10  # woken to read the record again, not left until the end of its wait
-    # Subscribed again: a later wait is woken by its job's finish.
+    # Subscribed again after a pause (meanwhile requests are answered at once): a later wait is
+    # woken by its job's finish.
+    time.sleep(RESUBSCRIBE_DELAY_S + 1.0)
     thread, answer = _get_in_thread(api, f"/v1/exports/{job_id}", {"wait": "20"})
     thread.join(0.5)
     _run_jobs_until_answered(api, thread)
