@@ -1,9 +1,26 @@
 """gunicorn settings that are not per-deployment (those come from `exportd serve`'s flags)."""
 
+import signal
+from typing import Any
+
 from service.logs import GUNICORN_LOGCONFIG
+from service.waiting import answer_all_now
 
 logconfig_dict = GUNICORN_LOGCONFIG
 # Uploads stream through a worker thread; a slow client must not be cut off mid-upload too soon.
 timeout = 120
 graceful_timeout = 30
 keepalive = 5
+
+
+def post_worker_init(worker: Any) -> None:
+    """On SIGTERM, requests waiting for a job (?wait) are answered at once, then gunicorn stops as
+    it would: a rolling update does not wait for them, nor cut them off at graceful_timeout."""
+    stop_gracefully = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        answer_all_now()
+        if callable(stop_gracefully):
+            stop_gracefully(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)

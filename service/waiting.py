@@ -6,7 +6,8 @@ process keeps one subscription, on a thread of its own started by the first wait
 wakes the requests waiting for that id.
 
 A waiting request holds one of the process's threads, so at most `max_waiting` wait at once; past
-that, and while the subscription is down, a request is answered at once, as without `wait`.
+that, while the subscription is down, and once the process is stopping (answer_all_now, called on
+SIGTERM by service/gunicorn_config.py), a request is answered at once, as without `wait`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import weakref
 from collections.abc import Iterator
 
 import redis
@@ -26,6 +28,17 @@ SUBSCRIBE_TIMEOUT_S = 2.0
 RESUBSCRIBE_DELAY_S = 1.0
 
 
+#: Every JobWaiter of this process, for answer_all_now.
+_WAITERS: weakref.WeakSet[JobWaiter] = weakref.WeakSet()
+
+
+def answer_all_now() -> None:
+    """The process is stopping: answer the waiting requests now, and any later one at once, so a
+    graceful shutdown is not held up by waits (nor cut short in the middle of one)."""
+    for waiter in list(_WAITERS):
+        waiter.stop_waiting()
+
+
 class JobWaiter:
     def __init__(self, client: redis.Redis, channel: str, *, max_waiting: int) -> None:
         self._client = client
@@ -36,6 +49,13 @@ class JobWaiter:
         self._count = 0
         self._subscribed = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stopping = False
+        _WAITERS.add(self)
+
+    def stop_waiting(self) -> None:
+        with self._lock:
+            self._stopping = True
+        self._wake_all()
 
     @contextlib.contextmanager
     def watch(self, job_id: str) -> Iterator[threading.Event | None]:
@@ -51,7 +71,7 @@ class JobWaiter:
             return
         event = threading.Event()
         with self._lock:
-            room = self._count < self._max_waiting
+            room = self._count < self._max_waiting and not self._stopping
             if room:
                 self._count += 1
                 self._waiting.setdefault(job_id, set()).add(event)
@@ -84,7 +104,8 @@ class JobWaiter:
                 event.set()
 
     def _wake_all(self) -> None:
-        """The subscription broke: finishes may be missed, so every waiting request reads again now."""
+        """Every waiting request reads the record again now (the subscription broke, so finishes
+        may be missed; or the process is stopping)."""
         with self._lock:
             for events in self._waiting.values():
                 for event in events:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @dataclass
 class Server:
     port: int
+    master: subprocess.Popen[bytes]  # gunicorn's arbiter, what `exportd serve` became
     worker: psutil.Process  # the gunicorn worker process that serves the requests
 
     def call(self, method: str, path: str, body: bytes | None = None, ctype: str = "") -> tuple[int, Any]:
@@ -53,14 +55,14 @@ def server(tmp_path: Path, redis_url: str, namespace: str) -> Iterator[Server]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if Server(port, psutil.Process(proc.pid)).call("GET", "/readyz")[0] == 200:
+                if Server(port, proc, psutil.Process(proc.pid)).call("GET", "/readyz")[0] == 200:
                     break
             except OSError:
                 pass
             assert proc.poll() is None and time.monotonic() < deadline, "exportd serve did not come up"
             time.sleep(0.2)
         (worker,) = psutil.Process(proc.pid).children()
-        yield Server(port, worker)
+        yield Server(port, proc, worker)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -113,3 +115,24 @@ def test_a_waiting_request_on_the_real_server_is_woken_by_the_finish(
     thread.join(20)
     assert answer["status"] == 200 and answer["job"]["status"] == "succeeded"
     assert answer["seconds"] < 10
+
+
+def test_sigterm_answers_waiting_requests_at_once_and_the_server_stops(server: Server) -> None:
+    body, ctype = multipart([("file", ("a.jpg", jpeg_bytes())), ("format", "png")])
+    job_id = server.call("POST", "/v1/exports", body, ctype)[1]["id"]  # no worker runs: it stays queued
+    answer: dict[str, Any] = {}
+
+    def wait() -> None:
+        answer["status"], answer["job"] = server.call("GET", f"/v1/exports/{job_id}?wait=30")
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    thread.join(1.0)
+    assert thread.is_alive()
+    began = time.monotonic()
+    server.master.send_signal(signal.SIGTERM)  # what Kubernetes sends on a rolling update
+    thread.join(10)
+    assert not thread.is_alive()
+    assert answer["status"] == 200 and answer["job"]["status"] == "queued"
+    assert server.master.wait(20) == 0
+    assert time.monotonic() - began < 10  # not held until the end of the wait, nor of graceful_timeout
