@@ -387,6 +387,7 @@ def service_throughput(
     import psutil
 
     from service.cli import start_local_redis
+    from storage.jobs import TERMINAL
     from tests.helpers import free_port, multipart
 
     paths = [str(photos[i % len(photos)]) for i in range(jobs)]
@@ -452,11 +453,9 @@ def service_throughput(
         # One request per job, as a client that needs every result makes: each waits on the API
         # (?wait) until its job finishes, and jobs finish about in the order they were sent.
         for job_id in ids:
-            while (job := call("GET", f"/v1/exports/{job_id}?wait=30"))["status"] not in (
-                "succeeded",
-                "failed",
-            ):
-                pass
+            job = call("GET", f"/v1/exports/{job_id}?wait=30")
+            while job["status"] not in TERMINAL:
+                job = call("GET", f"/v1/exports/{job_id}?wait=30")
             if job["status"] == "failed":
                 raise SystemExit(f"service job failed: {job['error']}")
 

@@ -149,8 +149,8 @@ def create_app(
         Exports(receiver=receiver, records=records, enqueue=enqueue, view=view,
                 max_inputs=settings.max_inputs, clock=clock),
     )  # fmt: skip
-    # A waiting request holds a thread: one is always left for the others.
-    waiter = JobWaiter(records.redis, records.finished_channel, max_waiting=max(1, settings.api_threads - 1))
+    # A waiting request holds a thread: one is always left for the others (with one thread, none waits).
+    waiter = JobWaiter(records.redis, records.finished_channel, max_waiting=settings.api_threads - 1)
     app.add_route("/v1/exports/{job_id}", ExportItem(records=records, view=view, waiter=waiter))
     app.add_route("/v1/files/outputs/{job_id}/{name}", Files(storage=storage, signer=signer, clock=clock))
     return app

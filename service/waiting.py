@@ -46,7 +46,6 @@ class JobWaiter:
         self._max_waiting = max_waiting
         self._lock = threading.Lock()
         self._waiting: dict[str, set[threading.Event]] = {}
-        self._count = 0
         self._subscribed = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -71,9 +70,9 @@ class JobWaiter:
             return
         event = threading.Event()
         with self._lock:
-            room = self._count < self._max_waiting and not self._stopping
+            waiting = sum(len(events) for events in self._waiting.values())
+            room = waiting < self._max_waiting and not self._stopping
             if room:
-                self._count += 1
                 self._waiting.setdefault(job_id, set()).add(event)
         if not room:
             yield None
@@ -82,12 +81,10 @@ class JobWaiter:
             yield event
         finally:
             with self._lock:
-                self._count -= 1
-                events = self._waiting.get(job_id)
-                if events is not None:
-                    events.discard(event)
-                    if not events:
-                        del self._waiting[job_id]
+                events = self._waiting[job_id]
+                events.discard(event)
+                if not events:
+                    del self._waiting[job_id]
 
     def _start(self) -> bool:
         """Start the subscribing thread unless it runs; whether this call started it."""
