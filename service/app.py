@@ -144,13 +144,13 @@ def create_app(
     app.add_route("/v1/formats", Formats())
     app.add_route("/v1/uploads", Uploads(receiver))
     app.add_route("/v1/uploads/{upload_id}", UploadItem(records))
-    app.add_route(
-        "/v1/exports",
-        Exports(receiver=receiver, records=records, enqueue=enqueue, view=view,
-                max_inputs=settings.max_inputs, clock=clock),
-    )  # fmt: skip
     # A waiting request holds a thread: one is always left for the others (with one thread, none waits).
     waiter = JobWaiter(records.redis, records.finished_channel, max_waiting=settings.api_threads - 1)
+    app.add_route(
+        "/v1/exports",
+        Exports(receiver=receiver, records=records, enqueue=enqueue, view=view, waiter=waiter,
+                max_inputs=settings.max_inputs, clock=clock),
+    )  # fmt: skip
     app.add_route("/v1/exports/{job_id}", ExportItem(records=records, view=view, waiter=waiter))
     app.add_route("/v1/files/outputs/{job_id}/{name}", Files(storage=storage, signer=signer, clock=clock))
     return app

@@ -76,17 +76,49 @@ class JobView:
         }
 
 
+#: The longest `wait` a request may ask for: below the idle timeout of common load balancers.
+MAX_WAIT_S = 30.0
+
+
+def wait_param(req: falcon.Request) -> float:
+    """The request's `?wait=` in seconds, 0 without one. Raises BadRequest."""
+    raw = req.get_param("wait")
+    if raw is None:
+        return 0.0
+    try:
+        wait_s = float(raw)
+    except ValueError:
+        wait_s = -1.0
+    if not 0 <= wait_s <= MAX_WAIT_S:  # also refuses nan and inf
+        raise BadRequest(f"wait must be a number of seconds from 0 to {MAX_WAIT_S:g}, not {raw!r}")
+    return wait_s
+
+
+def read_job(records: Records, waiter: JobWaiter, job_id: str, wait_s: float) -> Job:
+    """The job's record; with wait_s, once it has finished or wait_s has passed."""
+    if not wait_s:
+        return records.get_job(job_id)
+    with waiter.watch(job_id) as finished:
+        job = records.get_job(job_id)  # after watch(): a finish from here on sets `finished`
+        if finished is not None and not job.finished:
+            finished.wait(wait_s)
+            job = records.get_job(job_id)
+    return job
+
+
 class Exports:
     def __init__(self, *, receiver: UploadReceiver, records: Records, enqueue: Callable[[str, str], None],
-                 view: JobView, max_inputs: int, clock: Callable[[], float]) -> None:  # fmt: skip
+                 view: JobView, waiter: JobWaiter, max_inputs: int, clock: Callable[[], float]) -> None:  # fmt: skip
         self.receiver = receiver
         self.records = records
         self.enqueue = enqueue
         self.view = view
+        self.waiter = waiter
         self.max_inputs = max_inputs
         self.clock = clock
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        wait_s = wait_param(req)  # refused before anything is stored
         received: list[Upload] = []  # files this request stored: removed again if it is refused
         try:
             job = self._accept(req, received)
@@ -94,7 +126,9 @@ class Exports:
             self.receiver.discard(received)
             raise
         log.info("job queued", extra={"job_id": job.id, "format": job.format, "inputs": len(job.inputs)})
-        resp.status = falcon.HTTP_202
+        job = read_job(self.records, self.waiter, job.id, wait_s) if wait_s else job
+        # 201 once the job has finished (succeeded or failed: its status says which), else 202.
+        resp.status = falcon.HTTP_201 if job.finished else falcon.HTTP_202
         resp.location = f"/v1/exports/{job.id}"
         resp.media = self.view(job)
 
@@ -181,10 +215,6 @@ class Exports:
         return uploads, target.lower() if isinstance(target, str) else target, body.get("options")
 
 
-#: The longest `wait` a request may ask for: below the idle timeout of common load balancers.
-MAX_WAIT_S = 30.0
-
-
 class ExportItem:
     def __init__(self, *, records: Records, view: JobView, waiter: JobWaiter) -> None:
         self.records = records
@@ -192,30 +222,8 @@ class ExportItem:
         self.waiter = waiter
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
-        wait_s = _wait_param(req)
-        if not wait_s:
-            job = self.records.get_job(job_id)
-        else:
-            with self.waiter.watch(job_id) as finished:
-                job = self.records.get_job(job_id)
-                if finished is not None and not job.finished:
-                    finished.wait(wait_s)
-                    job = self.records.get_job(job_id)
-        resp.media = self.view(job)
+        resp.media = self.view(read_job(self.records, self.waiter, job_id, wait_param(req)))
         resp.cache_control = ["no-store"]  # the body holds freshly signed links
-
-
-def _wait_param(req: falcon.Request) -> float:
-    raw = req.get_param("wait")
-    if raw is None:
-        return 0.0
-    try:
-        wait_s = float(raw)
-    except ValueError:
-        wait_s = -1.0
-    if not 0 <= wait_s <= MAX_WAIT_S:  # also refuses nan and inf
-        raise BadRequest(f"wait must be a number of seconds from 0 to {MAX_WAIT_S:g}, not {raw!r}")
-    return wait_s
 
 
 class Formats:

@@ -600,3 +600,43 @@ def test_waiting_requests_are_woken_when_the_subscription_breaks_and_it_comes_ba
     thread.join(0.5)
     _run_jobs_until_answered(api, thread)
     assert answer["result"].json["status"] == "succeeded" and answer["seconds"] < 15
+
+
+def test_an_export_posted_with_wait_comes_back_finished_with_its_links(api: Api, worker: Worker) -> None:
+    photo = jpeg_bytes(800, 600)
+    body, ctype = multipart([("file", ("photo.jpg", photo)), ("format", "png")])
+    result = api.client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype},
+                                      params={"wait": "20"})  # fmt: skip
+    assert result.status_code == 201, result.text
+    job = result.json
+    assert result.headers["location"] == f"/v1/exports/{job['id']}"
+    assert job["status"] == "succeeded"
+    png = api.download(job["outputs"][0]["url"])
+    assert png.status_code == 200 and Image.open(io.BytesIO(png.content)).size == (800, 600)
+
+
+def test_an_export_that_fails_within_its_wait_comes_back_failed(api: Api, worker: Worker) -> None:
+    body, ctype = multipart([("file", ("cut.jpg", jpeg_bytes(800, 600)[:400])), ("format", "png")])
+    result = api.client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype},
+                                      params={"wait": "20"})  # fmt: skip
+    assert result.status_code == 201, result.text
+    assert result.json["status"] == "failed" and result.json["error"]["code"] == "corrupt_input"
+
+
+def test_an_export_whose_wait_runs_out_is_accepted_as_usual(api: Api) -> None:
+    body, ctype = multipart([("file", ("a.jpg", jpeg_bytes())), ("format", "png")])
+    began = time.monotonic()
+    result = api.client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype},
+                                      params={"wait": "0.5"})  # fmt: skip
+    assert result.status_code == 202 and result.json["status"] == "queued"
+    assert time.monotonic() - began >= 0.5
+    assert api.queue_length() == 1
+
+
+def test_a_bad_wait_refuses_the_export_before_anything_is_stored(api: Api) -> None:
+    body, ctype = multipart([("file", ("a.jpg", jpeg_bytes())), ("format", "png")])
+    result = api.client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype},
+                                      params={"wait": "forever"})  # fmt: skip
+    _problem(result, 400, "invalid_request")
+    assert api.queue_length() == 0
+    assert not list(api.storage.list_keys("uploads/"))
