@@ -1,4 +1,4 @@
-"""Requests that wait for a job to finish (`GET /v1/exports/{id}?wait=N`), woken by Redis pub/sub.
+"""Requests that wait for a job to finish (`?wait=N` on GET and POST /v1/exports), woken by Redis pub/sub.
 
 The worker that finishes a job publishes its id on the namespace's channel in the same Lua call
 that writes the record (storage/jobs.py), so waking costs no extra Redis round trip. Each API
