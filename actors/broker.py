@@ -7,7 +7,7 @@ from typing import Any
 
 import redis
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.middleware import Middleware, Retries, ShutdownNotifications, TimeLimit
+from dramatiq.middleware import Middleware, ShutdownNotifications, TimeLimit
 
 from exporters.registry import DEFAULT_QUEUE, OFFICE_QUEUE
 
@@ -68,15 +68,12 @@ def build_broker(
     heartbeat_timeout_ms: int,
     extra_middleware: list[Middleware] | None = None,
 ) -> Any:
-    """A RedisBroker with the middleware exportd relies on, and its queue declared."""
-    # "after" hooks run in reverse order: middleware listed before Retries sees its verdict
-    # (message.failed) on the way out.
-    middleware: list[Middleware] = [
-        *(extra_middleware or []),
-        TimeLimit(),
-        ShutdownNotifications(),
-        Retries(),
-    ]
+    """A RedisBroker with the middleware exportd relies on, and its queue declared.
+
+    Retries are not Dramatiq's Retries middleware: a worker's broker gets actors.outcomes.JobOutcomes
+    in `extra_middleware`, which does not lose a retry while Redis is down.
+    """
+    middleware: list[Middleware] = [*(extra_middleware or []), TimeLimit(), ShutdownNotifications()]
     broker = _Broker(  # type: ignore[no-untyped-call]
         client=client,
         namespace=f"{namespace}:dramatiq",

@@ -9,14 +9,13 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import dramatiq
-from dramatiq.middleware import Middleware
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
+from actors import running
 from actors.broker import EXPORT_QUEUE
 from exporters import registry
 from exporters.base import ConversionError, InputFile, Limits, parse_options
@@ -29,8 +28,9 @@ EXPORT_ACTOR = "export"
 #: its own (LibreOffice conversions must not hold up photos).
 ACTOR_OF_QUEUE = {EXPORT_QUEUE: EXPORT_ACTOR, OFFICE_QUEUE: "export_office"}
 
-#: A job whose process died this many times (a decoder that segfaults, an OOM kill) is failed
-#: instead of being run again: a crash must not loop forever or take more of the pool down.
+#: A job that crashed its process this many times (a decoder that segfaults, an OOM kill while it
+#: held most of the memory) is failed instead of being run again: a crash must not loop forever or
+#: take more of the pool down. Processes killed from outside do not count (actors/running.py).
 MAX_CRASHED_ATTEMPTS = 2
 
 log = logging.getLogger("exportd.export")
@@ -44,12 +44,19 @@ class ExportTask:
     """What the actor runs for one job id."""
 
     def __init__(
-        self, *, records: Records, storage: Storage, limits: Limits, work_dir: Path | None = None
+        self,
+        *,
+        records: Records,
+        storage: Storage,
+        limits: Limits,
+        work_dir: Path | None = None,
+        time_limit_s: int | None = None,
     ) -> None:
         self.records = records
         self.storage = storage
         self.limits = limits
         self.work_dir = work_dir
+        self.time_limit_s = time_limit_s  # named in time_limit_exceeded messages
 
     def __call__(self, job_id: str) -> None:
         ctx = {"job_id": job_id}
@@ -62,7 +69,7 @@ class ExportTask:
             log.info("job already finished; this delivery is a duplicate", extra=ctx)
             return
         ctx["attempt"] = str(job.attempts)
-        if job.crashed_attempts >= MAX_CRASHED_ATTEMPTS:
+        if job.crashes >= MAX_CRASHED_ATTEMPTS:
             self.records.finish_job(
                 job_id,
                 seen=job,
@@ -72,12 +79,13 @@ class ExportTask:
                     "the file is probably damaged or built to attack image decoders",
                 ),
             )
-            log.error("job failed: its worker process died twice", extra=ctx)
+            log.error("job failed: it crashed its worker process twice", extra=ctx)
             return
         log.info("job started", extra=ctx)
         began = time.perf_counter()
         try:
-            outputs = self._convert(job)
+            with running.marked(job_id):
+                outputs = self._convert(job)
         except ConversionError as exc:
             self.records.finish_job(job_id, seen=job, error=JobError(exc.code, exc.message))
             log.info("job failed", extra={**ctx, "code": exc.code, "reason": exc.message})
@@ -101,7 +109,9 @@ class ExportTask:
                 seen=job,
                 error=JobError(
                     "time_limit_exceeded",
-                    "the conversion took longer than this service allows; try a smaller file or fewer pages",
+                    "the conversion took longer than this service allows"
+                    + (f" ({self.time_limit_s} s, EXPORTD_JOB_TIME_LIMIT_S)" if self.time_limit_s else "")
+                    + "; try a smaller file or fewer pages",
                 ),
             )
             log.warning("job hit its time limit", extra=ctx)
@@ -160,42 +170,6 @@ class InputGone(ConversionError):
 
     def __init__(self, filename: str) -> None:
         super().__init__(f"the input {filename!r} is no longer in storage; upload it again")
-
-
-class JobOutcome(Middleware):
-    """Keeps the job record true when the actor raised: queued while a retry waits, failed when none is left."""
-
-    def __init__(self, records_for: Callable[[], Records]) -> None:
-        self._records_for = records_for
-
-    def after_process_message(
-        self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None
-    ) -> None:
-        if exception is None or message.actor_name not in ACTOR_OF_QUEUE.values():
-            return
-        job_id = message.args[0]
-        records = self._records_for()
-        try:
-            if message.failed:
-                log.error(
-                    "job failed after its last retry",
-                    extra={"job_id": job_id, "error": type(exception).__name__},
-                )
-                records.finish_job(
-                    job_id,
-                    error=JobError(
-                        "internal_error",
-                        "the export failed because of a fault in the service; it was retried and then given up",
-                    ),
-                )
-            else:
-                log.warning(
-                    "job raised; a retry is scheduled",
-                    extra={"job_id": job_id, "error": type(exception).__name__},
-                )
-                records.requeue_job(job_id)
-        except Exception:  # Redis itself may be what failed; the retry or the requeue will set this right
-            log.exception("could not record the outcome of a job", extra={"job_id": job_id})
 
 
 def declare_export_actor(broker: Any, task: ExportTask, *, time_limit_s: int, max_retries: int) -> None:

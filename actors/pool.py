@@ -3,7 +3,11 @@
 Dramatiq's own CLI shuts the whole pool down when one process dies. exportd's converters run
 native decoders, and one crashing file must not stop the service, so this supervisor replaces
 a dead process instead; the dead process's unfinished messages go back to the queue when its
-heartbeat expires.
+heartbeat expires (the sweeper makes that prompt, actors/sweeper.py).
+
+How a process died decides whether its jobs are to blame (actors/running.py): a crash signal or
+an OOM kill counts against the job that caused it, and a job that crashed its process twice is
+failed; a SIGKILL from outside (an operator, a node drain) counts against nobody.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 from dramatiq import Worker
 
+from actors import running
 from actors.broker import EXPORT_QUEUE
 from actors.memory import keep_large_buffers
 
@@ -47,6 +52,13 @@ class PoolConfig:
     shutdown_timeout_s: int
     queues: tuple[str, ...] = (EXPORT_QUEUE,)
     alive_file: Path | None = None  # touched every ALIVE_EVERY_S while all processes are alive
+    # Where each process marks the jobs it runs (one directory per process); None: no blame is told.
+    run_dir: Path | None = None
+    sweep_interval_s: float = 10.0
+
+
+#: How recent an OOM kill in the cgroup must be for a process found dead of SIGKILL to count as it.
+OOM_WINDOW_S = 5.0
 
 
 def is_alive(alive_file: Path, *, max_age_s: float, now: float) -> bool:
@@ -81,6 +93,8 @@ def _child(boot: Callable[[], Any], config: PoolConfig, index: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     keep_large_buffers()
+    if config.run_dir is not None:
+        running.use_directory(config.run_dir / str(index))
     broker = boot()
     broker.emit_after("process_boot")
     worker = _Worker(
@@ -98,13 +112,28 @@ def _child(boot: Callable[[], Any], config: PoolConfig, index: int) -> None:
 
 
 class Pool:
-    def __init__(self, boot: Callable[[], Any], config: PoolConfig) -> None:
+    """`boot` builds a process's broker; `note_crash(job_id)` counts a crash against a job (it may
+    raise while Redis is down: it is called again); `sweep()` runs the sweeper once."""
+
+    def __init__(
+        self,
+        boot: Callable[[], Any],
+        config: PoolConfig,
+        *,
+        note_crash: Callable[[str], None] | None = None,
+        sweep: Callable[[], Any] | None = None,
+    ) -> None:
         self.boot = boot
         self.config = config
+        self.note_crash = note_crash
+        self.sweep = sweep
         self._ctx = multiprocessing.get_context("fork")
         self._procs: dict[int, BaseProcess] = {}
         self._stopping = threading.Event()
         self._crashes: list[float] = []
+        self._blamed: list[str] = []  # jobs whose crash is still to be recorded (Redis was down)
+        self._oom_kills = running.oom_kills()
+        self._oom_at = float("-inf")
 
     def _spawn(self, index: int) -> None:
         proc = self._ctx.Process(
@@ -131,25 +160,71 @@ class Pool:
         for index in range(self.config.processes):
             self._spawn(index)
         last_alive = 0.0
+        next_sweep = time.monotonic()
         while not self._stopping.wait(0.5):
+            self._watch_oom_kills()
+            if self.sweep is not None and time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + self.config.sweep_interval_s
+                self._sweep()
             if (
                 all(p.is_alive() for p in self._procs.values())
                 and time.monotonic() - last_alive >= ALIVE_EVERY_S
             ):
                 self._touch_alive()
                 last_alive = time.monotonic()
+            self._record_blame()
             for index, proc in list(self._procs.items()):
                 if proc.is_alive() or self._stopping.is_set():
                     continue
+                blamed = self._blame(index, proc.exitcode)
                 delay = self._restart_delay()
                 log.error(
                     "worker process died; replacing it",
-                    extra={"worker": index, "exitcode": proc.exitcode, "restart_in_s": delay},
-                )
+                    extra={"worker": index, "exitcode": proc.exitcode, "restart_in_s": delay,
+                           "blamed_jobs": blamed},
+                )  # fmt: skip
                 if self._stopping.wait(delay):
                     break
                 self._spawn(index)
         return self._shutdown()
+
+    def _watch_oom_kills(self) -> None:
+        kills = running.oom_kills()
+        if kills is not None and self._oom_kills is not None and kills > self._oom_kills:
+            self._oom_at = time.monotonic()
+        self._oom_kills = kills
+
+    def _blame(self, index: int, exitcode: int | None) -> list[str]:
+        """The jobs the death of process `index` counts against; they are recorded by _record_blame."""
+        if self.config.run_dir is None:
+            return []
+        directory = self.config.run_dir / str(index)
+        self._watch_oom_kills()
+        blamed = running.blame(
+            running.jobs_in(directory),
+            exitcode=exitcode,
+            oom_killed=time.monotonic() - self._oom_at <= OOM_WINDOW_S,
+            crashed=running.crashed_thread(directory),
+        )
+        self._blamed.extend(blamed)
+        self._record_blame()
+        return blamed
+
+    def _record_blame(self) -> None:
+        while self._blamed and self.note_crash is not None:
+            try:
+                self.note_crash(self._blamed[0])
+            except Exception as exc:  # Redis down: kept, and tried again on the next turn
+                log.warning("cannot record a crash yet", extra={"jobs": self._blamed, "error": str(exc)})
+                return
+            self._blamed.pop(0)
+
+    def _sweep(self) -> None:
+        assert self.sweep is not None
+        try:
+            self.sweep()
+        except Exception as exc:  # Redis down: the next interval tries again
+            log.warning("sweep failed", extra={"error": f"{type(exc).__name__}: {exc}"})
 
     def _touch_alive(self) -> None:
         if self.config.alive_file is None:

@@ -68,13 +68,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    import tempfile
+
     from actors.pool import Pool, PoolConfig
     from service import logs
-    from service.wiring import build_worker_broker
+    from service.wiring import build_crash_recorder, build_sweeper, build_worker_broker
 
     settings = _settings()
     _require_redis(settings)
     logs.configure(settings.log_level)
+    # Where each process marks the jobs it runs, for the supervisor to read when one dies.
+    run_dir = Path(tempfile.mkdtemp(prefix="exportd-pool-"))
     config = PoolConfig(
         processes=settings.worker_processes,
         threads=settings.worker_threads,
@@ -82,8 +86,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
         shutdown_timeout_s=settings.worker_shutdown_timeout_s,
         queues=settings.queues,
         alive_file=settings.worker_alive_file,
+        run_dir=run_dir,
+        sweep_interval_s=settings.sweep_interval_s,
     )
-    return Pool(functools.partial(build_worker_broker, settings), config).run()
+    try:
+        return Pool(
+            functools.partial(build_worker_broker, settings),
+            config,
+            note_crash=build_crash_recorder(settings),
+            sweep=build_sweeper(settings).sweep,
+        ).run()
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
@@ -166,10 +180,12 @@ def start_local_redis(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
         port = _free_port()
         listen = ["--port", str(port), "--bind", "127.0.0.1"]
         url = f"redis://127.0.0.1:{port}/0"
+    # appendfsync always: a write is on disk before Redis answers it, so a job that got its 202
+    # survives Redis being killed (with everysec, the last second of writes could be lost).
     argv = [
         binary, *listen,
         "--dir", str(redis_dir),
-        "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+        "--appendonly", "yes", "--appendfsync", "always", "--save", "",
         "--maxmemory-policy", "noeviction",
         "--logfile", str(redis_dir / "redis.log"),
     ]  # fmt: skip
@@ -207,10 +223,39 @@ def _stop(procs: list[tuple[str, subprocess.Popen[bytes]]], timeout_s: float) ->
             proc.wait()
 
 
+RUN_LOCK = "run.lock"
+
+
+def _lock_data_dir(data_dir: Path) -> object:
+    """Hold a lock on data_dir for this `exportd run`; exit at once if another one holds it.
+
+    A second run would start a second Redis on the same socket, fail to bind, and delete the
+    socket on exit, cutting the first service off from its Redis.
+    """
+    import fcntl
+
+    path = data_dir / RUN_LOCK
+    handle = open(path, "a+")  # noqa: SIM115  # held open for the life of the process
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        raise SystemExit(
+            f"exportd: another `exportd run` (pid {holder}) is already using {data_dir.resolve()}/; "
+            "stop it first, or give this one its own EXPORTD_DATA_DIR"
+        ) from None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     os.environ.setdefault("EXPORTD_ENV", "development")
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_data_dir(settings.data_dir)  # noqa: F841  # released when this process exits
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -226,11 +271,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     redis_proc = None
     if not settings.redis_url:
         redis_proc, env["EXPORTD_REDIS_URL"] = start_local_redis(settings.data_dir)
-    # The worker shutdown timeout must outlast the job time limit; in development don't wait minutes.
+    # Ctrl-C must not wait minutes for running jobs: they get RUN_STOP_TIMEOUT_S to finish, and
+    # those cut off are run again at the next start. The job time limit stays the setting's.
     env["EXPORTD_WORKER_SHUTDOWN_TIMEOUT_S"] = str(
         min(settings.worker_shutdown_timeout_s, RUN_STOP_TIMEOUT_S)
     )
-    env["EXPORTD_JOB_TIME_LIMIT_S"] = str(min(settings.job_time_limit_s, RUN_STOP_TIMEOUT_S - 5))
 
     def child(name: str, command: str) -> tuple[str, subprocess.Popen[bytes]]:
         argv = [sys.executable, "-m", "service.cli", command]
@@ -240,7 +285,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(
         f"exportd: API on {settings.base_url}, {settings.worker_processes} worker processes × "
         f"{settings.worker_threads} threads, Redis at {env['EXPORTD_REDIS_URL'].split('@')[-1]}, "
-        f"data in {settings.data_dir}/. Ctrl-C stops everything.",
+        f"data in {settings.data_dir}/, job time limit {settings.job_time_limit_s} s. Ctrl-C stops everything.",
         file=sys.stderr,
         flush=True,
     )

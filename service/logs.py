@@ -44,6 +44,8 @@ def configure(level: str) -> None:
     root.setLevel(level.upper())
     # Dramatiq logs every poll and message at DEBUG and its own lifecycle at INFO; keep warnings.
     logging.getLogger("dramatiq").setLevel(max(logging.WARNING, root.level))
+    # libvips reports every operation it loads at INFO through pyvips (about 7 lines a photo).
+    logging.getLogger("pyvips").setLevel(max(logging.WARNING, root.level))
 
 
 #: gunicorn's logconfig_dict: its error log through the same formatter, its access log off

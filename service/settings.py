@@ -102,8 +102,14 @@ class Settings:
     worker_threads: int = 4
     # Longest idle poll of the queue: bounds the latency from submit to start when the pool is idle.
     worker_poll_ms: int = 50
-    # A worker process silent this long is presumed dead and its unfinished messages are requeued.
+    # A worker process silent this long is presumed dead and its unfinished messages are requeued
+    # (by the next sweep: a dead worker's jobs return within this plus sweep_interval_s).
     worker_heartbeat_timeout_ms: int = 30_000
+    # How often a pool supervisor runs the sweeper (one sweep per interval across all pools): dead
+    # workers' messages back to their queues, and open jobs with no message queued again.
+    sweep_interval_s: int = 10
+    # A job younger than this is never judged lost (the API stores a record just before its message).
+    sweep_grace_s: int = 60
     # On SIGTERM, how long running jobs get to finish before their messages go back to the queue.
     worker_shutdown_timeout_s: int = 600
     # File the pool supervisor touches while all its processes live; `exportd check-worker` reads it.
@@ -158,10 +164,11 @@ class Settings:
             raise ConfigError(f"EXPORTD_WORKER_QUEUES must name queues among {', '.join(QUEUES)}")
         for name in ("port", "link_ttl_s", "max_upload_bytes", "max_inputs", "retention_s", "max_frames",
                      "max_total_pixels", "max_table_pages", "job_time_limit_s", "worker_processes", "worker_threads", "worker_poll_ms",
-                     "api_processes", "api_threads"):  # fmt: skip
+                     "api_processes", "api_threads", "sweep_interval_s", "sweep_grace_s"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
-        if self.job_time_limit_s >= self.worker_shutdown_timeout_s:
+        # In development (`exportd run`) Ctrl-C must not wait minutes: jobs cut off run again later.
+        if not self.development and self.job_time_limit_s >= self.worker_shutdown_timeout_s:
             raise ConfigError(
                 "EXPORTD_WORKER_SHUTDOWN_TIMEOUT_S must be longer than EXPORTD_JOB_TIME_LIMIT_S"
             )

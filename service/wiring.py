@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from actors.broker import build_broker, build_redis
-from actors.export import ExportTask, JobOutcome, declare_export_actor
+from actors.export import ACTOR_OF_QUEUE, ExportTask, declare_export_actor
+from actors.outcomes import JobOutcomes
 from service.app import limits_from
 from service.settings import Settings
 from storage.base import Storage
@@ -39,10 +41,46 @@ def build_worker_broker(settings: Settings) -> Any:
         client,
         namespace=settings.redis_namespace,
         heartbeat_timeout_ms=settings.worker_heartbeat_timeout_ms,
-        extra_middleware=[JobOutcome(lambda: records)],
+        extra_middleware=[JobOutcomes(lambda: records, frozenset(ACTOR_OF_QUEUE.values()))],
     )
-    task = ExportTask(records=records, storage=build_storage(settings), limits=limits_from(settings))
+    task = ExportTask(records=records, storage=build_storage(settings), limits=limits_from(settings),
+                      time_limit_s=settings.job_time_limit_s)  # fmt: skip
     declare_export_actor(
         broker, task, time_limit_s=settings.job_time_limit_s, max_retries=settings.job_max_retries
     )
     return broker
+
+
+def build_sweeper(settings: Settings) -> Any:
+    """The sweeper a pool supervisor runs (actors/sweeper.py), on a client that gives up quickly."""
+    import redis
+
+    from actors.sweeper import Sweeper
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=5)
+    broker = build_broker(
+        client, namespace=settings.redis_namespace, heartbeat_timeout_ms=settings.worker_heartbeat_timeout_ms
+    )
+    return Sweeper(
+        records=build_records(client, settings),
+        broker=broker,
+        actor_of_queue=ACTOR_OF_QUEUE,
+        interval_s=settings.sweep_interval_s,
+        grace_s=settings.sweep_grace_s,
+    )
+
+
+def build_crash_recorder(settings: Settings) -> Any:
+    """What a pool supervisor calls to count a crash against jobs (see actors/running.py)."""
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=5)
+    records = build_records(client, settings)
+
+    def note_crash(job_id: str) -> None:
+        from storage.jobs import RecordNotFound
+
+        with contextlib.suppress(RecordNotFound):
+            records.note_crash(job_id)
+
+    return note_crash

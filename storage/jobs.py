@@ -72,19 +72,20 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     attempts: int = 0
-    retries: int = 0  # attempts that raised and were queued again; the others that did not finish crashed
+    retries: int = 0  # attempts that raised and were queued again
     error: JobError | None = None
     outputs: tuple[Output, ...] = ()
+    queue: str = "exports"  # the queue its messages go to (the sweeper re-queues it there)
+    # Attempts whose process crashed on its own (SIGSEGV, SIGABRT, an OOM kill while this job held
+    # most of its memory), as the pool supervisor saw them. A process killed from outside (an
+    # operator's SIGKILL, a node drain) is not counted: the job was not at fault.
+    crashes: int = 0
+    # Times the sweeper found this job open with no message behind it and queued it again.
+    sweeps: int = 0
 
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL
-
-    @property
-    def crashed_attempts(self) -> int:
-        """Earlier attempts that neither finished nor raised: their process died (segfault, OOM kill)."""
-        earlier = self.attempts - 1 if self.status == RUNNING else self.attempts
-        return max(0, earlier - self.retries)
 
     def to_json(self) -> str:
         # What dataclasses.asdict would give, without its deep copy of every value: the record is
@@ -113,11 +114,13 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 
 
 #: Sets KEYS[1] to ARGV[2], keeping its expiry, only while it still holds ARGV[1]: a read and a
-#: conditional write, two round trips where WATCH/GET/MULTI-EXEC took three.
+#: conditional write, two round trips where WATCH/GET/MULTI-EXEC took three. A job that finishes
+#: leaves the open-jobs index KEYS[2] and is announced on channel ARGV[3] in the same call.
 _COMPARE_AND_SET = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
   if ARGV[3] then
+    redis.call('ZREM', KEYS[2], ARGV[4])
     redis.call('PUBLISH', ARGV[3], ARGV[4])
   end
   return 1
@@ -161,13 +164,27 @@ class Records:
         return f"{self.namespace}:upload:{upload_id}"
 
     @property
+    def open_key(self) -> str:
+        """A sorted set of the jobs not yet finished, scored by creation time: what the sweeper
+        checks (storage is never scanned for it)."""
+        return f"{self.namespace}:jobs:open"
+
+    @property
     def finished_channel(self) -> str:
         """Where the id of every job that finishes is published (service/waiting.py listens)."""
         return f"{self.namespace}:jobs:finished"
 
     @_wrap_redis_errors
     def ping(self) -> None:
-        self.redis.ping()
+        """Redis answers on a new connection too: pooled connections can outlive the server's
+        socket (a Redis restarted elsewhere, its socket file deleted) while new ones fail."""
+        connection = self.redis.connection_pool.make_connection()
+        try:
+            connection.connect()  # type: ignore[no-untyped-call]
+            connection.send_command("PING")  # type: ignore[no-untyped-call]
+            connection.read_response()
+        finally:
+            connection.disconnect()  # type: ignore[no-untyped-call]
 
     # -- uploads ---------------------------------------------------------------------------------
 
@@ -193,8 +210,23 @@ class Records:
 
     @_wrap_redis_errors
     def create_job(self, job: Job) -> None:
-        if not self.redis.set(self._job_key(job.id), job.to_json(), ex=self.retention_s, nx=True):
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self._job_key(job.id), job.to_json(), ex=self.retention_s, nx=True)
+        pipe.zadd(self.open_key, {job.id: job.created_at}, nx=True)
+        created, _ = pipe.execute()
+        if not created:
             raise ValueError(f"job {job.id} exists already")
+
+    @_wrap_redis_errors
+    def open_job_ids(self, *, created_before: float, limit: int = 10_000) -> list[str]:
+        """Ids of jobs not finished, created before `created_before`, oldest first."""
+        ids = self.redis.zrangebyscore(self.open_key, 0, created_before, start=0, num=limit)
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    @_wrap_redis_errors
+    def forget_open(self, job_id: str) -> None:
+        """Drop a job from the open-jobs index (its record expired, or it finished)."""
+        self.redis.zrem(self.open_key, job_id)
 
     @_wrap_redis_errors
     def get_job(self, job_id: str) -> Job:
@@ -223,7 +255,10 @@ class Records:
 
     @_wrap_redis_errors
     def delete_job(self, job_id: str) -> None:
-        self.redis.delete(self._job_key(job_id))
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self._job_key(job_id))
+        pipe.zrem(self.open_key, job_id)
+        pipe.execute()
 
     @_wrap_redis_errors
     def update_job(self, job_id: str, change: Callable[[Job], Job | None], *, seen: Job | None = None) -> Job:
@@ -245,7 +280,7 @@ class Records:
             # Written only if the record is still what `change` saw; else read it again and retry.
             # A job that finishes here is announced by the same call.
             announce = [self.finished_channel, job_id] if changed.finished and not current.finished else []
-            if self._swap(keys=[key], args=[raw, changed.to_json(), *announce]):
+            if self._swap(keys=[key, self.open_key], args=[raw, changed.to_json(), *announce]):
                 return changed
             raw = self.redis.get(key)
 
@@ -267,6 +302,21 @@ class Records:
             job_id,
             lambda job: (
                 None if job.finished else dataclasses.replace(job, status=QUEUED, retries=job.retries + 1)
+            ),
+        )
+
+    def note_crash(self, job_id: str) -> Job:
+        """Count a crash of the process that was running the job; a finished job is unchanged."""
+        return self.update_job(
+            job_id, lambda job: None if job.finished else dataclasses.replace(job, crashes=job.crashes + 1)
+        )
+
+    def sweep_job(self, job_id: str) -> Job:
+        """Back to queued after the sweeper found no message behind it; a finished job is unchanged."""
+        return self.update_job(
+            job_id,
+            lambda job: (
+                None if job.finished else dataclasses.replace(job, status=QUEUED, sweeps=job.sweeps + 1)
             ),
         )
 

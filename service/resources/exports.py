@@ -154,12 +154,15 @@ class Exports:
             inputs=tuple(uploads),
             options=options_as_dict(options),
             created_at=self.clock(),
+            queue=conversion.queue,
         )
         # The record exists before its message: a worker never meets a message without a job.
         self.records.create_job(job)
         try:
             self.enqueue(job.id, conversion.queue)
         except Exception:
+            # Refused: the client gets a 503 and submits again. Should this delete fail too, the
+            # sweeper finds the record without a message and runs the job (actors/sweeper.py).
             self.records.delete_job(job.id)
             raise
         return job

@@ -13,7 +13,8 @@ import redis
 from dramatiq import Worker
 
 from actors.broker import EXPORT_QUEUE, build_broker
-from actors.export import ExportTask, JobOutcome, declare_export_actor, enqueue_export
+from actors.export import ACTOR_OF_QUEUE, ExportTask, declare_export_actor, enqueue_export
+from actors.outcomes import JobOutcomes
 from exporters.base import Limits
 from storage.base import StorageUnavailable
 from storage.jobs import Job, Records, Upload, new_id
@@ -88,7 +89,7 @@ def pool_for(records: Records, redis_client: redis.Redis, namespace: str) -> Ite
 
     def start(storage: LocalStorage, max_retries: int) -> Any:
         broker = build_broker(redis_client, namespace=namespace, heartbeat_timeout_ms=30_000,
-                              extra_middleware=[JobOutcome(lambda: records)])  # fmt: skip
+                              extra_middleware=[JobOutcomes(lambda: records, frozenset(ACTOR_OF_QUEUE.values()))])  # fmt: skip
         task = ExportTask(records=records, storage=storage, limits=Limits())
         declare_export_actor(broker, task, time_limit_s=30, max_retries=max_retries)
         worker = Worker(broker, queues={EXPORT_QUEUE}, worker_threads=1, worker_timeout=50)
@@ -140,18 +141,31 @@ def test_a_bug_fails_the_job_as_internal_error_after_its_retries(
     assert dead == 1
 
 
-def test_a_job_whose_worker_died_twice_is_failed_not_run_again(
+def test_a_job_that_crashed_its_worker_twice_is_failed_not_run_again(
     records: Records, storage: LocalStorage
 ) -> None:
     task = ExportTask(records=records, storage=storage, limits=Limits())
     job = _job(records, storage, jpeg_bytes())
-    records.start_job(job.id)  # attempt 1: its process was killed (no outcome recorded)
-    records.start_job(job.id)  # attempt 2: killed again
+    for _ in range(2):  # attempts whose process crashed, as the pool supervisor records them
+        records.start_job(job.id)
+        records.note_crash(job.id)
     task(job.id)  # the third delivery
     failed = records.get_job(job.id)
     assert failed.status == "failed" and failed.error is not None
     assert failed.error.code == "worker_crashed"
     assert failed.outputs == () and not list(storage.list_keys("outputs/"))
+
+
+def test_attempts_cut_off_from_outside_are_not_counted_as_crashes(
+    records: Records, storage: LocalStorage
+) -> None:
+    task = ExportTask(records=records, storage=storage, limits=Limits())
+    job = _job(records, storage, jpeg_bytes())
+    for _ in range(3):  # attempts whose process was killed by an operator: nothing was recorded
+        records.start_job(job.id)
+    task(job.id)
+    done = records.get_job(job.id)
+    assert (done.status, done.attempts, done.crashes) == ("succeeded", 4, 0)
 
 
 def test_retries_after_exceptions_are_not_mistaken_for_crashes(

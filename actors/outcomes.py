@@ -1,0 +1,141 @@
+"""What happens to a job whose actor raised: a retry, or its end as `internal_error`.
+
+This replaces Dramatiq's Retries middleware for exportd's actors. Dramatiq's version enqueues the
+retry inside an "after" hook, whose errors Dramatiq logs and swallows: with Redis down, the retry
+was lost, "a retry is scheduled" was logged anyway, and the message was acked once Redis came
+back, leaving the job `running` forever with nothing in Redis to run it.
+
+Here the verdict is decided after the actor raised, but it is carried out just before the message
+is acked (a retry: the record goes back to `queued`, then the retry is enqueued) or nacked (the
+last attempt: the record is failed). Until that succeeds, the ack or nack does not happen:
+Dramatiq retries the post-processing of a message while the broker's connection is down, and
+`RecordsOrBrokerDown` is the error that tells it so. Each step is done once per message, so a
+retried post-processing does not enqueue two retries; a retry that did reach Redis before its
+reply was lost may run the job twice, which at-least-once delivery allows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from dramatiq.common import compute_backoff
+from dramatiq.errors import ConnectionClosed
+from dramatiq.middleware import Middleware, MiddlewareError
+
+from storage.jobs import JobError, RecordNotFound, Records, RecordsUnavailable
+
+log = logging.getLogger("exportd.export")
+
+INTERNAL_ERROR = JobError(
+    "internal_error",
+    "the export failed because of a fault in the service; it was retried and then given up",
+)
+
+
+class RecordsOrBrokerDown(MiddlewareError, ConnectionClosed):  # type: ignore[misc]
+    """Redis could not take a job's outcome: Dramatiq must retry the ack or nack later.
+
+    A MiddlewareError, so Dramatiq's before-hooks let it through; a broker connection error, so
+    Dramatiq's post-processing waits and tries again instead of acking the message.
+    """
+
+
+@dataclass
+class _Verdict:
+    retry_in_ms: int | None  # None: no retry left, the job fails
+    error: str
+    record_done: bool = False
+    enqueued: bool = False
+
+
+_VERDICT = "_exportd_verdict"
+
+
+class JobOutcomes(Middleware):
+    """Retries with exponential backoff, and job records kept true, for the actors in `actor_names`.
+
+    Actor options read: max_retries, min_backoff, max_backoff (ms), and throws (exceptions that
+    are never retried).
+    """
+
+    def __init__(self, records_for: Callable[[], Records], actor_names: frozenset[str]) -> None:
+        self._records_for = records_for
+        self._actor_names = actor_names
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"max_retries", "min_backoff", "max_backoff", "throws"}
+
+    def after_process_message(
+        self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        if exception is None or message.actor_name not in self._actor_names:
+            return
+        actor = broker.get_actor(message.actor_name)
+        error = type(exception).__name__
+        throws = actor.options.get("throws")
+        retries = message.options.get("retries", 0)
+        if (throws and isinstance(exception, throws)) or retries >= actor.options.get("max_retries", 0):
+            message.fail()
+            setattr(message, _VERDICT, _Verdict(retry_in_ms=None, error=error))
+            return
+        _, delay_ms = compute_backoff(
+            retries,
+            factor=actor.options.get("min_backoff", 1000),
+            max_backoff=actor.options.get("max_backoff", 60_000),
+        )
+        setattr(message, _VERDICT, _Verdict(retry_in_ms=int(delay_ms), error=error))
+
+    def before_ack(self, broker: Any, message: Any) -> None:
+        verdict: _Verdict | None = getattr(message, _VERDICT, None)
+        if verdict is None or verdict.retry_in_ms is None:
+            return
+        job_id = message.args[0]
+        try:
+            if not verdict.record_done:
+                # Past its retention (RecordNotFound), the retry will find nothing to do.
+                with contextlib.suppress(RecordNotFound):
+                    self._records_for().requeue_job(job_id)
+                verdict.record_done = True
+            if not verdict.enqueued:
+                retry = message.copy(
+                    options={**message.options, "retries": message.options.get("retries", 0) + 1}
+                )
+                broker.enqueue(retry, delay=verdict.retry_in_ms)
+                verdict.enqueued = True
+        except (RecordsUnavailable, redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning(
+                "cannot schedule the retry of a job yet: Redis is unreachable; trying again",
+                extra={"job_id": job_id, "error": verdict.error},
+            )
+            raise RecordsOrBrokerDown(str(exc)) from None  # type: ignore[no-untyped-call]
+        log.warning(
+            "job raised; a retry is scheduled",
+            extra={"job_id": job_id, "error": verdict.error, "retry_in_ms": verdict.retry_in_ms},
+        )
+
+    def before_nack(self, broker: Any, message: Any) -> None:
+        verdict: _Verdict | None = getattr(message, _VERDICT, None)
+        if verdict is None or verdict.retry_in_ms is not None or verdict.record_done:
+            return
+        job_id = message.args[0]
+        try:
+            self._records_for().finish_job(job_id, error=INTERNAL_ERROR)
+        except RecordNotFound:
+            pass
+        except (RecordsUnavailable, redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning(
+                "cannot record the failure of a job yet: Redis is unreachable; trying again",
+                extra={"job_id": job_id},
+            )
+            raise RecordsOrBrokerDown(str(exc)) from None  # type: ignore[no-untyped-call]
+        verdict.record_done = True
+        log.error(
+            "job failed after its last retry; its message is kept in the dead letters",
+            extra={"job_id": job_id, "error": verdict.error},
+        )
