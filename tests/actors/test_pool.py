@@ -109,7 +109,7 @@ def test_jobs_killed_from_outside_twice_are_not_blamed_and_succeed(
             lambda v=victim: bool(running.children()) and running.children()[0].pid != v.pid,
             30,
             "a new process",
-        )  # type: ignore[misc]
+        )
     done = [_wait_finished(records, j.id, 60) for j in jobs]
     assert [(d.status, d.crashes, d.attempts) for d in done] == [
         ("succeeded", 0, MAX_CRASHED_ATTEMPTS + 2)
