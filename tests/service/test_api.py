@@ -21,7 +21,8 @@ from dramatiq import Worker
 from PIL import Image
 
 from actors.broker import EXPORT_QUEUE, QUEUES, build_broker
-from actors.export import ExportTask, JobOutcome, declare_export_actor, enqueue_export
+from actors.export import ACTOR_OF_QUEUE, ExportTask, declare_export_actor, enqueue_export
+from actors.outcomes import JobOutcomes
 from service.app import create_app, limits_from
 from service.settings import Settings, parse_signing_keys
 from service.waiting import RESUBSCRIBE_DELAY_S
@@ -81,7 +82,7 @@ def settings(tmp_path: Path) -> Settings:
 def api(settings: Settings, records: Records, storage: LocalStorage, redis_client: redis.Redis,
         namespace: str) -> Iterator[Api]:  # fmt: skip
     broker = build_broker(redis_client, namespace=namespace, heartbeat_timeout_ms=30_000,
-                          extra_middleware=[JobOutcome(lambda: records)])  # fmt: skip
+                          extra_middleware=[JobOutcomes(lambda: records, frozenset(ACTOR_OF_QUEUE.values()))])  # fmt: skip
     task = ExportTask(records=records, storage=storage, limits=limits_from(settings))
     declare_export_actor(broker, task, time_limit_s=60, max_retries=1)
     clock = Clock()

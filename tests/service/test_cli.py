@@ -48,8 +48,21 @@ def test_run_starts_api_workers_and_redis_and_ctrl_c_stops_them_all(tmp_path: Pa
         # Development mode made its key, Redis keeps its data under ./var.
         assert (tmp_path / "var" / "dev-signing-key").is_file()
         assert (tmp_path / "var" / "redis").is_dir()
+        # The job time limit is the setting's (300 s by default), not capped for development.
+        (pool,) = [p for p in family if p.cmdline()[-1:] == ["worker"] and p.ppid() == proc.pid]
+        assert pool.environ()["EXPORTD_JOB_TIME_LIMIT_S"] == "300"
 
-        body, ctype = multipart([("file", ("p.jpg", jpeg_bytes())), ("format", "pdf")])
+        # A second run on the same var/ refuses at once and leaves the first one whole.
+        second = subprocess.run([sys.executable, "-m", "service.cli", "run"], env=env, cwd=ROOT,
+                                capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert second.returncode != 0
+        assert "already using" in second.stderr and str(proc.pid) in second.stderr
+        for _ in range(8):  # every API process, on new connections too
+            assert _get(base + "/readyz")["status"] == "ready"
+
+        # A resize goes through libvips, which must not log a line per operation.
+        body, ctype = multipart([("file", ("p.jpg", jpeg_bytes())), ("format", "jpeg"),
+                                 ("options", '{"width": 200}')])  # fmt: skip
         req = urllib.request.Request(base + "/v1/exports", data=body, headers={"Content-Type": ctype})
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert resp.status == 202
@@ -64,6 +77,7 @@ def test_run_starts_api_workers_and_redis_and_ctrl_c_stops_them_all(tmp_path: Pa
     assert proc.returncode == 0, output
     assert "stopped" in output
     assert '"level": "critical"' not in output and '"level": "error"' not in output, output
+    assert '"logger": "pyvips"' not in output, output
     _gone, alive = psutil.wait_procs(family, timeout=5)
     assert alive == [], [p.cmdline() for p in alive]
 

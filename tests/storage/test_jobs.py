@@ -182,3 +182,28 @@ def test_a_record_is_written_as_dataclasses_asdict_would_write_it() -> None:
     )  # fmt: skip
     assert job.to_json() == json.dumps(dataclasses.asdict(job), separators=(",", ":"))
     assert Job.from_json(job.to_json()) == job
+
+
+def test_ping_fails_when_new_connections_fail_though_pooled_ones_work(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """What /readyz relies on: a second `exportd run` once deleted the Redis socket, and pooled
+    connections kept answering while every new one failed."""
+    from pathlib import Path
+
+    from service.cli import start_local_redis
+
+    proc, url = start_local_redis(Path(tmp_path_factory.mktemp("ping", numbered=True)))
+    try:
+        client = redis.Redis.from_url(url)
+        records = Records(client, namespace="ping", retention_s=60)
+        records.ping()
+        client.set("pooled", "1")  # a connection now sits in the pool
+        Path(url.removeprefix("unix://")).unlink()  # the socket file is gone; the server runs on
+        assert client.get("pooled") == b"1"  # the pooled connection still works
+        with pytest.raises(RecordsUnavailable):
+            records.ping()
+        client.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
