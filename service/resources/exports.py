@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -11,7 +10,8 @@ from typing import Any
 import falcon
 
 from exporters import registry
-from exporters.base import options_as_dict, parse_options
+from exporters.base import Limits, options_as_dict, parse_options
+from service.bodies import parse_json, read_at_most, read_body
 from service.errors import BadRequest, UnknownUpload
 from service.resources.uploads import UploadReceiver, check_declared_length, upload_view
 from service.waiting import JobWaiter
@@ -76,6 +76,9 @@ class JobView:
         }
 
 
+#: Longest `format` part of a multipart export: the longest format name is a few dozen bytes.
+MAX_FORMAT_BYTES = 100
+
 #: The longest `wait` a request may ask for: below the idle timeout of common load balancers.
 MAX_WAIT_S = 30.0
 
@@ -108,13 +111,16 @@ def read_job(records: Records, waiter: JobWaiter, job_id: str, wait_s: float) ->
 
 class Exports:
     def __init__(self, *, receiver: UploadReceiver, records: Records, enqueue: Callable[[str, str], None],
-                 view: JobView, waiter: JobWaiter, max_inputs: int, clock: Callable[[], float]) -> None:  # fmt: skip
+                 view: JobView, waiter: JobWaiter, max_inputs: int, max_json_bytes: int, limits: Limits,
+                 clock: Callable[[], float]) -> None:  # fmt: skip
         self.receiver = receiver
         self.records = records
         self.enqueue = enqueue
         self.view = view
         self.waiter = waiter
         self.max_inputs = max_inputs
+        self.max_json_bytes = max_json_bytes
+        self.limits = limits  # options bounded by a limit (width, height) are checked against these
         self.clock = clock
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -131,6 +137,7 @@ class Exports:
         resp.status = falcon.HTTP_201 if job.finished else falcon.HTTP_202
         resp.location = f"/v1/exports/{job.id}"
         resp.media = self.view(job)
+        resp.cache_control = ["no-store"]  # a finished job's links are signed for this answer alone
 
     def _accept(self, req: falcon.Request, received: list[Upload]) -> Job:
         if req.content_type and req.content_type.startswith("multipart/form-data"):
@@ -147,7 +154,7 @@ class Exports:
         if not isinstance(target, str) or not target:
             raise BadRequest("'format' is required: the output format, e.g. pdf, png, jpeg, webp")
         conversion = registry.find([u.content_type for u in uploads], target)
-        options: Any = parse_options(conversion.options, raw_options)
+        options: Any = parse_options(conversion.options, raw_options, limits=self.limits)
         job = Job(
             id=new_id(),
             format=target,
@@ -181,21 +188,18 @@ class Exports:
                 self._check_count(len(uploads) + 1)
                 uploads.append(self.receiver.receive(part.stream, part.filename))
             elif part.name == "format":
-                target = part.text.strip().lower()
+                data = read_at_most(part.stream, MAX_FORMAT_BYTES, what="the 'format' part")
+                target = data.decode("utf-8", errors="replace").strip().lower()
             elif part.name == "options":
-                try:
-                    raw_options = json.loads(part.text or "{}")
-                except json.JSONDecodeError as exc:
-                    raise BadRequest(
-                        f"'options' is not valid JSON: {exc.msg} at position {exc.pos}"
-                    ) from None
+                data = read_at_most(part.stream, self.max_json_bytes, what="the 'options' part")
+                raw_options = parse_json(data, what="'options'") if data.strip() else None
             else:
                 raise BadRequest(f"unexpected form field {part.name!r}; expected file, format and options")
         self._check_count(len(uploads))
         return uploads, target, raw_options
 
     def _from_json(self, req: falcon.Request) -> tuple[list[Upload], Any, Any]:
-        body = req.get_media()
+        body = parse_json(read_body(req, self.max_json_bytes, what="the JSON body"), what="the body")
         if not isinstance(body, dict):
             raise BadRequest("the JSON body must be an object")
         unknown = set(body) - {"inputs", "format", "options"}
@@ -227,8 +231,8 @@ class ExportItem:
 
 
 class Formats:
-    def __init__(self) -> None:
-        self._body = registry.describe()
+    def __init__(self, limits: Limits) -> None:
+        self._body = registry.describe(limits=limits)  # the bounds the submit check uses: one source
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = self._body
