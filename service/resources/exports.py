@@ -76,6 +76,9 @@ class JobView:
         }
 
 
+#: Longest string taken as an upload id (ids are 32 hex digits).
+MAX_ID_CHARS = 64
+
 #: Longest `format` part of a multipart export: the longest format name is a few dozen bytes.
 MAX_FORMAT_BYTES = 100
 
@@ -153,6 +156,8 @@ class Exports:
             )
         if not isinstance(target, str) or not target:
             raise BadRequest("'format' is required: the output format, e.g. pdf, png, jpeg, webp")
+        if len(target) > MAX_FORMAT_BYTES:
+            raise BadRequest(f"'format' must be a format name, not {len(target)} characters long")
         conversion = registry.find([u.content_type for u in uploads], target)
         options: Any = parse_options(conversion.options, raw_options, limits=self.limits)
         job = Job(
@@ -208,7 +213,8 @@ class Exports:
                 f"unknown field(s) {', '.join(sorted(unknown))}; expected inputs, format, options"
             )
         ids = body.get("inputs")
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        # An id is 32 hex digits; anything much longer is not one, and is not echoed back whole.
+        if not isinstance(ids, list) or not all(isinstance(i, str) and len(i) <= MAX_ID_CHARS for i in ids):
             raise BadRequest("'inputs' must be a list of upload ids")
         self._check_count(len(ids))
         try:

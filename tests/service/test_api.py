@@ -721,6 +721,16 @@ def test_nan_and_infinity_are_refused_where_json_is_parsed(api: Api, literal: st
     assert _stored_jobs(api) == [] and api.queue_length() == 0
 
 
+def test_overlong_ids_and_formats_in_a_json_export_are_refused_without_being_echoed(api: Api) -> None:
+    upload_id = _upload(api, jpeg_bytes())
+    for body in (
+        {"inputs": ["a" * 500_000], "format": "pdf"},
+        {"inputs": [upload_id], "format": "p" * 500_000},
+    ):
+        problem = _problem(_post_json(api, json.dumps(body)), 400, "invalid_request")
+        assert len(problem["detail"]) < 200, problem["detail"][:200]
+
+
 def test_json_nested_100000_deep_is_a_400_not_a_500(api: Api) -> None:
     deep = "[" * 100_000 + "]" * 100_000
     assert "nested too deeply" in _problem(_post_json(api, deep), 400, "invalid_request")["detail"]
