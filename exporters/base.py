@@ -147,9 +147,12 @@ def _pages_from_1(text: str) -> str | None:
 
 def _worksheet_name(text: str) -> str | None:
     name = text.strip()  # as the XLSX writer uses it
-    if not name or len(name) > 31 or re.search(r"[\[\]:*?/\\]", name):
-        return f"{text!r} is not"
-    return None
+    forbidden = re.search(r"[\[\]:*?/\\]", name)
+    if not name:
+        return "it is empty"
+    if len(name) > 31:
+        return f"it has {len(name)}"
+    return f"it contains {forbidden.group()!r}" if forbidden else None
 
 
 #: The syntaxes an option may declare (`option(..., syntax="colour")`), by name.
