@@ -361,7 +361,7 @@ def describe_options(options_type: type, *, limits: Limits) -> dict[str, dict[st
         for key, label in (("min", "minimum"), ("max", "maximum")):
             if f.metadata.get(key) is not None:
                 bounds[label] = _bound(f.metadata[key], limits)
-        if (item_type or base) is str:
+        if (item_type or base) is str and not f.metadata.get("choices"):
             bounds["maxLength"] = f.metadata.get("max_length") or MAX_OPTION_CHARS
             syntax = SYNTAXES[f.metadata["syntax"]] if f.metadata.get("syntax") else None
             if syntax is not None and syntax.pattern is not None:
