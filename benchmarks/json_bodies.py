@@ -98,7 +98,7 @@ def _case(label: str, redis_url: str, max_json_bytes: int, size_mb: int) -> floa
                 status, _ = _call(port, "POST", "/v1/exports", payload, headers, **extra)
                 ms = (time.perf_counter() - began) * 1000
                 print(f"  {label:<28} {how:<15} -> {status} in {ms:7.1f} ms")
-            grown_mb = (worker.memory_info().rss - rss_before) / 1e6
+            grown_mb = float(worker.memory_info().rss - rss_before) / 1e6
             records = list(client.scan_iter(f"{namespace}:job:*"))
             stored_mb = sum(int(client.strlen(k)) for k in records) / 1e6
             print(
