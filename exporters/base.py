@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import re
+import sys
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -100,7 +103,73 @@ class Converter(Protocol[OptionsT]):
 #
 # Options are flat JSON objects. Each conversion declares a frozen dataclass; every field has
 # a default and its metadata (made by `option`) carries the sentence shown in /v1/formats and
-# the bounds checked by `parse_options`.
+# everything `parse_options` checks before a job is accepted: type, choices, bounds, number of
+# items, length and syntax of strings. A bound may name a field of `Limits`
+# (maximum="max_output_side_px"): the service's own limit is then the one source of both the
+# check and the figure /v1/formats shows.
+
+#: Longest string option unless its declaration says otherwise: room for any title, header or
+#: password, but a megabyte of "title" is refused instead of stored in the job and drawn on every page.
+MAX_OPTION_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class Syntax:
+    """What a string option must look like.
+
+    `pattern` must match the whole value; /v1/formats shows it as a JSON Schema `pattern`, so it
+    keeps to what Python and ECMAScript regular expressions agree on ([0-9], never \\d, which
+    Python lets match any script's digits). `check` says what a pattern cannot: a reason the value
+    is wrong, or None.
+    """
+
+    pattern: str | None
+    expected: str  # completes "<option> must be ...": what a valid value looks like
+    check: Callable[[str], str | None] | None = None
+
+
+# A page number has at most 6 digits: far above any page limit, and int() of it is cheap.
+_PAGE_RANGE = r"\s*[0-9]{1,6}\s*(?:-\s*(?:[0-9]{1,6}\s*)?)?"
+_PAGE_RANGES = rf"{_PAGE_RANGE}(?:,{_PAGE_RANGE})*"
+_BLANK_OR_RANGES = rf"(?:\s*|{_PAGE_RANGES})"
+
+
+def _pages_from_1(text: str) -> str | None:
+    """Why a text that matches the page-range pattern still names no pages, None when it does."""
+    if text.strip() and not any(group.strip() for group in text.split(";")):
+        return "it names no pages"
+    for part in re.split("[,;]", text):
+        numbers = [int(n) for n in re.findall("[0-9]+", part)]
+        if numbers and (numbers[0] < 1 or (len(numbers) == 2 and numbers[1] < numbers[0])):
+            return f"{part.strip()!r} is not a range of pages numbered from 1"
+    return None
+
+
+def _worksheet_name(text: str) -> str | None:
+    name = text.strip()  # as the XLSX writer uses it
+    forbidden = re.search(r"[\[\]:*?/\\]", name)
+    if not name:
+        return "it is empty"
+    if len(name) > 31:
+        return f"it has {len(name)}"
+    return f"it contains {forbidden.group()!r}" if forbidden else None
+
+
+#: The syntaxes an option may declare (`option(..., syntax="colour")`), by name.
+SYNTAXES: dict[str, Syntax] = {
+    "colour": Syntax(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})", "a colour like #fff or #1a2b3c"),
+    "page_ranges": Syntax(
+        _BLANK_OR_RANGES, 'page ranges numbered from 1, like "1-3,5" or "4-" (empty for all)', _pages_from_1
+    ),
+    "page_range_groups": Syntax(
+        rf"{_BLANK_OR_RANGES}(?:;{_BLANK_OR_RANGES})*",
+        'groups of page ranges numbered from 1, separated by ";", like "1-3;4-6;7-"',
+        _pages_from_1,
+    ),
+    "worksheet_name": Syntax(None, "1 to 31 characters, none of []:*?/\\", _worksheet_name),
+}
+
+_LIMIT_NAMES = frozenset(f.name for f in dataclasses.fields(Limits))
 
 
 def option(
@@ -108,21 +177,32 @@ def option(
     doc: str,
     *,
     choices: Sequence[Any] | None = None,
-    minimum: float | None = None,
-    maximum: float | None = None,
+    minimum: float | str | None = None,
+    maximum: float | str | None = None,
     length: int | None = None,
+    max_length: int | None = None,
+    syntax: str | None = None,
 ) -> Any:
-    """Declare one option field: its default, the sentence documenting it and its bounds.
+    """Declare one option field: its default, the sentence documenting it and what a value must be.
 
     For a list option (annotated `tuple[T, ...]`) the choices and bounds apply to each item, and
-    `length` is the exact number of items when there must be that many.
+    `length` is the exact number of items when there must be that many. A bound given as a string
+    names a field of `Limits`. A string option is at most `max_length` characters (default
+    MAX_OPTION_CHARS) and, with `syntax`, follows that entry of SYNTAXES.
     """
+    for bound in (minimum, maximum):
+        if isinstance(bound, str) and bound not in _LIMIT_NAMES:
+            raise ValueError(f"{bound!r} is not a field of Limits")
+    if syntax is not None and syntax not in SYNTAXES:
+        raise ValueError(f"unknown syntax {syntax!r}; known: {', '.join(SYNTAXES)}")
     meta = {
         "doc": doc,
         "choices": tuple(choices) if choices else None,
         "min": minimum,
         "max": maximum,
         "length": length,
+        "max_length": max_length,
+        "syntax": syntax,
     }
     return dataclasses.field(default=default, metadata=meta)
 
@@ -146,21 +226,49 @@ def _item_type(annotation: Any) -> type | None:
     return None
 
 
+def _bound(declared: float | str | None, limits: Limits | None) -> float | None:
+    """A declared bound as a number; one naming a limit is None when no limits are given."""
+    if isinstance(declared, str):
+        return None if limits is None else int(getattr(limits, declared))
+    return declared
+
+
 _TYPE_NAMES = {int: "integer", float: "number", str: "string", bool: "boolean"}
 _ARTICLE = {"integer": "an", "array": "an"}
 
 
-def _check_value(name: str, value: Any, base: type, meta: Mapping[str, Any]) -> str | None:
+def _check_value(
+    name: str, value: Any, base: type, meta: Mapping[str, Any], limits: Limits | None
+) -> str | None:
     """What is wrong with one value (or one item of a list), None when it is acceptable."""
-    if not isinstance(value, base) or (base is int and isinstance(value, bool)):
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if not (isinstance(value, base) or (base is float and is_int)) or (base is int and not is_int):
         type_name = _TYPE_NAMES.get(base, base.__name__)
         return f"{name} must be {_ARTICLE.get(type_name, 'a')} {type_name}"
+    # NaN passes every comparison below, and JSON (hence JavaScript) cannot carry it or infinity.
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name} must be a finite number"
+    if base is float and is_int and abs(value) > sys.float_info.max:
+        return f"{name} must be a finite number"
     if meta.get("choices") and value not in meta["choices"]:
         return f"{name} must be one of {', '.join(str(c) for c in meta['choices'])}"
-    if meta.get("min") is not None and value < meta["min"]:
-        return f"{name} must be at least {meta['min']}"
-    if meta.get("max") is not None and value > meta["max"]:
-        return f"{name} must be at most {meta['max']}"
+    low, high = _bound(meta.get("min"), limits), _bound(meta.get("max"), limits)
+    if low is not None and value < low:
+        return f"{name} must be at least {low}"
+    if high is not None and value > high:
+        return f"{name} must be at most {high}"
+    if isinstance(value, str):
+        max_length = meta.get("max_length") or MAX_OPTION_CHARS
+        if len(value) > max_length:
+            return f"{name} must be at most {max_length} characters long"
+        syntax = SYNTAXES[meta["syntax"]] if meta.get("syntax") else None
+        if syntax is not None:
+            shown = value if len(value) <= 40 else value[:40] + "…"
+            if syntax.pattern is not None and not re.fullmatch(syntax.pattern, value):
+                return f"{name} must be {syntax.expected}, not {shown!r}"
+            reason = syntax.check(value) if syntax.check else None
+            if reason:
+                return f"{name} must be {syntax.expected}: {reason}"
     return None
 
 
@@ -172,8 +280,13 @@ def _described(options_type: type) -> tuple[dict[str, Any], dict[str, dataclasse
     return typing.get_type_hints(options_type), fields
 
 
-def parse_options(options_type: type[_T], raw: Mapping[str, Any] | None) -> _T:
+def parse_options(
+    options_type: type[_T], raw: Mapping[str, Any] | None, *, limits: Limits | None = None
+) -> _T:
     """Build an options object from client JSON.
+
+    `limits` gives the figures of bounds that name a limit; without them those bounds are left to
+    the converter, which enforces its limits itself.
 
     Raises InvalidOptions naming every unknown key and every bad value.
     """
@@ -184,7 +297,9 @@ def parse_options(options_type: type[_T], raw: Mapping[str, Any] | None) -> _T:
     problems: list[str] = []
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        problems.append(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+        shown = [name if len(name) <= 40 else name[:40] + "…" for name in unknown[:10]]
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        problems.append(f"unknown option(s) {', '.join(shown)}{more}; known: {', '.join(sorted(fields))}")
     values: dict[str, Any] = {}
     for name, value in raw.items():
         if name not in fields:
@@ -204,27 +319,28 @@ def parse_options(options_type: type[_T], raw: Mapping[str, Any] | None) -> _T:
             if meta.get("length") is not None and len(value) != meta["length"]:
                 problems.append(f"{name} must have exactly {meta['length']} items")
                 continue
-            item_problems = [_check_value(f"each item of {name}", item, item_type, meta) for item in value]
-            if any(item_problems):
-                problems.append(next(p for p in item_problems if p))
+            item_problems = (
+                _check_value(f"each item of {name}", item, item_type, meta, limits) for item in value
+            )
+            problem = next((p for p in item_problems if p), None)
+            if problem:
+                problems.append(problem)
                 continue
             # Lists of choices are sets: sorted and deduplicated, so equal requests look equal.
             values[name] = tuple(sorted(set(value))) if meta.get("choices") else tuple(value)
             continue
-        if base is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        problem = _check_value(name, value, base, meta)
+        problem = _check_value(name, value, base, meta, limits)
         if problem:
             problems.append(problem)
             continue
-        values[name] = value
+        values[name] = float(value) if base is float else value
     if problems:
         raise InvalidOptions("; ".join(problems))
     return options_type(**values)
 
 
-def describe_options(options_type: type) -> dict[str, dict[str, Any]]:
-    """The options of a conversion as shown by GET /v1/formats."""
+def describe_options(options_type: type, *, limits: Limits) -> dict[str, dict[str, Any]]:
+    """The options of a conversion as shown by GET /v1/formats, bounds that name a limit read from `limits`."""
     hints = typing.get_type_hints(options_type)
     described: dict[str, dict[str, Any]] = {}
     for f in dataclasses.fields(options_type):
@@ -240,9 +356,16 @@ def describe_options(options_type: type) -> dict[str, dict[str, Any]]:
         bounds: dict[str, Any] = {}
         if item_type:
             bounds["type"] = _TYPE_NAMES.get(item_type, item_type.__name__)
-        for key, label in (("choices", "enum"), ("min", "minimum"), ("max", "maximum")):
+        if f.metadata.get("choices") is not None:
+            bounds["enum"] = list(f.metadata["choices"])
+        for key, label in (("min", "minimum"), ("max", "maximum")):
             if f.metadata.get(key) is not None:
-                bounds[label] = list(f.metadata[key]) if key == "choices" else f.metadata[key]
+                bounds[label] = _bound(f.metadata[key], limits)
+        if (item_type or base) is str and not f.metadata.get("choices"):
+            bounds["maxLength"] = f.metadata.get("max_length") or MAX_OPTION_CHARS
+            syntax = SYNTAXES[f.metadata["syntax"]] if f.metadata.get("syntax") else None
+            if syntax is not None and syntax.pattern is not None:
+                bounds["pattern"] = f"^(?:{syntax.pattern})$"
         if item_type:
             entry["items"] = bounds
             if f.metadata.get("length") is not None:

@@ -33,7 +33,7 @@ class ContactSheetOptions:
     landscape: bool = option(False, "Pages or sheets wider than tall.")
     title: str = option("", "A line printed at the top of every page, e.g. the album's name.")
     sheet_width_px: int = option(2480, "Width of each PNG sheet in pixels (2480 is A4 at 300 dpi).",
-                                 minimum=600, maximum=8192)  # fmt: skip
+                                 minimum=600, maximum="max_output_side_px")  # fmt: skip
     skip_failed: bool = option(
         False,
         "When a photo cannot be read, show a grey cell saying why instead of failing the whole sheet.",

@@ -100,13 +100,13 @@ class ImageOptions:
         None,
         "Width of the output in pixels. Alone, the height follows the aspect ratio.",
         minimum=1,
-        maximum=16384,
+        maximum="max_output_side_px",
     )
     height: int | None = option(
         None,
         "Height of the output in pixels. Alone, the width follows the aspect ratio.",
         minimum=1,
-        maximum=16384,
+        maximum="max_output_side_px",
     )
     fit: str = option(
         "inside",
@@ -139,6 +139,7 @@ class ImageOptions:
         "[left, top, width, height] in pixels of the image as it stands after orientation, rotate and "
         "flip: only that part is used (then resized). A box reaching beyond the image is clipped to it.",
         minimum=0,
+        maximum="max_pixels",
         length=4,
     )
     rotate: int = option(
@@ -155,6 +156,7 @@ class ImageOptions:
         "#ffffff",
         "Colour as #rgb or #rrggbb, used to pad contain and to replace transparency in formats without "
         "it (JPEG, BMP).",
+        syntax="colour",
     )
     keep_metadata: tuple[str, ...] = option(
         (),

@@ -56,14 +56,16 @@ class EncryptedInput(ConversionError):
 @dataclass(frozen=True)
 class PdfRenderOptions:
     pages: str = option(
-        "", 'Pages to render, numbered from 1, as ranges: "1-3,5", "4-" (4 to the end); empty for all.'
+        "",
+        'Pages to render, numbered from 1, as ranges: "1-3,5", "4-" (4 to the end); empty for all.',
+        syntax="page_ranges",
     )
     dpi: int = option(150, "Resolution of each page image in dots per inch.", minimum=18, maximum=1200)
     width: int | None = option(
         None,
         "Width of each page image in pixels (the height follows the page); replaces dpi when set.",
         minimum=16,
-        maximum=16384,
+        maximum="max_output_side_px",
     )
     thumbnail: bool = option(
         False, "Only the first page, as a small preview: 256 pixels wide unless width says otherwise."
@@ -364,7 +366,9 @@ def _check_size(
 
 @dataclass(frozen=True)
 class PdfEditOptions:
-    pages: str = option("", 'Pages of each PDF to keep, as ranges ("1-3,5"); empty for all.')
+    pages: str = option(
+        "", 'Pages of each PDF to keep, as ranges ("1-3,5"); empty for all.', syntax="page_ranges"
+    )
     rotate: int = option(0, "Turn every page clockwise by this many degrees.", choices=(0, 90, 180, 270))
     title: str | None = option(None, "Title written into the PDF's metadata.")
     author: str | None = option(None, "Author written into the PDF's metadata.")
@@ -377,6 +381,7 @@ class PdfSplitOptions(PdfEditOptions):
         "",
         'How to cut each PDF: ranges separated by ";" each becoming one PDF ("1-3;4-6;7-"); empty for a '
         "PDF per page. Replaces pages.",
+        syntax="page_range_groups",
     )
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporters import archive, contact, images, markdown, office, pdf, pdfdocs, tables, text
-from exporters.base import Converter, UnsupportedConversion, UnsupportedInput, describe_options
+from exporters.base import Converter, Limits, UnsupportedConversion, UnsupportedInput, describe_options
 
 #: Whether LibreOffice can be run here: Office conversions are offered only then.
 OFFICE_AVAILABLE = office.find_soffice() is not None
@@ -193,8 +193,8 @@ def find(content_types: Sequence[str], target: str) -> Conversion:
         ) from None
 
 
-def describe() -> dict[str, Any]:
-    """The table as GET /v1/formats shows it."""
+def describe(*, limits: Limits) -> dict[str, Any]:
+    """The table as GET /v1/formats shows it, option bounds that name a limit read from `limits`."""
     return {
         "formats": dict(FORMATS),
         "inputs": dict(KIND_OF_CONTENT_TYPE),
@@ -205,7 +205,7 @@ def describe() -> dict[str, Any]:
                 "description": c.description,
                 "outputs": c.outputs,
                 **({"also_takes": list(c.companions)} if c.companions else {}),
-                "options": describe_options(c.options),
+                "options": describe_options(c.options, limits=limits),
             }
             for c in CONVERSIONS
         ],

@@ -131,7 +131,8 @@ class TableXlsxOptions(TableReadOptions):
         "false keeps every cell as the text it was. Numbers with leading zeros (zip codes, phone "
         "numbers) or more than 15 digits always stay text.",
     )
-    sheet_name: str = option("Sheet1", "Name of the worksheet (at most 31 characters, none of []:*?/\\).")
+    sheet_name: str = option("Sheet1", "Name of the worksheet (at most 31 characters, none of []:*?/\\).",
+                             syntax="worksheet_name")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import falcon.media
 
 from exporters.base import Limits
 from service import errors
+from service.bodies import strict_loads
 from service.logs import request_id_var
 from service.resources.exports import ExportItem, Exports, Formats, JobView
 from service.resources.files import Files
@@ -125,6 +126,8 @@ def create_app(
         falcon.media.MultipartFormHandler, app.req_options.media_handlers[falcon.MEDIA_MULTIPART]
     )
     multipart.parse_options.max_body_part_count = settings.max_inputs + 4
+    # Whatever reads JSON through Falcon reads it strictly (no NaN, no Infinity, no RecursionError).
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(loads=strict_loads)
     errors.install(app)
 
     signer = Signer(settings.signing_keys)
@@ -141,7 +144,7 @@ def create_app(
     )
     app.add_route("/healthz", Healthz())
     app.add_route("/readyz", Readyz(records, storage))
-    app.add_route("/v1/formats", Formats())
+    app.add_route("/v1/formats", Formats(limits_from(settings)))
     app.add_route("/v1/uploads", Uploads(receiver))
     app.add_route("/v1/uploads/{upload_id}", UploadItem(records))
     # A waiting request holds a thread: one is always left for the others (with one thread, none waits).
@@ -149,7 +152,8 @@ def create_app(
     app.add_route(
         "/v1/exports",
         Exports(receiver=receiver, records=records, enqueue=enqueue, view=view, waiter=waiter,
-                max_inputs=settings.max_inputs, clock=clock),
+                max_inputs=settings.max_inputs, max_json_bytes=settings.max_json_bytes,
+                limits=limits_from(settings), clock=clock),
     )  # fmt: skip
     app.add_route("/v1/exports/{job_id}", ExportItem(records=records, view=view, waiter=waiter))
     app.add_route("/v1/files/outputs/{job_id}/{name}", Files(storage=storage, signer=signer, clock=clock))

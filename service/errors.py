@@ -42,6 +42,14 @@ class BadRequest(Exception):
             self.status = status
 
 
+class BodyTooLarge(Exception):
+    """A request body, or a part of one, is larger than its limit: refused before it is read whole."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 class UnknownUpload(Exception):
     """An export names an upload id that does not exist (or expired)."""
 
@@ -49,6 +57,7 @@ class UnknownUpload(Exception):
 # Most specific first: the first matching row wins.
 _TABLE: list[tuple[type[BaseException], int, str, str]] = [
     (ObjectTooLarge, 413, "payload_too_large", "Payload too large"),
+    (BodyTooLarge, 413, "payload_too_large", "Payload too large"),
     (InputTooLarge, 413, "input_too_large", "Input too large"),
     (UnsupportedInput, 415, "unsupported_input", "Unsupported input"),
     (ConversionError, 422, "", "Cannot convert"),  # the exception's own code
@@ -121,7 +130,7 @@ def _discard_rest_of_body(req: falcon.Request, resp: falcon.Response) -> None:
 def handle_domain_error(
     req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]
 ) -> None:
-    if isinstance(exc, ObjectTooLarge):
+    if isinstance(exc, (ObjectTooLarge, BodyTooLarge)):
         _discard_rest_of_body(req, resp)
     for exc_type, status, code, title in _TABLE:
         if isinstance(exc, exc_type):

@@ -74,6 +74,8 @@ class Settings:
     max_upload_bytes: int = 25 * 1024 * 1024
     # Most files in one export.
     max_inputs: int = 50
+    # Largest JSON request body, and largest `options` part of a multipart export; refused unread above it.
+    max_json_bytes: int = 1024 * 1024
     # Most pixels in one image frame, checked from the header before decoding.
     max_pixels: int = 50_000_000
     # Longest side of any produced image.
@@ -163,6 +165,7 @@ class Settings:
         if not self.queues or unknown:
             raise ConfigError(f"EXPORTD_WORKER_QUEUES must name queues among {', '.join(QUEUES)}")
         for name in ("port", "link_ttl_s", "max_upload_bytes", "max_inputs", "retention_s", "max_frames",
+                     "max_json_bytes", "max_output_side_px",
                      "max_total_pixels", "max_table_pages", "job_time_limit_s", "worker_processes", "worker_threads", "worker_poll_ms",
                      "api_processes", "api_threads", "sweep_interval_s", "sweep_grace_s"):  # fmt: skip
             if getattr(self, name) <= 0:

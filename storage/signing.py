@@ -5,10 +5,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Sequence
 from urllib.parse import quote, urlencode
 
 _DOMAIN = b"exportd-link-v1"  # binds a signature to this use of the key
+
+# ASCII digits only: str.isdigit() also accepts "²", which int() refuses. Twelve digits reach the
+# year 33658; more would only make int() slower (or, past 4,300 digits, raise).
+_EXPIRY = re.compile(r"[0-9]{1,12}")
 
 
 class LinkError(Exception):
@@ -51,14 +56,19 @@ class Signer:
 
     def verify(
         self, object_key: str, *, exp: str | None, kid: str | None, sig: str | None, now: float
-    ) -> None:
-        """Raises BadSignature or LinkExpired."""
-        if not exp or not kid or not sig or not exp.isdigit():
+    ) -> int:
+        """The link's expiry (epoch seconds), once it is genuine and current.
+
+        Raises BadSignature or LinkExpired.
+        """
+        if not exp or not kid or not sig or not _EXPIRY.fullmatch(exp):
             raise BadSignature("the link is missing its signature")
+        expires = int(exp)
         secret = self._keys.get(kid)
         # Compute a MAC even for an unknown kid so timing does not tell which key ids exist.
-        expected = self._mac(secret or b"\0" * 32, object_key, int(exp))
+        expected = self._mac(secret or b"\0" * 32, object_key, expires)
         if not hmac.compare_digest(expected.encode(), sig.encode()) or secret is None:
             raise BadSignature("the link's signature is not valid")
-        if int(exp) < now:
+        if expires < now:
             raise LinkExpired("the link has expired")
+        return expires

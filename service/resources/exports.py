@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -11,7 +10,8 @@ from typing import Any
 import falcon
 
 from exporters import registry
-from exporters.base import options_as_dict, parse_options
+from exporters.base import Limits, options_as_dict, parse_options
+from service.bodies import parse_json, read_at_most, read_body
 from service.errors import BadRequest, UnknownUpload
 from service.resources.uploads import UploadReceiver, check_declared_length, upload_view
 from service.waiting import JobWaiter
@@ -76,6 +76,12 @@ class JobView:
         }
 
 
+#: Longest string taken as an upload id (ids are 32 hex digits).
+MAX_ID_CHARS = 64
+
+#: Longest `format` part of a multipart export: the longest format name is a few dozen bytes.
+MAX_FORMAT_BYTES = 100
+
 #: The longest `wait` a request may ask for: below the idle timeout of common load balancers.
 MAX_WAIT_S = 30.0
 
@@ -108,13 +114,16 @@ def read_job(records: Records, waiter: JobWaiter, job_id: str, wait_s: float) ->
 
 class Exports:
     def __init__(self, *, receiver: UploadReceiver, records: Records, enqueue: Callable[[str, str], None],
-                 view: JobView, waiter: JobWaiter, max_inputs: int, clock: Callable[[], float]) -> None:  # fmt: skip
+                 view: JobView, waiter: JobWaiter, max_inputs: int, max_json_bytes: int, limits: Limits,
+                 clock: Callable[[], float]) -> None:  # fmt: skip
         self.receiver = receiver
         self.records = records
         self.enqueue = enqueue
         self.view = view
         self.waiter = waiter
         self.max_inputs = max_inputs
+        self.max_json_bytes = max_json_bytes
+        self.limits = limits  # options bounded by a limit (width, height) are checked against these
         self.clock = clock
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -131,6 +140,7 @@ class Exports:
         resp.status = falcon.HTTP_201 if job.finished else falcon.HTTP_202
         resp.location = f"/v1/exports/{job.id}"
         resp.media = self.view(job)
+        resp.cache_control = ["no-store"]  # a finished job's links are signed for this answer alone
 
     def _accept(self, req: falcon.Request, received: list[Upload]) -> Job:
         if req.content_type and req.content_type.startswith("multipart/form-data"):
@@ -146,8 +156,10 @@ class Exports:
             )
         if not isinstance(target, str) or not target:
             raise BadRequest("'format' is required: the output format, e.g. pdf, png, jpeg, webp")
+        if len(target) > MAX_FORMAT_BYTES:
+            raise BadRequest(f"'format' must be a format name, not {len(target)} characters long")
         conversion = registry.find([u.content_type for u in uploads], target)
-        options: Any = parse_options(conversion.options, raw_options)
+        options: Any = parse_options(conversion.options, raw_options, limits=self.limits)
         job = Job(
             id=new_id(),
             format=target,
@@ -184,21 +196,18 @@ class Exports:
                 self._check_count(len(uploads) + 1)
                 uploads.append(self.receiver.receive(part.stream, part.filename))
             elif part.name == "format":
-                target = part.text.strip().lower()
+                data = read_at_most(part.stream, MAX_FORMAT_BYTES, what="the 'format' part")
+                target = data.decode("utf-8", errors="replace").strip().lower()
             elif part.name == "options":
-                try:
-                    raw_options = json.loads(part.text or "{}")
-                except json.JSONDecodeError as exc:
-                    raise BadRequest(
-                        f"'options' is not valid JSON: {exc.msg} at position {exc.pos}"
-                    ) from None
+                data = read_at_most(part.stream, self.max_json_bytes, what="the 'options' part")
+                raw_options = parse_json(data, what="'options'") if data.strip() else None
             else:
                 raise BadRequest(f"unexpected form field {part.name!r}; expected file, format and options")
         self._check_count(len(uploads))
         return uploads, target, raw_options
 
     def _from_json(self, req: falcon.Request) -> tuple[list[Upload], Any, Any]:
-        body = req.get_media()
+        body = parse_json(read_body(req, self.max_json_bytes, what="the JSON body"), what="the body")
         if not isinstance(body, dict):
             raise BadRequest("the JSON body must be an object")
         unknown = set(body) - {"inputs", "format", "options"}
@@ -207,7 +216,8 @@ class Exports:
                 f"unknown field(s) {', '.join(sorted(unknown))}; expected inputs, format, options"
             )
         ids = body.get("inputs")
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        # An id is 32 hex digits; anything much longer is not one, and is not echoed back whole.
+        if not isinstance(ids, list) or not all(isinstance(i, str) and len(i) <= MAX_ID_CHARS for i in ids):
             raise BadRequest("'inputs' must be a list of upload ids")
         self._check_count(len(ids))
         try:
@@ -230,8 +240,8 @@ class ExportItem:
 
 
 class Formats:
-    def __init__(self) -> None:
-        self._body = registry.describe()
+    def __init__(self, limits: Limits) -> None:
+        self._body = registry.describe(limits=limits)  # the bounds the submit check uses: one source
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = self._body

@@ -12,7 +12,15 @@ import falcon
 from storage.base import Storage, content_disposition
 from storage.signing import Signer
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# ASCII digits only: \d would also match other scripts' digits, and int() of thousands of digits raises.
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
+#: A byte position with more digits than this lies past the end of any file.
+_MAX_POSITION_DIGITS = 18
+
+
+def _position(digits: str) -> int:
+    return int(digits) if len(digits) <= _MAX_POSITION_DIGITS else 10**_MAX_POSITION_DIGITS
+
 
 _CONTENT_TYPES = {".pdf": "application/pdf", ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
                   ".webp": "image/webp", ".zip": "application/zip", ".json": "application/json"}  # fmt: skip
@@ -36,12 +44,12 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     if not first_s and not last_s:
         return None
     if not first_s:  # the last N bytes
-        n = int(last_s)
+        n = _position(last_s)
         if n == 0:
             raise falcon.HTTPRangeNotSatisfiable(size)
         return max(0, size - n), size - 1
-    first = int(first_s)
-    last = min(int(last_s), size - 1) if last_s else size - 1
+    first = _position(first_s)
+    last = min(_position(last_s), size - 1) if last_s else size - 1
     if first >= size or first > last:
         raise falcon.HTTPRangeNotSatisfiable(size)
     return first, last
@@ -73,9 +81,8 @@ class Files:
         self.clock = clock
 
     def _authorise(self, req: falcon.Request, key: str) -> int:
-        exp = req.get_param("exp")
-        self.signer.verify(key, exp=exp, kid=req.get_param("kid"), sig=req.get_param("sig"), now=self.clock())
-        return int(exp or 0)
+        exp, kid, sig = req.get_param("exp"), req.get_param("kid"), req.get_param("sig")
+        return self.signer.verify(key, exp=exp, kid=kid, sig=sig, now=self.clock())
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str, name: str) -> None:
         self._serve(req, resp, f"outputs/{job_id}/{name}", name, body=True)

@@ -28,6 +28,7 @@ from service.settings import Settings, parse_signing_keys
 from service.waiting import RESUBSCRIBE_DELAY_S
 from storage.jobs import Records
 from storage.local import LocalStorage
+from storage.signing import Signer
 from tests.conftest import TEST_KEYS
 from tests.helpers import RUSSIAN, jpeg_bytes, multipart, png_bytes
 
@@ -641,3 +642,200 @@ def test_a_bad_wait_refuses_the_export_before_anything_is_stored(api: Api) -> No
     _problem(result, 400, "invalid_request")
     assert api.queue_length() == 0
     assert not list(api.storage.list_keys("uploads/"))
+
+
+# -- input refused up front -------------------------------------------------------------------------------
+
+
+class _Unreadable(io.RawIOBase):
+    """A request body that must never be read."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        raise AssertionError("the body was read")
+
+
+def _stored_jobs(api: Api) -> list[Any]:
+    return list(api.redis.scan_iter(f"{api.namespace}:job:*"))
+
+
+def _post_json(api: Api, text: str | bytes, **kwargs: Any) -> falcon.testing.Result:
+    return api.client.simulate_post("/v1/exports", body=text, headers={"Content-Type": "application/json"},
+                                    **kwargs)  # fmt: skip
+
+
+def _post_form(
+    api: Api, fields: list[tuple[str, str | tuple[str, bytes]]], **kwargs: Any
+) -> falcon.testing.Result:
+    body, ctype = multipart(fields)
+    return api.client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype}, **kwargs)
+
+
+def test_a_json_export_over_max_json_bytes_is_refused_with_413_and_nothing_stored(api: Api) -> None:
+    upload_id = _upload(api, jpeg_bytes())
+    body = json.dumps({"inputs": [upload_id], "format": "pdf", "options": {"title": "x" * 2_000_000}})
+    problem = _problem(_post_json(api, body), 413, "payload_too_large")
+    assert "1048576" in problem["detail"]
+    assert _stored_jobs(api) == [] and api.queue_length() == 0
+
+
+def test_a_json_body_whose_declared_length_is_too_large_is_refused_before_it_is_read(api: Api) -> None:
+    result = api.client.simulate_post(
+        "/v1/exports",
+        headers={"Content-Type": "application/json", "Content-Length": str(2 * 1024**3)},
+        extras={"wsgi.input": _Unreadable()},
+    )
+    _problem(result, 413, "payload_too_large")
+
+
+def test_the_json_limit_is_a_setting(settings: Settings, records: Records, storage: LocalStorage) -> None:
+    app = create_app(replace(settings, max_json_bytes=100), records=records, storage=storage,
+                     enqueue=lambda job_id, queue: None)  # fmt: skip
+    client = falcon.testing.TestClient(app)
+    body = json.dumps({"inputs": ["0" * 32], "format": "pdf", "options": {"title": "x" * 100}})
+    _problem(client.simulate_post("/v1/exports", body=body, headers={"Content-Type": "application/json"}),
+             413, "payload_too_large")  # fmt: skip
+
+
+def test_huge_options_and_format_parts_are_refused_with_413(api: Api) -> None:
+    huge_options = json.dumps({"title": "x" * 1_500_000})  # over 1 MiB, under the whole body's limit
+    result = _post_form(
+        api, [("format", "pdf"), ("options", huge_options), ("file", ("a.jpg", jpeg_bytes()))]
+    )
+    assert "'options' part" in _problem(result, 413, "payload_too_large")["detail"]
+    result = _post_form(api, [("format", "pdf" * 1000), ("file", ("a.jpg", jpeg_bytes()))])
+    assert "'format' part" in _problem(result, 413, "payload_too_large")["detail"]
+    assert _stored_jobs(api) == [] and api.queue_length() == 0
+    assert list(api.storage.list_keys("uploads/")) == []
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400", "-1e999"])
+def test_nan_and_infinity_are_refused_where_json_is_parsed(api: Api, literal: str) -> None:
+    upload_id = _upload(api, jpeg_bytes())
+    text = '{"inputs": ["' + upload_id + '"], "format": "pdf", "options": {"margin_mm": ' + literal + "}}"
+    _problem(_post_json(api, text), 400, "invalid_request")
+    result = _post_form(api, [("file", ("a.jpg", jpeg_bytes())), ("format", "pdf"),
+                              ("options", '{"margin_mm": ' + literal + "}")])  # fmt: skip
+    _problem(result, 400, "invalid_request")
+    assert _stored_jobs(api) == [] and api.queue_length() == 0
+
+
+def test_overlong_ids_and_formats_in_a_json_export_are_refused_without_being_echoed(api: Api) -> None:
+    upload_id = _upload(api, jpeg_bytes())
+    for body in (
+        {"inputs": ["a" * 500_000], "format": "pdf"},
+        {"inputs": [upload_id], "format": "p" * 500_000},
+    ):
+        problem = _problem(_post_json(api, json.dumps(body)), 400, "invalid_request")
+        assert len(problem["detail"]) < 200, problem["detail"][:200]
+
+
+def test_json_nested_100000_deep_is_a_400_not_a_500(api: Api) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    assert "nested too deeply" in _problem(_post_json(api, deep), 400, "invalid_request")["detail"]
+    result = _post_form(api, [("file", ("a.jpg", jpeg_bytes())), ("format", "pdf"),
+                              ("options", '{"title": ' + deep + "}")])  # fmt: skip
+    _problem(result, 400, "invalid_request")
+    _problem(_post_json(api, '{"inputs": [' + "9" * 5000 + "]}"), 400, "invalid_request")  # int() digit limit
+
+
+@pytest.mark.parametrize(
+    ("target", "options", "message"),
+    [
+        ("png", {"background": "#zzzzzz"}, "background must be a colour"),
+        ("png", {"width": 8193}, "width must be at most 8192"),
+        ("jpeg", {"height": 10**30}, "height must be at most 8192"),
+        ("png", {"crop": [0, 0, 10**400, 1]}, "each item of crop must be at most"),
+        ("pdf", {"margin_mm": 10**400}, "margin_mm must be a finite number"),
+        ("contact_sheet_pdf", {"title": "x" * 1001}, "title must be at most 1000 characters"),
+        ("contact_sheet_png", {"sheet_width_px": 9000}, "sheet_width_px must be at most 8192"),
+    ],
+)
+def test_options_out_of_their_domain_are_refused_at_submit(
+    api: Api, target: str, options: dict[str, Any], message: str
+) -> None:
+    upload_id = _upload(api, jpeg_bytes())
+    result = _post_json(api, json.dumps({"inputs": [upload_id], "format": target, "options": options}))
+    assert message in _problem(result, 422, "invalid_options")["detail"]
+    assert _stored_jobs(api) == [] and api.queue_length() == 0
+
+
+@pytest.mark.parametrize(
+    ("target", "options", "message"),
+    [
+        ("png", {"pages": "abc"}, "pages must be page ranges"),
+        ("png", {"pages": "3-1"}, "'3-1' is not a range of pages numbered from 1"),
+        ("png", {"width": 9000}, "width must be at most 8192"),
+        ("pdf", {"pages": "0"}, "pages must be page ranges"),
+        ("pdf_pages", {"ranges": "1-3;x"}, "ranges must be groups of page ranges"),
+        ("pdf_pages", {"ranges": ";"}, "it names no pages"),
+    ],
+)
+def test_page_ranges_and_page_sizes_of_pdfs_are_refused_at_submit(
+    api: Api, target: str, options: dict[str, Any], message: str
+) -> None:
+    result = _post_form(api, [("file", ("doc.pdf", _pdf_bytes())), ("format", target),
+                              ("options", json.dumps(options))])  # fmt: skip
+    assert message in _problem(result, 422, "invalid_options")["detail"]
+    assert _stored_jobs(api) == [] and api.queue_length() == 0
+
+
+def _pdf_bytes() -> bytes:
+    document = pypdfium2.PdfDocument.new()
+    document.new_page(595, 842)
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
+
+
+def test_formats_advertises_the_output_side_limit_the_submit_check_uses(
+    settings: Settings, records: Records, storage: LocalStorage
+) -> None:
+    app = create_app(replace(settings, max_output_side_px=5000), records=records, storage=storage,
+                     enqueue=lambda job_id, queue: None)  # fmt: skip
+    client = falcon.testing.TestClient(app)
+    conversions = client.simulate_get("/v1/formats").json["conversions"]
+    sides = {(c["from"], c["to"], name): spec["maximum"] for c in conversions
+             for name, spec in c["options"].items() if name in ("width", "height", "sheet_width_px")}  # fmt: skip
+    assert sides and set(sides.values()) == {5000}, sides
+    upload_id = client.simulate_post("/v1/uploads", body=jpeg_bytes(), params={"filename": "a.jpg"}).json[
+        "id"
+    ]
+
+    def submit(width: int) -> falcon.testing.Result:
+        body = json.dumps({"inputs": [upload_id], "format": "png", "options": {"width": width}})
+        return client.simulate_post("/v1/exports", body=body, headers={"Content-Type": "application/json"})
+
+    assert submit(5000).status_code == 202
+    _problem(submit(5001), 422, "invalid_options")
+
+
+def test_a_download_link_with_a_unicode_digit_expiry_is_refused_not_a_500(api: Api) -> None:
+    for exp in ("²", "١٢٣", "9" * 5000):
+        result = api.client.simulate_get("/v1/files/outputs/" + "0" * 32 + "/a.pdf",
+                                         params={"exp": exp, "kid": "k1", "sig": "x"})  # fmt: skip
+        _problem(result, 403, "invalid_signature")
+
+
+def test_a_range_with_thousands_of_digits_is_not_a_500(api: Api) -> None:
+    api.storage.put_stream("outputs/job/a.bin", io.BytesIO(b"0123456789"), max_bytes=100)
+    url = Signer(parse_signing_keys(TEST_KEYS)).url(
+        "http://exportd.test", "outputs/job/a.bin", expires=int(time.time()) + 60
+    )
+    huge = "9" * 5000
+    assert api.download(url, headers={"Range": f"bytes={huge}-"}).status_code == 416
+    whole = api.download(url, headers={"Range": f"bytes=-{huge}"})
+    assert whole.status_code == 206 and whole.content == b"0123456789"
+    assert api.download(url, headers={"Range": "bytes=²-"}).content == b"0123456789"  # not a range: all
+
+
+def test_every_answer_with_a_job_is_not_to_be_stored_by_caches(api: Api, worker: Worker) -> None:
+    accepted = _post_form(api, [("file", ("a.jpg", jpeg_bytes())), ("format", "png")])
+    assert accepted.status_code == 202 and accepted.headers["cache-control"] == "no-store"
+    finished = _post_form(api, [("file", ("a.jpg", jpeg_bytes())), ("format", "png")], params={"wait": "20"})
+    assert finished.status_code == 201 and finished.json["outputs"][0]["url"]
+    assert finished.headers["cache-control"] == "no-store"
+    read = api.client.simulate_get(f"/v1/exports/{finished.json['id']}", params={"wait": "1"})
+    assert read.status_code == 200 and read.headers["cache-control"] == "no-store"

@@ -136,3 +136,64 @@ def test_sigterm_answers_waiting_requests_at_once_and_the_server_stops(server: S
     assert answer["status"] == 200 and answer["job"]["status"] == "queued"
     assert server.master.wait(20) == 0
     assert time.monotonic() - began < 10  # not held until the end of the wait, nor of graceful_timeout
+
+
+# -- bodies refused up front, on the real server --------------------------------------------------------
+
+
+def _post_json_headers(
+    server: Server, headers: dict[str, str], body: Any = None, **kwargs: Any
+) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("POST", "/v1/exports", body=body, headers={"Content-Type": "application/json", **headers},
+                     **kwargs)  # fmt: skip
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_a_json_export_declaring_2_gb_is_refused_before_a_byte_of_it_is_sent(server: Server) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.putrequest("POST", "/v1/exports")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(2 * 1024**3))
+        conn.endheaders()  # and not one byte of the body
+        resp = conn.getresponse()
+        assert resp.status == 413 and json.loads(resp.read())["code"] == "payload_too_large"
+    finally:
+        conn.close()
+
+
+def _chunks(
+    total: int, *, head: bytes = b'{"inputs": [], "format": "pdf", "options": {"title": "'
+) -> Iterator[bytes]:
+    yield head
+    piece = b"x" * (1024 * 1024)
+    for _ in range(total // len(piece)):
+        yield piece
+    yield b'"}}'
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_50_mb_json_export_is_refused_with_413_without_the_api_holding_it(server: Server) -> None:
+    rss_before = server.worker.memory_info().rss
+    # Sent chunked, without a Content-Length: the API reads up to its limit, then refuses.
+    status, problem = _post_json_headers(server, {"Transfer-Encoding": "chunked"}, _chunks(50 * 1024 * 1024),
+                                         encode_chunked=True)  # fmt: skip
+    assert status == 413 and problem["code"] == "payload_too_large", problem
+    body = b"".join(_chunks(50 * 1024 * 1024))
+    status, problem = _post_json_headers(server, {}, body)  # with its Content-Length
+    assert status == 413 and problem["code"] == "payload_too_large", problem
+    # Reading such a body whole and parsing it grew an API process by 438 MB (measured before the limit).
+    grown = server.worker.memory_info().rss - rss_before
+    assert grown < 32 * 1024 * 1024, grown
+
+
+def test_a_small_chunked_json_export_is_read_whole(server: Server) -> None:
+    body = json.dumps({"inputs": ["0" * 32], "format": "pdf"}).encode()
+    status, problem = _post_json_headers(server, {"Transfer-Encoding": "chunked"}, iter([body[:10], body[10:]]),
+                                         encode_chunked=True)  # fmt: skip
+    assert status == 422 and problem["code"] == "unknown_upload", problem  # parsed, then looked up

@@ -46,8 +46,16 @@ def test_values_are_parsed_and_secrets_kept_out_of_repr(tmp_path: Path) -> None:
         ({"EXPORTD_SIGNING_KEYS": "k:short"}, "too short"),
         ({"EXPORTD_ENV": "staging"}, "EXPORTD_ENV"),
         ({"EXPORTD_JOB_TIME_LIMIT_S": "900"}, "SHUTDOWN_TIMEOUT"),
+        ({"EXPORTD_MAX_JSON_BYTES": "0"}, "EXPORTD_MAX_JSON_BYTES must be positive"),
+        ({"EXPORTD_MAX_OUTPUT_SIDE_PX": "0"}, "EXPORTD_MAX_OUTPUT_SIDE_PX must be positive"),
     ],
 )
 def test_bad_values_fail_with_the_variable_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env({"EXPORTD_SIGNING_KEYS": "k:" + "s" * 40, **env})
+
+
+def test_json_bodies_are_limited_to_one_mebibyte_unless_set(tmp_path: Path) -> None:
+    env = {"EXPORTD_SIGNING_KEYS": "k:" + "s" * 40, "EXPORTD_DATA_DIR": str(tmp_path)}
+    assert Settings.from_env(env).max_json_bytes == 1024 * 1024
+    assert Settings.from_env({**env, "EXPORTD_MAX_JSON_BYTES": "65536"}).max_json_bytes == 65536

@@ -64,3 +64,18 @@ def test_links_signed_before_a_key_rotation_still_verify() -> None:
     retired = Signer([("k2", b"s" * 32)])
     with pytest.raises(BadSignature):
         retired.verify("outputs/j/a.pdf", exp=p["exp"], kid=p["kid"], sig=p["sig"], now=1000)
+
+
+@pytest.mark.parametrize("exp", ["²", "١٢٣", "2000 ", "+2000", "2_000", "9" * 5000])
+def test_an_expiry_that_is_not_ascii_digits_is_refused_as_a_bad_signature(exp: str) -> None:
+    # "²".isdigit() is true while int("²") raises: such a link was a 500, not a 403.
+    signer = Signer(KEYS)
+    p = _params(signer, "outputs/j/a.pdf", 2000)
+    with pytest.raises(BadSignature, match="missing its signature"):
+        signer.verify("outputs/j/a.pdf", exp=exp, kid=p["kid"], sig=p["sig"], now=1000)
+
+
+def test_verify_returns_the_expiry_it_checked() -> None:
+    signer = Signer(KEYS)
+    p = _params(signer, "outputs/j/a.pdf", 2000)
+    assert signer.verify("outputs/j/a.pdf", exp=p["exp"], kid=p["kid"], sig=p["sig"], now=1000) == 2000
