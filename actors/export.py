@@ -129,7 +129,7 @@ class ExportTask:
 
     def _convert(self, job: Job) -> tuple[Output, ...]:
         conversion = registry.find([u.content_type for u in job.inputs], job.format)
-        options: Any = parse_options(conversion.options, job.options)
+        options: Any = parse_options(conversion.options, job.options, limits=self.limits)
         with tempfile.TemporaryDirectory(prefix=f"exportd-{job.id}-", dir=self.work_dir) as tmp:
             out_dir = Path(tmp, "out")  # the inputs lie beside it
             out_dir.mkdir()

@@ -37,7 +37,7 @@ INTERNAL_ERROR = JobError(
 )
 
 
-class RecordsOrBrokerDown(MiddlewareError, ConnectionClosed):  # type: ignore[misc]
+class RecordsOrBrokerDown(MiddlewareError, ConnectionClosed):
     """Redis could not take a job's outcome: Dramatiq must retry the ack or nack later.
 
     A MiddlewareError, so Dramatiq's before-hooks let it through; a broker connection error, so
