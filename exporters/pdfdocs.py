@@ -32,6 +32,7 @@ from exporters.base import (
     OutputFile,
     UnsupportedConversion,
     option,
+    reading_input,
 )
 from exporters.images import UniqueNames, describe, safe_stem
 
@@ -116,7 +117,8 @@ def open_pdf(source: InputFile, *, password: str | None, limits: Limits) -> Iter
             ) from None
         raise CorruptInput(f"{describe(source)} is not a readable PDF") from None
     try:
-        count = len(document)
+        with reading_input(source, "PDF"):
+            count = len(document)
         if count == 0:
             raise CorruptInput(f"{describe(source)} has no pages")
         if count > limits.max_pages:
@@ -304,20 +306,19 @@ def _rendered_pages(
         width = options.width or (256 if options.thumbnail else None)
         for index in indexes:
             with PDFIUM_LOCK:
-                page = document[index]
+                with reading_input(source, "PDF"):
+                    page = document[index]
                 try:
-                    page_w, page_h = page.get_size()
+                    with reading_input(source, "PDF"):
+                        page_w, page_h = page.get_size()
+                        rotation = page.get_rotation()
                     scale = width / page_w if width is not None else options.dpi / _POINTS_PER_INCH
                     # PDFium makes the bitmap ceil(points × scale) pixels: a hair less keeps an exact
                     # size exact (792 pt at 150 DPI is 1650.0000000000002 in floating point).
                     scale *= 1 - 1e-9
-                    _check_size(source, index, page_w, page_h, page.get_rotation(), scale, limits)
-                    try:
+                    _check_size(source, index, page_w, page_h, rotation, scale, limits)
+                    with reading_input(source, "PDF"):
                         bitmap = page.render(scale=scale, fill_color=(255, 255, 255, 255), rev_byteorder=True)
-                    except pdfium.PdfiumError:
-                        raise CorruptInput(
-                            f"{describe(source)}: page {index + 1} cannot be rendered"
-                        ) from None
                     # Copied out of PDFium's buffer, which the bitmap's close frees.
                     image = bitmap.to_pil()
                     image = image.copy() if image.mode == "RGB" else image.convert("RGB")
@@ -407,7 +408,8 @@ def merge_pdfs(
                     raise InputTooLarge(
                         f"the merged PDF would have more than {limits.max_pages} pages, the limit"
                     )
-                merged.import_pages(document, indexes, index=len(merged))
+                with reading_input(part, "PDF"):
+                    merged.import_pages(document, indexes, index=len(merged))
         with PDFIUM_LOCK:
             _rotate_all(merged, options.rotate)
             merged.save(path)
@@ -445,7 +447,8 @@ def split_pdf(
                 name = names.add(f"{stem}-{label}.pdf", "pdf", fallback="part")
                 part = pdfium.PdfDocument.new()
                 try:
-                    part.import_pages(document, group)
+                    with reading_input(source, "PDF"):
+                        part.import_pages(document, group)
                     _rotate_all(part, options.rotate)
                     part.save(out_dir / name)
                 finally:
