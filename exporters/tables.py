@@ -25,7 +25,7 @@ from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.pdfgen.textobject import PDFTextObject
 
-from exporters import typefaces
+from exporters import charsets, typefaces
 from exporters.base import (
     CorruptInput,
     InputFile,
@@ -86,8 +86,8 @@ DELIMITERS = ("auto", ",", ";", "\t", "|")
 class TableReadOptions:
     encoding: str = option(
         "auto",
-        "Text encoding of a CSV or TSV: auto detects UTF-8 (with or without BOM), then cp1251 for "
-        "Cyrillic text, then cp1252 (Western European Windows), then Latin-1.",
+        "Text encoding of a CSV or TSV: auto detects it as for every text input (UTF-8 with or without "
+        "BOM, else the Windows, KOI8 or CJK code page that reads it best; Latin-1 if none does).",
         choices=ENCODINGS,
     )
     delimiter: str = option(
@@ -155,30 +155,12 @@ _SAMPLE_BYTES = 1 << 16
 _SAMPLE_ROWS = 200  # rows read ahead to choose column widths and the delimiter
 _MAX_LINE_CHARS = 1 << 20  # a longer physical line fails as input_too_large instead of filling memory
 _MAX_JSON_VALUE_CHARS = 1 << 22  # one object of a JSON array
-_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
-_HIGH_BYTE_RUN = re.compile(rb"[\xc0-\xff]{3,}")
-_CP1252_UNDEFINED = {0x81, 0x8D, 0x8F, 0x90, 0x9D}
 
 
-def detect_encoding(sample: bytes) -> str:
-    """The encoding of a sample of a text file: utf-8-sig, utf-8, cp1251, cp1252 or latin-1."""
-    if sample.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
-    try:
-        codecs.getincrementaldecoder("utf-8")("strict").decode(sample, False)
-        return "utf-8"
-    except UnicodeDecodeError:
-        pass
-    # Bytes C0–FF are Cyrillic letters in cp1251 and accented letters in Latin-1/cp1252. Russian
-    # words are made entirely of them, while accents in Western text sit alone between ASCII
-    # letters: most high letters standing in runs of three or more means Cyrillic.
-    high = sum(1 for b in sample if b >= 0xC0)
-    in_runs = sum(len(run) for run in _HIGH_BYTE_RUN.findall(sample))
-    if high and in_runs / high >= 0.5 and _CYRILLIC.search(sample.decode("cp1251", "replace")):
-        return "cp1251"
-    if not any(b in _CP1252_UNDEFINED for b in sample):
-        return "cp1252"
-    return "latin-1"
+def detect_encoding(sample: bytes, *, complete: bool = True) -> str:
+    """The encoding of a CSV from a sample of its start, as every text reader detects it (exporters.charsets);
+    Latin-1, which reads any byte, when nothing fits better."""
+    return charsets.detect_encoding(sample, complete=complete) or "latin-1"
 
 
 @dataclass
@@ -212,7 +194,11 @@ def _with_sample(sample: list[list[Value]], rest: Iterator[list[Value]]) -> Iter
 
 
 def _read_csv(source: InputFile, options: TableReadOptions, head: bytes) -> Table:
-    encoding = detect_encoding(head) if options.encoding == "auto" else options.encoding
+    encoding = (
+        detect_encoding(head, complete=len(head) < _SAMPLE_BYTES)
+        if options.encoding == "auto"
+        else options.encoding
+    )
     if encoding == "utf-8" and head.startswith(codecs.BOM_UTF8):
         encoding = "utf-8-sig"
     delimiter = options.delimiter
