@@ -140,6 +140,11 @@ class TableCsvOptions(TableReadOptions):
     bom: bool = option(
         False, "Start the CSV with a UTF-8 byte order mark, which Excel needs to read UTF-8 correctly."
     )
+    keep_formulas: bool = option(
+        False,
+        "Write cells that start with = + - @ (formulas to a spreadsheet: =HYPERLINK(...), =cmd|...) as they "
+        "are; by default they are prefixed with ' so that a spreadsheet shows them as text.",
+    )
 
 
 @dataclass(frozen=True)
@@ -980,15 +985,44 @@ def table_to_csv(
         name = names.add(source.filename, "csv", fallback="table")
         path = out_dir / name
         count = 0
+        neutralised = 0
+
+        def cells(row: Sequence[Value]) -> list[str]:
+            nonlocal neutralised
+            texts = ["" if v is None else _cell_text(v) for v in row]
+            if options.keep_formulas:
+                return texts
+            safe = [neutralise_formula(text) for text in texts]
+            neutralised += sum(1 for a, b in zip(texts, safe, strict=True) if a is not b)
+            return safe
+
         with path.open("w", encoding="utf-8-sig" if options.bom else "utf-8", newline="") as file:
             writer = csv.writer(file, delimiter=options.output_delimiter, lineterminator="\r\n")
-            writer.writerow(table.columns)
+            writer.writerow(cells(table.columns))
             for row in table.rows:
-                writer.writerow(["" if v is None else _cell_text(v) for v in row])
+                writer.writerow(cells(row))
                 count += 1
         details = {**table.facts, "rows": count, "columns": len(table.columns)}
+        if neutralised:
+            details["formulas_neutralised"] = neutralised
         outputs.append(OutputFile(path=path, name=name, content_type="text/csv", details=details))
     return outputs
+
+
+#: What a spreadsheet takes for the start of a formula (or of DDE, =cmd|'/c calc'!A1) in a CSV cell.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def neutralise_formula(text: str) -> str:
+    """The cell as a spreadsheet shows it as text: prefixed with ' when it would start a formula.
+
+    Numbers such as -5 or +1.5e3 stay as they are: a spreadsheet reads them as numbers, not formulas.
+    The same string object is returned when nothing changes.
+    """
+    if text.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
 
 
 def table_to_json(
