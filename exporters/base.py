@@ -89,7 +89,10 @@ def reading_input(source: InputFile, what: str = "file") -> Iterator[None]:
 
 
 def _unreadable(source: InputFile, what: str) -> str:
-    return f"{describe(source)} cannot be read as a {what}: it is damaged or incomplete"
+    return (
+        f"{describe(source)} cannot be read as a {what}: it is damaged or incomplete, or a variant of the "
+        "format this service does not decode"
+    )
 
 
 @dataclass(frozen=True)
