@@ -48,9 +48,10 @@ from exporters.base import (
     Limits,
     OutputFile,
     UnsupportedConversion,
+    describe,
     option,
 )
-from exporters.images import UniqueNames, describe
+from exporters.images import UniqueNames
 from exporters.pdf import PAGE_SIZES
 from exporters.text import FONTS
 

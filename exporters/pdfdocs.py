@@ -11,6 +11,7 @@ import math
 import re
 import threading
 import zipfile
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -31,10 +32,12 @@ from exporters.base import (
     Limits,
     OutputFile,
     UnsupportedConversion,
+    describe,
     option,
     reading_input,
 )
-from exporters.images import UniqueNames, describe, safe_stem
+from exporters.images import UniqueNames, safe_stem
+from exporters.pdfactive import document_level_active_content, remove_active_content
 
 #: Held around every call into PDFium, by every module of this process that uses it.
 PDFIUM_LOCK = threading.Lock()
@@ -396,6 +399,7 @@ def merge_pdfs(
     path = out_dir / name
     parts = _as_pdfs(inputs, out_dir, limits=limits)
     total = 0
+    removed: Counter[str] = Counter()
     with PDFIUM_LOCK:
         merged = pdfium.PdfDocument.new()
     try:
@@ -410,6 +414,8 @@ def merge_pdfs(
                     )
                 with reading_input(part, "PDF"):
                     merged.import_pages(document, indexes, index=len(merged))
+            if part is source:
+                removed.update(document_level_active_content(source.path, password=password))
         with PDFIUM_LOCK:
             _rotate_all(merged, options.rotate)
             merged.save(path)
@@ -419,8 +425,12 @@ def merge_pdfs(
         for source, part in parts:
             if part is not source:
                 part.path.unlink(missing_ok=True)
+    removed.update(remove_active_content(path))
     set_info(path, title=options.title, author=options.author)
-    return [OutputFile(path=path, name=name, content_type=PDF_TYPE, details={"pages": total})]
+    details: dict[str, Any] = {"pages": total}
+    if removed:
+        details["active_content_removed"] = dict(sorted(removed.items()))
+    return [OutputFile(path=path, name=name, content_type=PDF_TYPE, details=details)]
 
 
 def split_pdf(
@@ -434,6 +444,7 @@ def split_pdf(
     outputs: list[OutputFile] = []
     for source in inputs:
         stem = safe_stem(source.filename) or "document"
+        document_level = document_level_active_content(source.path, password=options.password)
         with PDFIUM_LOCK, open_pdf(source, password=options.password, limits=limits) as document:
             count = len(document)
             if options.ranges.strip():
@@ -453,13 +464,12 @@ def split_pdf(
                     part.save(out_dir / name)
                 finally:
                     part.close()
+                details: dict[str, Any] = {"source": source.filename, "pages": [i + 1 for i in group]}
+                removed = Counter(document_level) + Counter(remove_active_content(out_dir / name))
+                if removed:
+                    details["active_content_removed"] = dict(sorted(removed.items()))
                 outputs.append(
-                    OutputFile(
-                        path=out_dir / name,
-                        name=name,
-                        content_type=PDF_TYPE,
-                        details={"source": source.filename, "pages": [i + 1 for i in group]},
-                    )
+                    OutputFile(path=out_dir / name, name=name, content_type=PDF_TYPE, details=details)
                 )
         for output in outputs[-len(groups) :]:
             set_info(output.path, title=options.title, author=options.author)

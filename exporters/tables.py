@@ -33,9 +33,10 @@ from exporters.base import (
     InvalidOptions,
     Limits,
     OutputFile,
+    describe,
     option,
 )
-from exporters.images import UniqueNames, describe
+from exporters.images import UniqueNames
 from exporters.pdf import PAGE_SIZES, new_canvas
 from exporters.text import FONTS
 

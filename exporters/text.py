@@ -22,10 +22,11 @@ from exporters.base import (
     InvalidOptions,
     Limits,
     OutputFile,
+    describe,
     option,
 )
 from exporters.charsets import detect_encoding
-from exporters.images import UniqueNames, describe
+from exporters.images import UniqueNames
 from exporters.pdf import PAGE_SIZES, new_canvas
 
 _FONT_DIR = Path(__file__).parent / "fonts"
