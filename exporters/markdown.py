@@ -51,6 +51,7 @@ from exporters.base import (
     describe,
     option,
 )
+from exporters.charsets import detect_encoding
 from exporters.images import (
     UniqueNames,
     decode_upright,
@@ -153,11 +154,16 @@ def markdown_to_pdf(
     names = UniqueNames()
     outputs: list[OutputFile] = []
     for source in documents:
+        data = source.path.read_bytes()
+        # The encoding as the sniffer found it (exporters.charsets): a cp1251 .md is Markdown too.
+        encoding = detect_encoding(data)
+        if encoding is None:
+            raise CorruptInput(f"{describe(source)} is not text in any encoding this service reads")
         try:
-            text = source.path.read_bytes().decode("utf-8-sig")
+            text = data.decode(encoding)
         except UnicodeDecodeError as exc:
             raise CorruptInput(
-                f"{describe(source)} is not valid UTF-8 text (byte offset {exc.start})"
+                f"{describe(source)} is not valid {encoding.upper()} text (byte offset {exc.start})"
             ) from None
         name = names.add(source.filename, "pdf", fallback="document")
         path = out_dir / name

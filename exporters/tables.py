@@ -35,6 +35,7 @@ from exporters.base import (
     OutputFile,
     describe,
     option,
+    reading_input,
 )
 from exporters.images import UniqueNames
 from exporters.pdf import PAGE_SIZES, new_canvas
@@ -310,6 +311,12 @@ def _bounded_lines(source: InputFile, encoding: str) -> Iterator[str]:
 
 def _csv_rows(source: InputFile, encoding: str, delimiter: str) -> Iterator[list[Value]]:
     reader = csv.reader(_bounded_lines(source, encoding), delimiter=delimiter, strict=False)
+    # Outside the try: what the csv module raises is told apart below; anything else is the input's.
+    with reading_input(source, "CSV table"):
+        yield from _csv_parsed(source, reader)
+
+
+def _csv_parsed(source: InputFile, reader: Any) -> Iterator[list[Value]]:
     try:
         for row in reader:
             if row:  # blank lines separate nothing in a table
@@ -376,7 +383,11 @@ def _json_objects(source: InputFile) -> Iterator[dict[str, Any]]:
     """
     decoder = json.JSONDecoder()
     name = describe(source)
-    with source.path.open("r", encoding="utf-8-sig", errors="strict") as stream:
+    # Anything else json raises (RecursionError on arrays nested thousands deep) is the input's too.
+    with (
+        reading_input(source, "JSON table"),
+        source.path.open("r", encoding="utf-8-sig", errors="strict") as stream,
+    ):
         buffer = ""
         eof = False
         position = 0  # characters of the file consumed before `buffer`

@@ -158,11 +158,11 @@ def test_page_limit(tmp_path: Path, out_dir: Path) -> None:
         markdown_to_pdf([md(path)], out_dir, MarkdownPdfOptions(), limits=Limits(max_pages=2))
 
 
-def test_not_utf8_is_corrupt(tmp_path: Path, out_dir: Path, limits: Limits) -> None:
+def test_not_text_is_corrupt(tmp_path: Path, out_dir: Path, limits: Limits) -> None:
     path = tmp_path / "bad.md"
-    path.write_bytes("# Привет".encode("cp1251"))
+    path.write_bytes(b"# Title\n\x00\x01\x02 binary")
 
-    with pytest.raises(CorruptInput, match="not valid UTF-8"):
+    with pytest.raises(CorruptInput, match="not text in any encoding"):
         markdown_to_pdf([md(path)], out_dir, MarkdownPdfOptions(), limits=limits)
 
 
@@ -266,3 +266,13 @@ def test_a_jpeg_that_needs_no_change_goes_in_as_it_is(tmp_path: Path, out_dir: P
     assert filters == ["DCTDecode"]
     assert stream.endswith(original[original.index(b"\xff\xda") :])  # the coded picture, untouched
     assert b"Exif" not in stream  # without its metadata
+
+
+def test_markdown_in_a_code_page_is_read_in_it(tmp_path: Path, out_dir: Path, limits: Limits) -> None:
+    # The sniffer takes a cp1251 .md as Markdown (exporters.charsets); the reader decodes it alike.
+    path = tmp_path / "notes.md"
+    path.write_bytes("# Заметки\n\nСъешь же ещё этих мягких французских булок.\n".encode("cp1251"))
+
+    (output,) = markdown_to_pdf([md(path)], out_dir, MarkdownPdfOptions(), limits=limits)
+
+    assert "Съешь же ещё этих мягких французских булок" in Pdf(output.path).all_text()

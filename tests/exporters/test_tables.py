@@ -539,3 +539,15 @@ def test_csv_to_csv_keeps_formulas_when_asked(tmp_path: Path, out_dir: Path, lim
     with output.path.open(newline="", encoding="utf-8") as file:
         assert list(csv_module.reader(file)) == FORMULA_ROWS
     assert "formulas_neutralised" not in output.details
+
+
+def test_json_nested_too_deep_for_the_parser_is_corrupt_input(
+    tmp_path: Path, out_dir: Path, limits: Limits
+) -> None:
+    # json raises RecursionError here, which no list of decode errors names: the read boundary does.
+    path = tmp_path / "deep.json"
+    path.write_text('[{"a": ' + "[" * 100_000 + "]" * 100_000 + "}]")
+
+    with pytest.raises(CorruptInput, match=r"deep\.json.* cannot be read as a JSON table") as caught:
+        table_to_csv([table_input(path)], out_dir, TableCsvOptions(), limits=limits)
+    assert isinstance(caught.value.__cause__, RecursionError)
