@@ -75,7 +75,7 @@ class Sweeper:
         for queue in self.actor_of_queue:
             for name in (queue, dq_name(queue)):
                 self._requeue_dead_workers(name, now)
-        candidates = self.records.open_job_ids(created_before=now - self.grace_s)
+        candidates = self.records.open_job_ids(created_before=now - self.grace_s, limit=10_000)
         if not candidates:
             return SweepReport()
         live = self._jobs_with_messages()

@@ -13,7 +13,7 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
@@ -246,9 +246,12 @@ class Records:
             raise ValueError(f"job {job.id} exists already")
 
     @_wrap_redis_errors
-    def open_job_ids(self, *, created_before: float, limit: int = 10_000) -> list[str]:
-        """Ids of jobs not finished, created before `created_before`, oldest first."""
-        ids = self.redis.zrangebyscore(self.open_key, 0, created_before, start=0, num=limit)
+    def open_job_ids(self, *, created_before: float, limit: int | None = None) -> list[str]:
+        """Ids of jobs not finished, created before `created_before`, oldest first (all, or `limit`)."""
+        if limit:
+            ids = self.redis.zrangebyscore(self.open_key, 0, created_before, start=0, num=limit)
+        else:
+            ids = self.redis.zrangebyscore(self.open_key, 0, created_before)
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
     @_wrap_redis_errors
@@ -263,23 +266,6 @@ class Records:
         if raw is None:
             raise RecordNotFound(job_id)
         return Job.from_json(raw)
-
-    @_wrap_redis_errors
-    def iter_jobs(self, *, batch: int = 500) -> Iterator[Job]:
-        """Every job record still held (a scan: for maintenance, not for requests)."""
-        keys: list[bytes] = []
-        for key in self.redis.scan_iter(f"{self.namespace}:job:*", count=batch):
-            keys.append(key)
-            if len(keys) >= batch:
-                yield from self._load(keys)
-                keys = []
-        yield from self._load(keys)
-
-    def _load(self, keys: list[bytes]) -> Iterator[Job]:
-        if keys:
-            for raw in self.redis.mget(keys):
-                if raw is not None:  # expired between the scan and the read
-                    yield Job.from_json(raw)
 
     @_wrap_redis_errors
     def events(self, *, after: str = "0", count: int = 1000) -> list[JobEvent]:
