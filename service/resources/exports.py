@@ -154,6 +154,8 @@ class Exports:
                 code="unsupported_media_type",
                 status=415,
             )
+        # Both body kinds normalise the format the same way from here on.
+        target = target.strip().lower() if isinstance(target, str) else target
         if not isinstance(target, str) or not target:
             raise BadRequest("'format' is required: the output format, e.g. pdf, png, jpeg, webp")
         if len(target) > MAX_FORMAT_BYTES:
@@ -197,7 +199,7 @@ class Exports:
                 uploads.append(self.receiver.receive(part.stream, part.filename))
             elif part.name == "format":
                 data = read_at_most(part.stream, MAX_FORMAT_BYTES, what="the 'format' part")
-                target = data.decode("utf-8", errors="replace").strip().lower()
+                target = data.decode("utf-8", errors="replace")
             elif part.name == "options":
                 data = read_at_most(part.stream, self.max_json_bytes, what="the 'options' part")
                 raw_options = parse_json(data, what="'options'") if data.strip() else None
@@ -224,8 +226,7 @@ class Exports:
             uploads = self.records.get_uploads(ids)
         except RecordNotFound as exc:
             raise UnknownUpload(f"no upload with id {exc.args[0]!r} (never uploaded, or expired)") from None
-        target = body.get("format")
-        return uploads, target.lower() if isinstance(target, str) else target, body.get("options")
+        return uploads, body.get("format"), body.get("options")
 
 
 class ExportItem:

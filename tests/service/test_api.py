@@ -839,3 +839,14 @@ def test_every_answer_with_a_job_is_not_to_be_stored_by_caches(api: Api, worker:
     assert finished.headers["cache-control"] == "no-store"
     read = api.client.simulate_get(f"/v1/exports/{finished.json['id']}", params={"wait": "1"})
     assert read.status_code == 200 and read.headers["cache-control"] == "no-store"
+
+
+def test_both_body_kinds_read_the_format_alike(api: Api) -> None:
+    """One parser: " PNG " means png in a JSON export as it does in a multipart one."""
+    upload_id = _upload(api, jpeg_bytes(), "photo.jpg")
+    result = api.client.simulate_post("/v1/exports", json={"inputs": [upload_id], "format": " PNG "})
+    assert result.status_code == 202, result.json
+    assert result.json["format"] == "png"
+    body, ctype = multipart([("file", ("photo.jpg", jpeg_bytes())), ("format", " PNG ")])
+    result = api.client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype})
+    assert result.status_code == 202 and result.json["format"] == "png"
