@@ -17,10 +17,11 @@ from actors import running
 from actors.broker import EXPORT_QUEUE
 from actors.outcomes import NOT_RETRIED, CrashedTwice, end_job, job_error
 from exporters import registry
-from exporters.base import ConversionError, InputFile, Limits, parse_options
+from exporters.base import ConversionError, InputFile, Limits, parse_options, secret_options
 from exporters.registry import OFFICE_QUEUE
 from storage.base import ObjectNotFound, Storage
 from storage.jobs import Job, Output, RecordNotFound, Records
+from storage.sealing import Sealer, Unsealable, is_sealed
 
 EXPORT_ACTOR = "export"
 #: One actor per queue, all running ExportTask: a queue's workers, concurrency and time limit are
@@ -50,12 +51,14 @@ class ExportTask:
         limits: Limits,
         work_dir: Path | None = None,
         time_limit_s: int | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.records = records
         self.storage = storage
         self.limits = limits
         self.work_dir = work_dir
         self.time_limit_s = time_limit_s  # named in time_limit_exceeded messages
+        self.sealer = sealer  # unseals secret options (storage/sealing.py)
 
     def __call__(self, job_id: str) -> None:
         ctx = {"job_id": job_id}
@@ -81,7 +84,9 @@ class ExportTask:
 
     def _convert(self, job: Job) -> tuple[Output, ...]:
         conversion = registry.find([u.content_type for u in job.inputs], job.format)
-        options: Any = parse_options(conversion.options, job.options, limits=self.limits)
+        options: Any = parse_options(
+            conversion.options, self._unsealed(job, conversion.options), limits=self.limits
+        )
         with tempfile.TemporaryDirectory(prefix=f"exportd-{job.id}-", dir=self.work_dir) as tmp:
             out_dir = Path(tmp, "out")  # the inputs lie beside it
             out_dir.mkdir()
@@ -115,6 +120,26 @@ class ExportTask:
                     )
                 )
             return tuple(stored)
+
+    def _unsealed(self, job: Job, options_type: type) -> dict[str, Any]:
+        """The job's options with its secret ones unsealed. Raises SecretLost."""
+        raw = dict(job.options)
+        for name in secret_options(options_type):
+            if is_sealed(raw.get(name)):
+                if self.sealer is None:
+                    raise SecretLost(name, "this worker has no signing keys to unseal it with")
+                try:
+                    raw[name] = self.sealer.unseal(raw[name], context=f"{job.id}:{name}")
+                except Unsealable as exc:
+                    raise SecretLost(name, str(exc)) from None
+        return raw
+
+
+class SecretLost(ConversionError):
+    code = "invalid_options"
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(f"the {name} given with this export can no longer be read ({why}); submit it again")
 
 
 class InputGone(ConversionError):

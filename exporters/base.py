@@ -222,8 +222,12 @@ def option(
     length: int | None = None,
     max_length: int | None = None,
     syntax: str | None = None,
+    secret: bool = False,
 ) -> Any:
     """Declare one option field: its default, the sentence documenting it and what a value must be.
+
+    A `secret` option (a password) is never shown back and never stored readable: the API seals
+    it in the job record (storage/sealing.py) and the worker unseals it for the conversion.
 
     For a list option (annotated `tuple[T, ...]`) the choices and bounds apply to each item, and
     `length` is the exact number of items when there must be that many. A bound given as a string
@@ -243,8 +247,14 @@ def option(
         "length": length,
         "max_length": max_length,
         "syntax": syntax,
+        "secret": secret,
     }
     return dataclasses.field(default=default, metadata=meta)
+
+
+def secret_options(options_type: type) -> frozenset[str]:
+    """The names of the options declared secret."""
+    return frozenset(f.name for f in dataclasses.fields(options_type) if f.metadata.get("secret"))
 
 
 _T = TypeVar("_T")
@@ -412,6 +422,8 @@ def describe_options(options_type: type, *, limits: Limits) -> dict[str, dict[st
                 entry["minItems"] = entry["maxItems"] = f.metadata["length"]
         else:
             entry.update(bounds)
+        if f.metadata.get("secret"):
+            entry["writeOnly"] = True  # never shown back
         described[f.name] = entry
     return described
 

@@ -75,7 +75,7 @@ class PdfRenderOptions:
         False, "Only the first page, as a small preview: 256 pixels wide unless width says otherwise."
     )
     zip: bool = option(False, "Bundle all page images in one ZIP archive instead of listing them one by one.")
-    password: str | None = option(None, "Password of an encrypted PDF.")
+    password: str | None = option(None, "Password of an encrypted PDF.", secret=True)
 
 
 @dataclass(frozen=True)
@@ -376,7 +376,7 @@ class PdfEditOptions:
     rotate: int = option(0, "Turn every page clockwise by this many degrees.", choices=(0, 90, 180, 270))
     title: str | None = option(None, "Title written into the PDF's metadata.")
     author: str | None = option(None, "Author written into the PDF's metadata.")
-    password: str | None = option(None, "Password of the encrypted PDFs among the inputs.")
+    password: str | None = option(None, "Password of the encrypted PDFs among the inputs.", secret=True)
 
 
 @dataclass(frozen=True)
