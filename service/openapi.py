@@ -23,6 +23,7 @@ import falcon.inspect
 from exporters import registry
 from exporters.base import ConversionError, Limits
 from service import errors
+from service.resources import page
 from storage import jobs
 
 OPENAPI_VERSION = "3.1.0"
@@ -191,7 +192,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {200: Answer("The file.", {"text/css": {"type": "string"}, "text/javascript": {"type": "string"}},
                      ("Content-Security-Policy",))},
         problems=(404,),
-        parameters=(_path("name", "The file's name, e.g. app.js."),),
+        parameters=({**_path("name", "The file's name."), "schema": {"type": "string", "enum": sorted(page.ASSETS)}},),
     ),
     ("Formats", "GET"): Operation(
         "getFormats", "Every conversion, with its options", "exports",
