@@ -41,6 +41,7 @@ def _ref(name: str) -> dict[str, str]:
 
 def _subclasses(cls: type) -> list[type]:
     found = [cls]
+    sub: type
     for sub in cls.__subclasses__():
         found.extend(_subclasses(sub))
     return found
