@@ -68,9 +68,11 @@ class _Reporter:
             yield
             return
         import rich.progress as rp
+        from rich.console import Console
 
         self._progress = rp.Progress(rp.TextColumn("{task.description}"), rp.BarColumn(), rp.DownloadColumn(),
-                                  rp.TransferSpeedColumn(), rp.TimeElapsedColumn(), transient=False)  # fmt: skip
+                                  rp.TransferSpeedColumn(), rp.TimeElapsedColumn(), transient=False,
+                                     console=Console(stderr=True))  # fmt: skip
         with self._progress:
             yield
         self._progress = None
