@@ -13,7 +13,7 @@ ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; char
 
 #: Scripts and styles from this origin only (no inline code), requests to this API only, never framed.
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 

@@ -156,6 +156,7 @@ function chosenOptions() {
     } else if (spec.type === "array") {
       const items = input.value.split(",").map((s) => s.trim()).filter((s) => s);
       value = items.map((s) => typed(s, spec.items ? spec.items.type : "string"));
+      if (!items.length && spec.nullable) value = null;
     } else if (input.value === "") {
       value = spec.nullable ? null : spec.default;
     } else {
