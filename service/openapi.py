@@ -75,7 +75,8 @@ def problem_codes() -> dict[int, list[str]]:
 def job_error_codes() -> list[str]:
     """Codes a failed job's `error.code` can hold."""
     codes = {str(getattr(cls, "code", "")) for cls in _subclasses(ConversionError)}
-    return sorted(codes | {"internal_error", "input_missing"})
+    # Ends the actors give a job themselves (actors/export.py, actors/outcomes.py, actors/sweeper.py).
+    return sorted(codes | {"internal_error", "input_missing", "time_limit_exceeded", "worker_crashed"})
 
 
 # -- operations: what the router cannot say ----------------------------------------------------------
