@@ -24,6 +24,12 @@ ROOT = Path(__file__).resolve().parents[2]
 class Live:
     url: str
     env: dict[str, str]  # the environment a client subprocess runs in (no EXPORTD_* of the service)
+    data_dir: Path  # the service's var/
+
+    def uploads(self) -> set[str]:
+        """The names of the uploaded files the service keeps."""
+        folder = self.data_dir / "storage" / "uploads"
+        return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
 
 
 def _ready(url: str) -> bool:
@@ -61,7 +67,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                     "exportd run did not come up: " + (data_dir / "run.log").read_text()[-3000:]
                 )
             time.sleep(0.2)
-        yield Live(url=url, env={**clean, "PYTHONPATH": str(ROOT)})
+        yield Live(url=url, env={**clean, "PYTHONPATH": str(ROOT)}, data_dir=data_dir / "var")
     finally:
         proc.send_signal(signal.SIGINT)
         try:

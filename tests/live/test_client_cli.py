@@ -112,6 +112,7 @@ def test_ctrl_c_during_upload_stops_cleanly(live: Live, tmp_path: Path) -> None:
     fifo = tmp_path / "slow.jpg"
     os.mkfifo(fifo)
     env = {**live.env, "EXPORTD_URL": live.url}
+    uploads_before = live.uploads()
     proc = subprocess.Popen([*EXPORTD, "export", str(fifo), "--to", "png"], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
@@ -128,6 +129,10 @@ def test_ctrl_c_during_upload_stops_cleanly(live: Live, tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert "exportd: interrupted" in err and "Traceback" not in err
     assert out == ""  # no job id: no export was made
+    deadline = time.monotonic() + 10  # the service notices the cut connection on its own time
+    while live.uploads() != uploads_before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert live.uploads() == uploads_before  # the half-sent file was not kept
     assert _run(live, "formats", "--json", cwd=tmp_path).returncode == 0  # the service is unharmed
 
 
