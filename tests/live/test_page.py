@@ -132,3 +132,22 @@ def test_labelled_keyboard_usable_and_phone_width(page: Any) -> None:
     assert page.evaluate("document.activeElement.id") == "format"
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline not in ("", "none")
+
+
+def test_dropped_files_choose_the_formats_offered(page: Any) -> None:
+    # A text file dropped on the zone: only what text converts to is offered.
+    page.evaluate(
+        """() => {
+          const data = new DataTransfer();
+          data.items.add(new File(["Hello"], "notes.txt", {type: "text/plain"}));
+          document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+        }"""
+    )
+    assert page.evaluate("document.getElementById('files').files[0].name") == "notes.txt"
+    offered = page.eval_on_selector_all(
+        "#format option", "options => options.map(o => o.value).filter(v => v)"
+    )
+    assert offered == ["pdf"]
+    page.select_option("#format", "pdf")
+    assert page.is_visible("#opt-page_size")  # the text → PDF conversion's own options
+    assert not page.query_selector("#opt-width")
