@@ -17,9 +17,11 @@ from exporters.base import Limits
 from service import errors
 from service.bodies import strict_loads
 from service.logs import request_id_var
+from service.openapi import OpenApi
 from service.resources.exports import ExportItem, Exports, Formats, JobView
 from service.resources.files import Files
 from service.resources.health import Healthz, Readyz
+from service.resources.page import Page, PageAsset
 from service.resources.uploads import UploadItem, UploadReceiver, Uploads
 from service.settings import Settings
 from service.waiting import JobWaiter
@@ -158,4 +160,7 @@ def create_app(
     )  # fmt: skip
     app.add_route("/v1/exports/{job_id}", ExportItem(records=records, view=view, waiter=waiter))
     app.add_route("/v1/files/outputs/{job_id}/{name}", Files(storage=storage, signer=signer, clock=clock))
+    app.add_route("/", Page())
+    app.add_route("/ui/{name}", PageAsset())
+    app.add_route("/v1/openapi.json", OpenApi(app, limits=limits_from(settings), base_url=settings.base_url))
     return app

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from service import client_cli
 from service.settings import ConfigError, Settings, new_signing_key
 
 #: How long `exportd run` lets the API and the workers stop before killing them.
@@ -333,7 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check-worker", help="exit 0 when the worker pool on this host is alive (liveness probe)")
     keygen = sub.add_parser("keygen", help="print a new signing key for EXPORTD_SIGNING_KEYS")
     keygen.add_argument("--kid", default="k1", help="key id (letters and digits)")
+    client_cli.add_parsers(sub)  # export, job, formats: a client of a running service
     args = parser.parse_args(argv)
+    if args.command in client_cli.VERBS:
+        return client_cli.run(args)
     commands = {
         "run": cmd_run,
         "serve": cmd_serve,
