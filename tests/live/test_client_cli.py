@@ -74,7 +74,10 @@ def test_a_failed_job_exits_1_with_its_sentence(live: Live, tmp_path: Path) -> N
     (tmp_path / "broken.jpg").write_bytes(jpeg_bytes()[:3000])  # a JPEG cut short
     result = _run(live, "export", "broken.jpg", "--to", "png", cwd=tmp_path)
     assert result.returncode == 1
-    assert '"broken.jpg" cannot be read as a JPEG image: it is damaged or incomplete' in result.stderr and "(corrupt_input)" in result.stderr
+    assert (
+        '"broken.jpg" cannot be read as a JPEG image: it is damaged or incomplete' in result.stderr
+        and "(corrupt_input)" in result.stderr
+    )
     assert not (tmp_path / "broken.png").exists()
     job_id = next(
         line.split()[1].rstrip(":") for line in result.stderr.splitlines() if line.startswith("job ")
