@@ -3,11 +3,14 @@
 import signal
 from typing import Any
 
+import gevent
+
 from service.logs import GUNICORN_LOGCONFIG
 from service.waiting import answer_all_now
 
 logconfig_dict = GUNICORN_LOGCONFIG
-# Uploads stream through a worker thread; a slow client must not be cut off mid-upload too soon.
+# How long a worker process may go without telling the arbiter it lives (its loop blocked).
+# Slow clients are cut off by EXPORTD_API_READ_TIMEOUT_S and EXPORTD_API_MIN_BODY_BYTES_PER_S.
 timeout = 120
 graceful_timeout = 30
 keepalive = 5
@@ -19,7 +22,8 @@ def post_worker_init(worker: Any) -> None:
     stop_gracefully = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum: int, frame: Any) -> None:
-        answer_all_now()
+        # In a greenlet of its own: the signal may interrupt a greenlet that holds a waiter's lock.
+        gevent.spawn(answer_all_now)
         if callable(stop_gracefully):
             stop_gracefully(signum, frame)
 
