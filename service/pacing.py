@@ -50,6 +50,9 @@ class PacedSocket:
         self._began: float | None = None  # when the current request's first bytes arrived
         self._received = 0  # bytes of the current request so far
         self._served = False  # a response was sent on this connection (later reads may idle)
+        #: The request being read (gunicorn's), marked to close the connection when it is cut off:
+        #: gunicorn ignores a Connection header set by the application.
+        self.request: Any = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
@@ -71,6 +74,8 @@ class PacedSocket:
                 return b""  # idle between requests: close quietly, as at a keep-alive timeout
             if self._cap_s is not None and self._cap_s <= timeout:
                 raise  # gunicorn's own deadline (draining a body it will not use)
+            if self.request is not None:
+                self.request.must_close = True
             raise ClientTooSlow(self._why()) from None
         finally:
             self._sock.settimeout(self._cap_s)

@@ -50,6 +50,10 @@ class ExportdWorker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type
         # GeventWorker.handle only sets the socket blocking (done above), then calls this.
         super(GeventWorker, self).handle(listener, paced, addr)
 
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> None:
+        sock.request = req  # so that a request cut off mid-body is answered with Connection: close
+        super().handle_request(listener_name, req, sock, addr)
+
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         if not isinstance(exc, ClientTooSlow):
             super().handle_error(req, client, addr, exc)
