@@ -219,7 +219,9 @@ def test_a_body_slower_than_the_minimum_rate_is_cut_off(paced_server: Server) ->
 
 
 def _established(process: psutil.Process, port: int) -> int:
-    return sum(1 for c in process.net_connections("tcp") if c.laddr.port == port and c.status == "ESTABLISHED")
+    return sum(
+        1 for c in process.net_connections("tcp") if c.laddr.port == port and c.status == "ESTABLISHED"
+    )
 
 
 def test_with_200_slow_clients_open_healthz_and_normal_requests_still_answer(server: Server) -> None:
