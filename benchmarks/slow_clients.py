@@ -32,6 +32,8 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -90,8 +92,9 @@ class SlowClients:
         b"Content-Type: image/jpeg\r\nContent-Length: 1000000\r\n\r\n"
     )
 
-    def __init__(self, port: int, count: int) -> None:
+    def __init__(self, port: int, count: int, kind: str) -> None:
         self.port = port
+        self.kind = kind
         self.socks: list[socket.socket | None] = [None] * count
         self.replaced = 0
         self._stop = threading.Event()
@@ -100,7 +103,8 @@ class SlowClients:
     def _open(self, slot: int) -> None:
         try:
             sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
-            sock.sendall(self.HEAD if slot % 2 else self.BODY)
+            in_head = self.kind == "head" or (self.kind == "mixed" and slot % 2)
+            sock.sendall(self.HEAD if in_head else self.BODY)
             sock.setblocking(False)
         except OSError:
             sock = None  # the server's backlog is full: try again next second
@@ -181,15 +185,18 @@ def run_server(name: str, args: argparse.Namespace, redis_url: str, work: Path) 
         idle: dict[str, list[float | None]] = {"upload": [], "healthz": []}
         loaded: dict[str, list[float | None]] = {"upload": [], "healthz": []}
         open_during, replaced = [], 0
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        rss_mb = [sum(p.memory_info().rss for p in tree) / 2**20]
         for _ in range(args.rounds):
             for what, values in measure(port, args.samples // args.rounds, upload).items():
                 idle[what] += values
-            slow = SlowClients(port, args.slow)
+            slow = SlowClients(port, args.slow, args.kind)
             slow.start()
             time.sleep(2.0)
             for what, values in measure(port, args.samples // args.rounds, upload).items():
                 loaded[what] += values
             open_during.append(slow.open_now())
+            rss_mb.append(sum(p.memory_info().rss for p in tree) / 2**20)
             slow.stop()
             replaced += slow.replaced
             slow = None
@@ -199,8 +206,9 @@ def run_server(name: str, args: argparse.Namespace, redis_url: str, work: Path) 
             slow_ms, unanswered = summary(loaded[what])
             print(f"{name:8} {what:8} idle {idle_ms:8.1f} ms   {args.slow} slow clients {slow_ms:8.1f} ms   "
                   f"ratio {slow_ms / idle_ms:6.2f}   unanswered {unanswered}/{len(loaded[what])}")  # fmt: skip
-        print(f"{name:8} slow clients open at the end of each round: {open_during}; replaced after the "
-              f"server cut them off: {replaced}")  # fmt: skip
+        print(f"{name:8} slow clients ({args.kind}) open at the end of each round: {open_during}; replaced "
+              f"after the server cut them off: {replaced}; server RSS idle {rss_mb[0]:.0f} MB, with them "
+              f"{', '.join(f'{m:.0f}' for m in rss_mb[1:])} MB")  # fmt: skip
     finally:
         if slow is not None:
             slow.stop()
@@ -218,6 +226,8 @@ def main() -> None:
     )
     parser.add_argument("--slow", type=int, default=200, help="slow clients kept connected")
     parser.add_argument("--samples", type=int, default=60, help="requests of each kind per phase")
+    parser.add_argument("--kind", choices=("mixed", "head", "body"), default="mixed",
+                        help="where the slow clients stall: in their head, in a body, or half each")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3, help="idle and loaded phases alternate this often")
     parser.add_argument("--servers", default="exportd,gthread,uvicorn")
     parser.add_argument("--asgi-path", default="", help="directory holding uvicorn and a2wsgi")
