@@ -6,7 +6,6 @@ from typing import Any
 import gevent
 
 from service.logs import GUNICORN_LOGCONFIG
-from service.waiting import answer_all_now
 
 logconfig_dict = GUNICORN_LOGCONFIG
 # How long a worker process may go without telling the arbiter it lives (its loop blocked).
@@ -19,6 +18,10 @@ keepalive = 5
 def post_worker_init(worker: Any) -> None:
     """On SIGTERM, requests waiting for a job (?wait) are answered at once, then gunicorn stops as
     it would: a rolling update does not wait for them, nor cut them off at graceful_timeout."""
+    # Imported here, in the worker once gevent has patched it: Redis's client, imported in the
+    # arbiter, would keep unpatched names (gevent warns on stderr, which must hold JSON lines only).
+    from service.waiting import answer_all_now
+
     stop_gracefully = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum: int, frame: Any) -> None:
