@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import io
 import json
 import os
 import signal
@@ -12,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,8 @@ from typing import Any
 import psutil
 import pytest
 
-from storage.jobs import Records
+from storage.jobs import Output, Records
+from storage.local import LocalStorage
 from tests.conftest import TEST_KEYS
 from tests.helpers import free_port, jpeg_bytes, multipart
 
@@ -285,3 +289,30 @@ def test_more_requests_than_the_old_thread_count_all_wait_and_are_woken(
     for key, (status, job) in answers.items():
         assert job["status"] == "succeeded", (key, status, job)
         assert status == (201 if key.startswith("post-") else 200)
+
+
+def test_a_download_through_the_paced_socket_arrives_whole_and_in_ranges(
+    server: Server, records: Records, tmp_path: Path
+) -> None:
+    """gunicorn sends files with sendfile, here through service/pacing.py's socket."""
+    body, ctype = multipart([("file", ("a.jpg", jpeg_bytes())), ("format", "png")])
+    job_id = server.call("POST", "/v1/exports", body, ctype)[1]["id"]
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    key = f"outputs/{job_id}/out.bin"
+    LocalStorage(tmp_path / "storage").put_stream(key, io.BytesIO(data))
+    digest = hashlib.sha256(data).hexdigest()
+    records.finish_job(
+        job_id, outputs=(Output("out.bin", key, "application/octet-stream", len(data), digest),)
+    )
+    url = urllib.parse.urlsplit(server.call("GET", f"/v1/exports/{job_id}")[1]["outputs"][0]["url"])
+    path = f"{url.path}?{url.query}"
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        conn.request("GET", path)
+        whole = conn.getresponse()
+        assert whole.status == 200 and whole.read() == data
+        conn.request("GET", path, headers={"Range": "bytes=1000-2000999"})  # same kept-alive connection
+        part = conn.getresponse()
+        assert part.status == 206 and part.read() == data[1000:2001000]
+    finally:
+        conn.close()
