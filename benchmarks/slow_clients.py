@@ -169,6 +169,8 @@ def run_server(name: str, args: argparse.Namespace, redis_url: str, work: Path) 
                 "EXPORTD_DATA_DIR": str(work / name), "EXPORTD_PORT": str(port),
                 "EXPORTD_API_PROCESSES": str(PROCESSES), "EXPORTD_SIGNING_KEYS": TEST_KEYS,
                 "EXPORTD_LOG_LEVEL": "WARNING", "EXPORTD_REDIS_NAMESPACE": f"bench-{name}"})  # fmt: skip
+    if args.read_timeout_s:
+        env["EXPORTD_API_READ_TIMEOUT_S"] = str(args.read_timeout_s)
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # fmt: skip
     slow: SlowClients | None = None
@@ -228,6 +230,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=60, help="requests of each kind per phase")
     parser.add_argument("--kind", choices=("mixed", "head", "body"), default="mixed",
                         help="where the slow clients stall: in their head, in a body, or half each")  # fmt: skip
+    parser.add_argument("--read-timeout-s", type=int, default=0,
+                        help="exportd's EXPORTD_API_READ_TIMEOUT_S (short: slow clients are cut off and replaced all along)")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3, help="idle and loaded phases alternate this often")
     parser.add_argument("--servers", default="exportd,gthread,uvicorn")
     parser.add_argument("--asgi-path", default="", help="directory holding uvicorn and a2wsgi")
