@@ -13,7 +13,9 @@ thumbor, when --thumbor names its executable (install it in a venv of its own, e
 `/unsafe/1600x0/photoN.jpg` from the same photos with its file loader, no storage and 2 processes.
 
 Both run alternately, `--rounds` times, each frozen (SIGSTOP) while the other runs; each figure is
-the median of its rounds. Prints photos/s for 4 and 64 clients, their ratio (goal: the 64-client
+the median of its rounds. The CPU time per photo of each server's processes (exportd: API, workers
+and Redis) is printed too: on this shared machine, whose speed other work moves by 2x and more,
+it is the steadier figure, and polling, the failure this measures, shows there first. Prints photos/s for 4 and 64 clients, their ratio (goal: the 64-client
 figure within 5 % of the 4-client one) and exportd/thumbor at each.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import http.client
 import json
 import os
@@ -99,11 +102,25 @@ def thumbor_photo(client: Client, name: str) -> None:
         raise OSError(f"thumbor: HTTP {status}")
 
 
-def throughput(items: list[str], clients: int, one: Callable[[str], None]) -> float:
+def cpu_s(procs: list[subprocess.Popen[bytes]]) -> float:
+    total = 0.0
+    for p in (p for proc in procs for p in tree(proc)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def throughput(
+    items: list[str], clients: int, one: Callable[[str], None], procs: list[subprocess.Popen[bytes]]
+) -> tuple[float, float]:
+    """Photos per second, and CPU milliseconds per photo of the server's processes."""
+    cpu = cpu_s(procs)
     began = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         list(pool.map(one, items))
-    return len(items) / (time.perf_counter() - began)
+    wall = time.perf_counter() - began
+    return len(items) / wall, (cpu_s(procs) - cpu) * 1000 / len(items)
 
 
 def tree(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
@@ -214,23 +231,28 @@ def main() -> None:
 
             figures: dict[str, list[float]] = {}
             polls: dict[int, int] = {}
+            cpu: dict[str, list[float]] = {}  # CPU ms per photo of the server's processes
             for round_ in range(args.rounds):
                 # The order alternates, so that a drift of the machine's speed within a round
                 # favours neither; each round's ratios are taken between runs seconds apart.
                 for clients in CONCURRENCY if round_ % 2 == 0 else CONCURRENCY[::-1]:
                     client = Client(port)
                     with frozen(thumbor):
-                        figures.setdefault(f"exportd {clients}", []).append(
-                            throughput(jobs, clients, lambda u, c=client: exportd_photo(c, u))  # type: ignore[misc]
-                        )
+                        rate, cpu_ms = throughput(
+                            jobs, clients, lambda u, c=client: exportd_photo(c, u), [*exportd, redis_proc]
+                        )  # type: ignore[misc]
+                    figures.setdefault(f"exportd {clients}", []).append(rate)
+                    cpu.setdefault(f"exportd {clients}", []).append(cpu_ms)
                     polls[clients] = polls.get(clients, 0) + client.polls
                     if thumbor:
                         items = [names[i % len(names)] for i in range(args.jobs)]
                         client = Client(thumbor_port)
                         with frozen([*exportd, redis_proc]):
-                            figures.setdefault(f"thumbor {clients}", []).append(
-                                throughput(items, clients, lambda n, c=client: thumbor_photo(c, n))  # type: ignore[misc]
-                            )
+                            rate, cpu_ms = throughput(
+                                items, clients, lambda n, c=client: thumbor_photo(c, n), thumbor
+                            )  # type: ignore[misc]
+                        figures.setdefault(f"thumbor {clients}", []).append(rate)
+                        cpu.setdefault(f"thumbor {clients}", []).append(cpu_ms)
 
             def median(key: str) -> float:
                 return statistics.median(figures[key])
@@ -246,6 +268,9 @@ def main() -> None:
                 print(
                     f"{key:12} clients: {median(key):6.2f} photos/s  (rounds: {', '.join(f'{v:.2f}' for v in values)})"
                 )
+            for key, values in cpu.items():
+                print(f"{key:12} clients: {statistics.median(values):6.1f} CPU ms per photo, the server's processes "
+                      f"(rounds: {', '.join(f'{v:.1f}' for v in values)})")  # fmt: skip
             for clients in CONCURRENCY:
                 print(
                     f"exportd {clients:2} clients: {polls[clients]} polls (GETs after a 202) over {args.rounds} rounds"
