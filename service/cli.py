@@ -59,8 +59,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "--config", "python:service.gunicorn_config",
         "--bind", f"{settings.host}:{settings.port}",
         "--workers", str(settings.api_processes),
-        "--threads", str(settings.api_threads),
-        "--worker-class", "gthread",
+        # gevent greenlets with paced client sockets (service/server.py): a slow client or a
+        # waiting request costs a greenlet, not a thread.
+        "--worker-class", "service.server.ExportdWorker",
+        "--worker-connections", str(settings.api_connections),
         "--log-level", settings.log_level.lower(),
         # No control socket: it lives under $HOME, which a hardened container does not have.
         "--no-control-socket",
