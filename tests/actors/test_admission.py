@@ -1,0 +1,153 @@
+"""Memory admission on a real Redis, real local storage, real headers and real converters."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from dramatiq import Worker
+
+from actors.admission import (
+    PROCESS_BASE_BYTES,
+    SUPERVISOR_BYTES,
+    MemoryAdmission,
+    MemoryBudget,
+    container_memory_limit,
+    worker_budget_bytes,
+)
+from actors.broker import EXPORT_QUEUE, build_broker
+from actors.export import ExportTask, JobOutcome, declare_export_actor, enqueue_export
+from exporters.base import Limits
+from exporters.estimate import MiB
+from storage.jobs import Job, Records, Upload, new_id
+from storage.local import LocalStorage
+from tests.helpers import jpeg_bytes
+
+
+def _job(records: Records, storage: LocalStorage, data: bytes, fmt: str = "png") -> Job:
+    upload_id = new_id()
+    stored = storage.put_stream(f"uploads/{upload_id}", io.BytesIO(data))
+    upload = Upload(id=upload_id, filename="photo.jpg", content_type="image/jpeg", size=stored.size,
+                    sha256=stored.sha256, created_at=time.time())  # fmt: skip
+    job = Job(id=new_id(), format=fmt, inputs=(upload,), options={}, created_at=time.time())
+    records.create_job(job)
+    return job
+
+
+@pytest.fixture
+def pool_with(
+    records: Records, storage: LocalStorage, redis_client: redis.Redis, namespace: str
+) -> Iterator[Any]:
+    """Starts a one-process worker (two threads) whose jobs are admitted against `budget`."""
+    started: list[tuple[Any, Worker]] = []
+
+    def start(budget: MemoryBudget) -> Any:
+        admission = MemoryAdmission(budget, records_for=lambda: records, storage=storage, limits=Limits())
+        broker = build_broker(redis_client, namespace=namespace, heartbeat_timeout_ms=30_000,
+                              extra_middleware=[JobOutcome(lambda: records), admission])  # fmt: skip
+        task = ExportTask(records=records, storage=storage, limits=Limits())
+        declare_export_actor(broker, task, time_limit_s=30, max_retries=3)
+        worker = Worker(broker, queues={EXPORT_QUEUE}, worker_threads=2, worker_timeout=50)
+        worker.start()
+        started.append((broker, worker))
+        return broker
+
+    yield start
+    for broker, worker in started:
+        worker.stop()
+        broker.close()
+
+
+def _wait(records: Records, job_id: str, timeout_s: float = 20) -> Job:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = records.get_job(job_id)
+        if job.finished:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job stuck: {records.get_job(job_id)}")
+
+
+def test_a_job_waiting_for_memory_stays_queued_then_runs(
+    records: Records, storage: LocalStorage, pool_with: Any
+) -> None:
+    budget = MemoryBudget(200 * MiB)
+    broker = pool_with(budget)
+    budget.acquire(190 * MiB)  # another job holds most of this process's memory
+    job = _job(records, storage, jpeg_bytes(2000, 1500))  # about 36 MiB estimated
+    enqueue_export(broker, job.id)
+    time.sleep(1.5)
+    waiting = records.get_job(job.id)
+    assert (waiting.status, waiting.attempts) == ("queued", 0)
+    assert budget.used_bytes == 190 * MiB
+    budget.release(190 * MiB)  # that job finished
+    done = _wait(records, job.id)
+    assert done.status == "succeeded", done.error
+    assert budget.used_bytes == 0  # given back after the job
+
+
+def test_a_job_that_can_never_fit_fails_as_input_too_large_with_the_figures(
+    records: Records, storage: LocalStorage, pool_with: Any
+) -> None:
+    broker = pool_with(MemoryBudget(20 * MiB))
+    job = _job(records, storage, jpeg_bytes(2000, 1500))
+    enqueue_export(broker, job.id)
+    failed = _wait(records, job.id)
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.error.code == "input_too_large"
+    assert "needs about 41 MiB (2000×1500 pixels, RGB)" in failed.error.message
+    assert "a worker has 20 MiB" in failed.error.message
+    assert failed.attempts == 0  # never started, never retried
+
+
+def test_jobs_that_fit_together_run_together_and_the_rest_wait_their_turn() -> None:
+    budget = MemoryBudget(100 * MiB)
+    budget.acquire(60 * MiB)
+    order: list[str] = []
+
+    def take(name: str, nbytes: int) -> None:
+        budget.acquire(nbytes)
+        order.append(name)
+
+    big = threading.Thread(target=take, args=("big", 90 * MiB))
+    big.start()
+    time.sleep(0.2)
+    small = threading.Thread(target=take, args=("small", 10 * MiB))
+    small.start()
+    time.sleep(0.2)
+    # The small one would fit now, but the big one came first: it is not overtaken.
+    assert order == [] and budget.used_bytes == 60 * MiB
+    budget.release(60 * MiB)
+    big.join(5)
+    small.join(5)
+    assert order == ["big", "small"] and budget.used_bytes == 100 * MiB
+    with pytest.raises(ValueError):
+        budget.acquire(101 * MiB)
+
+
+def test_the_budget_comes_from_the_cgroup_v2_limit(tmp_path: Path) -> None:
+    (tmp_path / "memory.max").write_text("2147483648\n")
+    limit = container_memory_limit(tmp_path)
+    assert limit == 2 * 1024 * MiB
+    per_process = worker_budget_bytes(override_bytes=0, processes=2, limit_bytes=limit)
+    assert per_process == (2048 * MiB - SUPERVISOR_BYTES) // 2 - PROCESS_BASE_BYTES
+
+
+def test_the_budget_comes_from_the_cgroup_v1_limit_and_unlimited_means_none(tmp_path: Path) -> None:
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "memory" / "memory.limit_in_bytes").write_text("1073741824\n")
+    assert container_memory_limit(tmp_path) == 1024 * MiB
+    (tmp_path / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert container_memory_limit(tmp_path) is None
+    (tmp_path / "memory.max").write_text("max\n")
+    assert container_memory_limit(tmp_path) is None
+
+
+def test_the_setting_overrides_the_cgroup() -> None:
+    assert worker_budget_bytes(override_bytes=300 * MiB, processes=4, limit_bytes=1024 * MiB) == 300 * MiB
