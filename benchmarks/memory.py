@@ -1,15 +1,16 @@
-"""Peak memory per conversion family, and the factors of exporters/estimate.py it justifies.
+"""Peak memory per conversion, and the factors of exporters/estimate.py it justifies.
 
 Not a test: it prints figures. Each case runs in a fresh Python process that first loads what a
 worker process loads and sets glibc's thresholds as a worker does; then its peak RSS is reset
 (/proc/self/clear_refs) and the conversion runs. "added" is the peak RSS during the conversion
-minus the RSS before it; "factor" is added / units, where units are what the estimate multiplies
-(decoded bytes of an image, bytes of a rendered page, bytes of a document). "table" is the factor
-FACTORS holds and "headroom" table / measured (≥ 1: the estimate errs high).
+minus the RSS before it; "per unit" is added / units, the units being what the estimate
+multiplies (an image's decoded bytes, a rendered page's bitmap bytes, a file's bytes); the factor
+named in the first column is the largest "per unit" of its cases, rounded up. "estimate" is what
+exporters.estimate says for the case and "headroom" estimate / added (≥ 1: the estimate errs high).
 
-A second run of the 16-bit and RGBA cases with the strip-wise/early-reduction code turned off
-(EXPORTD_BENCH_BASELINE=1 has no effect on the code: the baseline is computed by the old recipe
-inline, see _BASELINE) is printed beside, as the ratio the peak reductions bought.
+Then the conversions whose peaks were cut are run again by their previous recipe (old_recipe: the
+whole-picture flatten and compress into a PDF, the whole-picture 16-bit scaling), as the baseline
+measured in the same run, and the ratio is printed.
 
     python benchmarks/memory.py
 """
@@ -156,9 +157,11 @@ def run_case(content_type: str, target: str, options: dict[str, Any], path: Path
 
 
 def main() -> None:
-    from exporters.estimate import FACTORS, EstimateInput, estimate_job
+    from PIL import Image
 
-    rows: list[tuple[str, str, str, int, int, float, int]] = []
+    from exporters.estimate import EstimateInput, estimate_job
+    from exporters.registry import find
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         rgba16 = work / "rgba16.png"
@@ -167,6 +170,12 @@ def main() -> None:
         write_png16(grey16, 5000, 5000, channels=1)
         photo = work / "photo.jpg"
         write_photo(photo, 7071)
+        photo12 = work / "photo12.jpg"
+        write_photo(photo12, 3464)
+        noise_png = work / "noise.png"
+        Image.open(photo12).save(noise_png)
+        cmyk = work / "cmyk.jpg"
+        Image.open(photo12).convert("CMYK").save(cmyk, quality=90)
         document = work / "doc.pdf"
         write_pdf(document, 3)
         table = work / "table.csv"
@@ -183,63 +192,153 @@ def main() -> None:
         notes.write_text((section + "- a\n- b\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n") * 600)
         text = work / "notes.txt"
         text.write_text("A line of plain text to be typeset, long enough to wrap once or twice.\n" * 20_000)
-        cases: list[tuple[str, str, str, Path, dict[str, Any], str]] = [
-            ("image", "7000×7000 RGBA PNG (16-bit) → PNG", "image/png", rgba16, {}, "png"),
-            ("image", "7071×7071 RGB JPEG (50 MP) → JPEG", "image/jpeg", photo, {}, "jpeg"),
+        p12 = 3464 * 3464 * 3
+        size = lambda p: p.stat().st_size  # noqa: E731
+        # (factor it justifies, case, media type, input, options, output, units, what the units are)
+        cases: list[tuple[str, str, str, Path, dict[str, Any], str, int, str]] = [
             (
                 "image",
-                "7071×7071 RGB JPEG (50 MP) → JPEG 1600 px",
+                "7000×7000 RGBA PNG (16-bit) → PNG",
+                "image/png",
+                rgba16,
+                {},
+                "png",
+                7000 * 7000 * 4,
+                "decoded",
+            ),
+            (
+                "image",
+                "7071×7071 RGB JPEG (50 MP) → JPEG",
+                "image/jpeg",
+                photo,
+                {},
+                "jpeg",
+                7071**2 * 3,
+                "decoded",
+            ),
+            ("image", "5000×5000 I;16 PNG → PNG", "image/png", grey16, {}, "png", 5000 * 5000 * 2, "decoded"),
+            ("image", "3464×3464 JPEG → PNG", "image/jpeg", photo12, {}, "png", p12, "decoded"),
+            ("image", "3464×3464 JPEG → TIFF", "image/jpeg", photo12, {}, "tiff", p12, "decoded"),
+            (
+                "image_resized",
+                "3464×3464 JPEG → JPEG 2000 px",
+                "image/jpeg",
+                photo12,
+                {"width": 2000},
+                "jpeg",
+                p12,
+                "decoded",
+            ),
+            (
+                "image_resized",
+                "7071×7071 JPEG (50 MP) → JPEG 1600 px",
                 "image/jpeg",
                 photo,
                 {"width": 1600},
                 "jpeg",
+                7071**2 * 3,
+                "decoded",
             ),
-            ("image", "5000×5000 I;16 PNG → PNG", "image/png", grey16, {}, "png"),
-            ("image_pdf", "7000×7000 RGBA PNG (16-bit) → PDF", "image/png", rgba16, {}, "pdf"),
-            ("image_pdf", "7071×7071 RGB JPEG (50 MP) → PDF", "image/jpeg", photo, {}, "pdf"),
-            ("pdf_render", "3 A4 pages at 600 dpi → PNG", "application/pdf", document, {"dpi": 600}, "png"),
-            ("document", f"{table.stat().st_size // 1000} kB CSV → PDF", "text/csv", table, {}, "pdf"),
+            (
+                "image_resized",
+                "7000×7000 RGBA PNG → JPEG 4000 px",
+                "image/png",
+                rgba16,
+                {"width": 4000},
+                "jpeg",
+                7000 * 7000 * 4,
+                "decoded",
+            ),
+            ("encoder_avif", "3464×3464 JPEG → AVIF", "image/jpeg", photo12, {}, "avif", p12, "decoded"),
+            ("encoder_webp", "3464×3464 JPEG → WebP", "image/jpeg", photo12, {}, "webp", p12, "decoded"),
+            ("encoder_gif", "3464×3464 JPEG → GIF", "image/jpeg", photo12, {}, "gif", p12, "decoded"),
+            (
+                "image_pdf",
+                "7000×7000 RGBA PNG (16-bit) → PDF",
+                "image/png",
+                rgba16,
+                {},
+                "pdf",
+                7000 * 7000 * 4,
+                "decoded",
+            ),
+            (
+                "image_pdf",
+                "3464×3464 RGB PNG of noise → PDF",
+                "image/png",
+                noise_png,
+                {},
+                "pdf",
+                p12,
+                "decoded",
+            ),
+            (
+                "jpeg_pdf_reencoded",
+                "3464×3464 CMYK JPEG → PDF",
+                "image/jpeg",
+                cmyk,
+                {},
+                "pdf",
+                3464 * 3464 * 4,
+                "decoded",
+            ),
+            (
+                "jpeg_pdf_as_is",
+                "7071×7071 RGB JPEG (50 MP) → PDF",
+                "image/jpeg",
+                photo,
+                {},
+                "pdf",
+                size(photo),
+                "file",
+            ),
+            (
+                "pdf_render",
+                "3 A4 pages at 600 dpi → PNG",
+                "application/pdf",
+                document,
+                {"dpi": 600},
+                "png",
+                4961 * 7016 * 4,
+                "bitmap",
+            ),
+            ("document", "CSV → PDF", "text/csv", table, {}, "pdf", size(table), "file"),
             (
                 "document",
-                f"{table_json.stat().st_size // 1000} kB JSON table → PDF",
+                "JSON table → PDF",
                 "application/json",
                 table_json,
                 {},
                 "pdf",
+                size(table_json),
+                "file",
             ),
-            ("document", f"{text.stat().st_size // 1000} kB text → PDF", "text/plain", text, {}, "pdf"),
+            ("document", "text → PDF", "text/plain", text, {}, "pdf", size(text), "file"),
             (
                 "markdown",
-                f"{notes.stat().st_size // 1000} kB Markdown → PDF",
+                "Markdown (134 pages) → PDF",
                 "text/markdown",
                 notes,
                 {},
                 "pdf",
+                size(notes),
+                "file",
             ),
         ]
-        from exporters.registry import find
-
         print(
-            f"{'family':<11} {'case':<44} {'added MiB':>9} {'estimate MiB':>12} {'factor':>7} {'table':>6} {'headroom':>8}"
+            f"{'factor':<19} {'case':<40} {'added MiB':>9} {'per unit':>8} {'of':<8} {'estimate MiB':>12} {'headroom':>8}"
         )
-        for family, label, content_type, path, options, target in cases:
+        for factor, label, content_type, path, options, target, units, of in cases:
             added = run_case(content_type, target, options, path)
             kind = find([content_type], target).kind
 
             def opener(p: Path = path) -> Any:
                 return p.open("rb")
 
-            estimate = estimate_job(
-                kind, target, [EstimateInput(content_type, path.stat().st_size, opener)], options
-            )
-            units = _units(family, estimate.peak_bytes)
-            factor = added / units if units else 0.0
-            table_factor = FACTORS[family]
-            headroom = estimate.peak_bytes / added if added else float("inf")
-            rows.append((family, label, content_type, added, estimate.peak_bytes, factor, 0))
+            estimate = estimate_job(kind, target, [EstimateInput(content_type, size(path), opener)], options)
             print(
-                f"{family:<11} {label:<44} {added / MiB:>9.1f} {estimate.peak_bytes / MiB:>12.1f} "
-                f"{factor:>7.2f} {table_factor:>6.2f} {headroom:>7.2f}×"
+                f"{factor:<19} {label:<40} {added / MiB:>9.1f} {added / units:>8.2f} {of:<8} "
+                f"{estimate.peak_bytes / MiB:>12.1f} {estimate.peak_bytes / added:>7.2f}×"
             )
         print()
         print("peak reductions, against the previous recipe measured in this run:")
@@ -252,13 +351,6 @@ def main() -> None:
             print(
                 f"  {label:<40} before {old / MiB:7.1f} MiB  now {new / MiB:7.1f} MiB  ratio {old / new:4.2f}×"
             )
-
-
-def _units(family: str, estimate_bytes: int) -> float:
-    """The units the estimate multiplied, recovered from it (the estimate minus its base, / its factor)."""
-    from exporters.estimate import FACTORS, JOB_BASE_BYTES
-
-    return (estimate_bytes - JOB_BASE_BYTES) / FACTORS[family]  # PDF pages: plus the file, a rounding
 
 
 if __name__ == "__main__":

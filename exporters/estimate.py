@@ -25,29 +25,52 @@ MiB = 1024 * 1024
 #
 # Peak bytes a job adds to a worker process, per unit of what its inputs declare. Measured with
 # `python benchmarks/memory.py` (each conversion in a fresh process that has loaded what a worker
-# loads; its peak RSS during the conversion minus its RSS before, divided by the units), here on
-# 2026-11-30:
+# loads: its peak RSS during the conversion minus its RSS before, divided by the units). Its run
+# of 2026-11-30 on this project's 2-core build machine, as it printed:
 #
-#   family      case                                       added MiB  units            factor
-#   image       7000×7000 RGBA PNG (16-bit) → PNG              373.9  196 MB decoded    2.00
-#   image       7071×7071 RGB JPEG (50 MP) → JPEG              382.1  150 MB decoded    2.67
-#   image       7071×7071 RGB JPEG (50 MP) → JPEG 1600 px      129.9  150 MB decoded    0.91
-#   image       5000×5000 I;16 PNG → PNG                        81.7   50 MB decoded    1.71
-#   image_pdf   7000×7000 RGBA PNG (16-bit) → PDF              203.9  196 MB decoded    1.09
-#   image_pdf   7071×7071 RGB JPEG (50 MP) → PDF (as is)        59.5  150 MB decoded    0.42
-#   pdf_render  3 A4 pages at 600 dpi → PNG                    653.2  139 MB bitmap     4.92
-#   document    1728 kB CSV → PDF                                2.6  1.7 MB input      1.56
-#   document    2324 kB JSON table → PDF                         2.6  2.3 MB input      1.17
-#   document    1420 kB text → PDF                               2.8  1.4 MB input      2.03
-#   markdown    79 kB Markdown (134 pages) → PDF                27.8   79 kB input    354
+#   factor              case                                     added MiB  per unit of
+#   image               7000×7000 RGBA PNG (16-bit) → PNG            187.1      1.00 decoded
+#                       7071×7071 RGB JPEG (50 MP) → JPEG            191.2      1.34 decoded
+#                       5000×5000 I;16 PNG → PNG                      81.6      1.71 decoded
+#                       3464×3464 JPEG → PNG                          46.6      1.36 decoded
+#                       3464×3464 JPEG → TIFF                         48.6      1.42 decoded
+#   image_resized       3464×3464 JPEG → JPEG 2000 px                124.7      3.63 decoded
+#                       7071×7071 JPEG (50 MP) → JPEG 1600 px        129.8      0.91 decoded
+#                       7000×7000 RGBA PNG → JPEG 4000 px            755.5      4.04 decoded
+#   encoder_avif        3464×3464 JPEG → AVIF                        329.4      9.60 decoded (8.25 over "image")
+#   encoder_webp        3464×3464 JPEG → WebP                        250.8      7.31 decoded (5.96 over "image")
+#   encoder_gif         3464×3464 JPEG → GIF                         138.2      4.03 decoded (2.68 over "image")
+#   image_pdf           7000×7000 RGBA PNG (16-bit) → PDF            203.6      1.09 decoded
+#   (+ _stream)         3464×3464 RGB PNG of noise → PDF              71.7      2.09 decoded (file 0.77 of it)
+#   jpeg_pdf_reencoded  3464×3464 CMYK JPEG → PDF                    102.0      2.23 decoded
+#   jpeg_pdf_as_is      7071×7071 RGB JPEG (50 MP) → PDF              59.5      1.98 file
+#   pdf_render          3 A4 pages at 600 dpi → PNG                  653.3      4.92 bitmap
+#   document            CSV → PDF                                      2.6      1.60 file
+#                       JSON table → PDF                               2.8      1.24 file
+#                       text → PDF                                     2.7      2.02 file
+#   markdown            Markdown (134 pages) → PDF                    27.7    370    file
 #
-# Each factor is the largest measured in its family, rounded up: the estimate errs high.
+# Each factor is the largest measured for it, rounded up: the estimate errs high.
 FACTORS: dict[str, float] = {
-    # Image to image: × bytes of the decoded frame(s) (width × height × bytes per pixel × frames
-    # kept): the decoded frame beside its converted copy and the encoder's buffers.
-    "image": 2.8,
-    # Image to PDF: × bytes of the decoded picture, flattened and compressed in strips (pdf.py).
+    # Image to image at its own size: × decoded bytes (width × height × bytes per pixel × frames
+    # kept): the decoded pixels, the encoder's buffers and its output.
+    "image": 1.8,
+    # Image to image resized or cropped (and pictures of a Markdown file): × decoded bytes; the
+    # resampler holds its own copies of the input and the output.
+    "image_resized": 4.1,
+    # Encoders that hold far more than their output: × the output's bytes (decoded × scale²), on
+    # top of the above.
+    "encoder_avif": 8.5,
+    "encoder_webp": 6.2,
+    "encoder_gif": 2.8,
+    # Image (not JPEG) into a PDF: × decoded bytes, flattened and compressed in strips (pdf.py) ...
     "image_pdf": 1.2,
+    # ... plus × the input file's bytes for the compressed stream (as large as the pixels are random).
+    "image_pdf_stream": 1.3,
+    # A JPEG into a PDF whose colours must change (CMYK, a wide-gamut profile): × decoded bytes.
+    "jpeg_pdf_reencoded": 2.4,
+    # A JPEG carried into a PDF as it is: × the file's bytes (read, stripped of metadata, written).
+    "jpeg_pdf_as_is": 2.5,
     # PDF page rendering: × bytes of the largest page's bitmap (4 bytes a pixel at the asked dpi
     # or width): PDFium's bitmap, its RGB copy, the grey test's planes, the encoder.
     "pdf_render": 5.0,
@@ -56,7 +79,7 @@ FACTORS: dict[str, float] = {
     # Markdown to PDF: × the input's bytes (typeset whole), capped by MARKDOWN_PAGE_BYTES × max_pages.
     "markdown": 400.0,
 }
-#: What one page of typeset Markdown holds until the document is built (27.8 MiB / 134 pages, above).
+#: What one page of typeset Markdown holds until the document is built (27.7 MiB for 134 pages, above).
 MARKDOWN_PAGE_BYTES = 256 * 1024
 #: Every job, however small: buffers, the converter's objects, the outputs' upload.
 JOB_BASE_BYTES = 16 * MiB
@@ -97,17 +120,53 @@ def bytes_per_pixel(mode: str) -> int:
     return len(mode) if mode in ("RGB", "YCbCr", "LAB", "HSV") else 1
 
 
-def image_bytes(file: BinaryIO, *, kept_frames: bool, max_frames: int) -> tuple[int, str]:
-    """(decoded bytes, basis) of the image in `file`, from its header. Raises what Pillow raises."""
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says: enough to size its decoding."""
+
+    width: int
+    height: int
+    mode: str
+    frames: int  # frames that will be decoded and kept
+    format: str
+    icc_profile: bytes | None
+
+    @property
+    def decoded_bytes(self) -> int:
+        per_pixel = max(bytes_per_pixel(self.mode), 4 if self.mode in ("P", "PA") else 1)  # to RGB(A)
+        return self.width * self.height * per_pixel * self.frames
+
+    @property
+    def basis(self) -> str:
+        frames = f" × {self.frames} frames" if self.frames > 1 else ""
+        return f"{self.width}×{self.height} pixels, {self.mode}{frames}"
+
+
+def image_header(file: BinaryIO, *, kept_frames: bool, max_frames: int) -> ImageHeader:
+    """The header of the image in `file` (nothing decoded). Raises what Pillow raises."""
     with Image.open(file) as image:
-        width, height = image.size
-        frames = 1
-        if kept_frames:
-            frames = max(1, min(getattr(image, "n_frames", 1), max_frames))
-        per_pixel = max(bytes_per_pixel(image.mode), 3 if image.mode == "P" else 1)
-        mode = image.mode
-    frames_text = f" × {frames} frames" if frames > 1 else ""
-    return width * height * per_pixel * frames, f"{width}×{height} pixels, {mode}{frames_text}"
+        frames = max(1, min(getattr(image, "n_frames", 1), max_frames)) if kept_frames else 1
+        icc = image.info.get("icc_profile")
+        return ImageHeader(
+            *image.size,
+            image.mode,
+            frames,
+            image.format or "",
+            icc if isinstance(icc, bytes) and icc else None,
+        )
+
+
+def output_scale(header: ImageHeader, options: Mapping[str, Any]) -> float:
+    """The most an output can be scaled from the input by width/height (either orientation)."""
+    box_w, box_h = options.get("width"), options.get("height")
+    if not box_w and not box_h:
+        return 1.0
+    scales = []
+    for w, h in ((header.width, header.height), (header.height, header.width)):
+        scales += [box_w / w] if box_w else []
+        scales += [box_h / h] if box_h else []
+    scale: float = max(scales)
+    return scale if options.get("enlarge") else min(scale, 1.0)
 
 
 def pdf_render_bytes(file: BinaryIO, *, dpi: float, width_px: int | None, pages: int) -> tuple[int, str]:
@@ -168,10 +227,8 @@ def _input_peak(
     if item.content_type.startswith("image/"):
         kept = target in _FRAMES_KEPT and not options.get("first_frame_only")
         with item.open() as file:
-            decoded, basis = image_bytes(file, kept_frames=kept, max_frames=max_frames)
-        # Pictures of a Markdown file are decoded, then resized to their drawn size.
-        family = "image_pdf" if target == "pdf" and kind in ("image", "pdf") else "image"
-        return math.ceil(decoded * FACTORS[family]), basis
+            header = image_header(file, kept_frames=kept, max_frames=max_frames)
+        return _image_peak(header, kind, target, item.size, options), header.basis
     if item.content_type == "application/pdf" and target in ("png", "jpeg", "webp"):
         width = options.get("width") or (256 if options.get("thumbnail") else None)
         dpi = float(options.get("dpi") or 150)
@@ -184,3 +241,25 @@ def _input_peak(
         typeset = min(item.size * FACTORS["markdown"], MARKDOWN_PAGE_BYTES * max_pages)
         return math.ceil(typeset), f"{item.size:,} bytes of Markdown"
     return math.ceil(item.size * FACTORS["document"]), f"{item.size:,} bytes of {item.content_type}"
+
+
+def _image_peak(
+    header: ImageHeader, kind: str, target: str, file_bytes: int, options: Mapping[str, Any]
+) -> int:
+    decoded = header.decoded_bytes
+    if target == "pdf" and kind in ("image", "pdf"):  # a page per picture (images_to_pdf)
+        if header.format in ("JPEG", "MPO"):
+            from exporters.images import is_srgb
+
+            as_is = header.mode == "L" or (
+                header.mode == "RGB" and (header.icc_profile is None or is_srgb(header.icc_profile))
+            )
+            if as_is:
+                return math.ceil(file_bytes * FACTORS["jpeg_pdf_as_is"])
+            return math.ceil(decoded * FACTORS["jpeg_pdf_reencoded"])
+        return math.ceil(decoded * FACTORS["image_pdf"] + file_bytes * FACTORS["image_pdf_stream"])
+    scale = output_scale(header, options)
+    resized = kind == "markdown" or scale != 1.0 or bool(options.get("crop"))
+    peak = decoded * FACTORS["image_resized" if resized else "image"]
+    encoder = FACTORS.get(f"encoder_{target}", 0.0)
+    return math.ceil(peak + decoded * scale * scale * encoder)

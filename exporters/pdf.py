@@ -195,12 +195,14 @@ def _flate_in_strips(pixels: Image.Image) -> tuple[bytes, str]:
     mode = "L" if pixels.mode in ("L", "LA") else "RGB"  # flatten keeps grey on a white background
     rows = max(1, STRIP_BYTES // (width * 4))
     compressor = zlib.compressobj(6)
-    parts = []
+    # Grown in place, and getvalue() hands the buffer over: a list of parts joined at the end
+    # would hold the whole stream twice.
+    data = io.BytesIO()
     for top in range(0, height, rows):
         strip = flatten(pixels.crop((0, top, width, min(height, top + rows))), _WHITE)
-        parts.append(compressor.compress((strip if strip.mode == mode else strip.convert(mode)).tobytes()))
-    parts.append(compressor.flush())
-    return b"".join(parts), "DeviceGray" if mode == "L" else "DeviceRGB"
+        data.write(compressor.compress((strip if strip.mode == mode else strip.convert(mode)).tobytes()))
+    data.write(compressor.flush())
+    return data.getvalue(), "DeviceGray" if mode == "L" else "DeviceRGB"
 
 
 def _embeds_as_is(path: Path, image: Image.Image) -> bool:

@@ -80,7 +80,7 @@ def test_a_job_waiting_for_memory_stays_queued_then_runs(
     budget = MemoryBudget(200 * MiB)
     broker = pool_with(budget)
     budget.acquire(190 * MiB)  # another job holds most of this process's memory
-    job = _job(records, storage, jpeg_bytes(2000, 1500))  # about 36 MiB estimated
+    job = _job(records, storage, jpeg_bytes(2000, 1500))  # about 32 MiB estimated
     enqueue_export(broker, job.id)
     time.sleep(1.5)
     waiting = records.get_job(job.id)
@@ -101,7 +101,7 @@ def test_a_job_that_can_never_fit_fails_as_input_too_large_with_the_figures(
     failed = _wait(records, job.id)
     assert failed.status == "failed" and failed.error is not None
     assert failed.error.code == "input_too_large"
-    assert "needs about 41 MiB (2000×1500 pixels, RGB)" in failed.error.message
+    assert "needs about 32 MiB (2000×1500 pixels, RGB)" in failed.error.message
     assert "a worker has 20 MiB" in failed.error.message
     assert failed.attempts == 0  # never started, never retried
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,30 @@ def test_an_image_is_estimated_from_its_header_by_decoded_bytes(tmp_path: Path) 
     assert deep.stat().st_size < 200_000  # tiny file, big picture: only the header tells
     estimate = estimate_job("image", "pdf", [_input(deep, "image/png")], {})
     decoded = 3000 * 2000 * 4  # Pillow decodes 16-bit RGBA to 8 bits per channel
-    assert estimate.peak_bytes == JOB_BASE_BYTES + round(decoded * FACTORS["image_pdf"])
+    stream = deep.stat().st_size * FACTORS["image_pdf_stream"]
+    assert estimate.peak_bytes == JOB_BASE_BYTES + math.ceil(decoded * FACTORS["image_pdf"] + stream)
     assert estimate.basis == "3000×2000 pixels, RGBA"
+
+
+def test_resizing_and_heavy_encoders_raise_the_estimate(tmp_path: Path) -> None:
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (4000, 3000)).save(photo)
+
+    def peak(target: str, options: dict[str, Any]) -> int:
+        return (
+            estimate_job("image", target, [_input(photo, "image/jpeg")], options).peak_bytes - JOB_BASE_BYTES
+        )
+
+    decoded = 4000 * 3000 * 3
+    assert peak("jpeg", {}) == math.ceil(decoded * FACTORS["image"])
+    assert peak("jpeg", {"width": 1000}) == math.ceil(decoded * FACTORS["image_resized"])
+    assert peak("avif", {}) == math.ceil(decoded * (FACTORS["image"] + FACTORS["encoder_avif"]))
+    # The encoder works on the output's pixels: 1000 px wide, counted as if the photo might turn
+    # upright (3000 px wide), since its orientation is not read: (1000 / 3000)² of the pixels.
+    small = decoded * (FACTORS["image_resized"] + FACTORS["encoder_avif"] * (1000 / 3000) ** 2)
+    assert peak("avif", {"width": 1000}) == math.ceil(small)
+    # Carried into a PDF as it is, a JPEG is never decoded: its file is what counts.
+    assert peak("pdf", {}) == math.ceil(photo.stat().st_size * FACTORS["jpeg_pdf_as_is"])
 
 
 def test_an_animation_kept_whole_counts_every_frame(tmp_path: Path) -> None:
