@@ -260,6 +260,15 @@ def _image_peak(
         return math.ceil(decoded * FACTORS["image_pdf"] + file_bytes * FACTORS["image_pdf_stream"])
     scale = output_scale(header, options)
     resized = kind == "markdown" or scale != 1.0 or bool(options.get("crop"))
+    if header.format in ("JPEG", "MPO") and header.frames == 1 and scale < 1.0 and not options.get("crop"):
+        # libjpeg decodes at 1/2, 1/4 or 1/8 scale when the output is that much smaller (images._draft).
+        from exporters.resample import REDUCE_MARGIN
+
+        reduction = 1
+        while reduction < 8 and 1 / (2 * reduction) >= REDUCE_MARGIN * scale:
+            reduction *= 2
+        decoded //= reduction * reduction
+        scale *= reduction
     peak = decoded * FACTORS["image_resized" if resized else "image"]
     encoder = FACTORS.get(f"encoder_{target}", 0.0)
     return math.ceil(peak + decoded * scale * scale * encoder)

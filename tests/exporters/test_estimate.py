@@ -47,12 +47,16 @@ def test_resizing_and_heavy_encoders_raise_the_estimate(tmp_path: Path) -> None:
 
     decoded = 4000 * 3000 * 3
     assert peak("jpeg", {}) == math.ceil(decoded * FACTORS["image"])
-    assert peak("jpeg", {"width": 1000}) == math.ceil(decoded * FACTORS["image_resized"])
     assert peak("avif", {}) == math.ceil(decoded * (FACTORS["image"] + FACTORS["encoder_avif"]))
-    # The encoder works on the output's pixels: 1000 px wide, counted as if the photo might turn
-    # upright (3000 px wide), since its orientation is not read: (1000 / 3000)² of the pixels.
-    small = decoded * (FACTORS["image_resized"] + FACTORS["encoder_avif"] * (1000 / 3000) ** 2)
-    assert peak("avif", {"width": 1000}) == math.ceil(small)
+    assert peak("jpeg", {"crop": [0, 0, 2000, 2000]}) == math.ceil(decoded * FACTORS["image_resized"])
+    # 1000 px wide (counted as if the photo might turn upright: 1000 of 3000 px) lets libjpeg
+    # decode at half size; the encoder then works on the output's pixels, (1000 / 3000)² of them.
+    half = decoded / 4
+    assert peak("jpeg", {"width": 1000}) == pytest.approx(half * FACTORS["image_resized"], abs=1)
+    assert peak("avif", {"width": 1000}) == pytest.approx(
+        half * FACTORS["image_resized"] + decoded * (1000 / 3000) ** 2 * FACTORS["encoder_avif"], abs=1
+    )
+    assert peak("jpeg", {"width": 256}) == pytest.approx(decoded / 64 * FACTORS["image_resized"], abs=1)
     # Carried into a PDF as it is, a JPEG is never decoded: its file is what counts.
     assert peak("pdf", {}) == math.ceil(photo.stat().st_size * FACTORS["jpeg_pdf_as_is"])
 
