@@ -11,12 +11,17 @@ case, 20 ms of system time on top of 67 ms of conversion), against 30 to 330 wit
 A fixed threshold above the usual buffer sizes, and a trim threshold above that, make freed memory
 go back to the heap for the next job. The peak of one conversion is unchanged.
 
-The trim threshold alone does not bound what an idle process keeps: it only releases free memory
-at the top of the main heap, and each worker thread allocates from an arena of its own, where the
-freed pixels of a big job stay mapped (measured: two 7000×7000 PNG jobs in two threads left a
-process at 670 MB, and idle workers at 539 and 351 MB). So after a job that used more than
-TRIM_AFTER_BYTES, release_free_memory() (glibc's malloc_trim) returns every arena's free pages to
-the system: the same process then measured 121 MB. Small jobs still reuse their buffers.
+The trim threshold alone does not bound what an idle process keeps. Each thread allocates from an
+arena of its own, whose heaps are at most 64 MiB; the free top of such a heap is given back only
+above the trim threshold, which at 128 MiB it can never reach, and malloc_trim() does not touch it
+either (it returns the free chunks inside every arena, and the top of the main heap only). So
+every worker thread's arena kept up to 64 MiB resident: idle workers of a pod stayed at 539 and
+351 MB, then, with malloc_trim alone, at 313 and 254 MiB, all of it in thread arenas (smaps).
+Hence one arena per process (M_ARENA_MAX): the threads share the main heap, whose free top and
+free chunks malloc_trim() does give back; conversions allocate few, large buffers (pixels) and
+Python its small objects from its own pools, so the threads rarely wait on the arena's lock. After
+a job that used more than TRIM_AFTER_BYTES, release_free_memory() (malloc_trim) returns them; small
+jobs still reuse their buffers.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 #: Buffers up to this size come from the heap (Pillow allocates images in blocks of 16 MiB).
 MMAP_THRESHOLD_BYTES = 64 * 1024 * 1024
 #: Free heap above this much at the top of the main heap is given back to the system.
@@ -68,8 +74,10 @@ def keep_large_buffers() -> bool:
     mallopt = libc.mallopt
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
-        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+    applied = (
+        bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+        and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+        and bool(mallopt(M_ARENA_MAX, 1))  # before the worker threads start: see the module
     )
     if not applied:
         log.warning("could not set glibc's malloc thresholds; large buffers are mapped afresh per job")
