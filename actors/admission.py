@@ -43,8 +43,10 @@ log = logging.getLogger("exportd.admission")
 MiB = 1024 * 1024
 
 #: What a worker process holds with no job running: interpreter, Pillow, pypdfium2, reportlab,
-#: boto3, the broker and its threads. Measured: 98–112 MiB RSS per idle worker process of the image
-#: (benchmarks/memory.py's "before" figures; `podman stats` of an idle 2-process pod: 231 MiB).
+#: boto3, the broker and its threads, and what glibc keeps between small jobs. Measured in the
+#: image under podman: an idle worker container (supervisor and two workers) used 76 MiB in its
+#: cgroup, each process 53–55 MiB of anonymous memory, largely shared since the fork; a worker
+#: process back at 56 MiB after big jobs (scripts/memory-under-podman).
 PROCESS_BASE_BYTES = 120 * MiB
 #: The pool's supervisor, which forks the workers (its pages are shared with them until written).
 SUPERVISOR_BYTES = 40 * MiB
@@ -175,6 +177,10 @@ class MemoryAdmission(Middleware):
         )
         with self._lock:
             self._held[message.message_id] = estimate.peak_bytes
+        if estimate.peak_bytes >= TRIM_AFTER_BYTES:
+            # What small jobs left free in the heap would not serve this job's large buffers
+            # (mapped apart above glibc's mmap threshold): give it back first.
+            release_free_memory()
 
     def after_process_message(
         self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None

@@ -10,7 +10,8 @@ exporters.estimate says for the case and "headroom" estimate / added (≥ 1: the
 
 Then the conversions whose peaks were cut are run again by their previous recipe (old_recipe: the
 whole-picture flatten and compress into a PDF, the whole-picture 16-bit scaling), as the baseline
-measured in the same run, and the ratio is printed.
+measured in the same run, and the ratio is printed; last, photo throughput with one malloc arena
+per process against glibc's default arenas (what the single arena costs in lock waits).
 
     python benchmarks/memory.py
 """
@@ -64,6 +65,43 @@ with tempfile.TemporaryDirectory() as out:
     peak = status("VmHWM")
 print(json.dumps({"before": before, "added": peak - before}))
 """
+
+
+# Runs in the child: 4 threads convert a 12 MP photo to 1600 px, 15 each, as a worker process does;
+# argv = photo path, "one" (keep_large_buffers' single arena) or "default" (glibc's 8 per core).
+_ARENAS = r"""
+import ctypes, sys, tempfile, threading, time
+from pathlib import Path
+import actors.export, service.wiring  # noqa: F401
+from actors.memory import keep_large_buffers
+from exporters import registry
+from exporters.base import InputFile, Limits, parse_options
+keep_large_buffers()
+if sys.argv[2] == "default":
+    ctypes.CDLL("libc.so.6").mallopt(-8, 0)  # M_ARENA_MAX back to glibc's default
+conversion = registry.find(["image/jpeg"], "jpeg")
+options = parse_options(conversion.options, {"width": 1600})
+def work():
+    for _ in range(15):
+        with tempfile.TemporaryDirectory() as out:
+            conversion.convert([InputFile(Path(sys.argv[1]), "p.jpg", "image/jpeg")], Path(out), options, limits=Limits())
+began = time.perf_counter()
+threads = [threading.Thread(target=work) for _ in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(60 / (time.perf_counter() - began))
+"""
+
+
+def photos_per_s(photo: Path, arenas: str) -> float:
+    result = subprocess.run(
+        [sys.executable, "-c", _ARENAS, str(photo), arenas],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    return float(result.stdout.strip().splitlines()[-1])
 
 
 def old_recipe(source: Any, out_dir: Path, target: str) -> None:
@@ -350,6 +388,15 @@ def main() -> None:
             old = run_case(content_type, target, {}, path, recipe="old")
             print(
                 f"  {label:<40} before {old / MiB:7.1f} MiB  now {new / MiB:7.1f} MiB  ratio {old / new:4.2f}×"
+            )
+        print()
+        print(
+            "one malloc arena per process (actors/memory.py) against glibc's default, 4 threads, 12 MP → 1600 px:"
+        )
+        for attempt in range(2):
+            one, default = photos_per_s(photo12, "one"), photos_per_s(photo12, "default")
+            print(
+                f"  run {attempt + 1}: one arena {one:5.2f} photos/s, default {default:5.2f}, ratio {one / default:4.2f}"
             )
 
 

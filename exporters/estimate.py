@@ -26,29 +26,29 @@ MiB = 1024 * 1024
 # Peak bytes a job adds to a worker process, per unit of what its inputs declare. Measured with
 # `python benchmarks/memory.py` (each conversion in a fresh process that has loaded what a worker
 # loads: its peak RSS during the conversion minus its RSS before, divided by the units). Its run
-# of 2026-11-30 on this project's 2-core build machine, as it printed:
+# of 2026-11-30 on this project's (shared, 2-core) machine, as it printed:
 #
 #   factor              case                                     added MiB  per unit of
-#   image               7000×7000 RGBA PNG (16-bit) → PNG            187.1      1.00 decoded
-#                       7071×7071 RGB JPEG (50 MP) → JPEG            191.2      1.34 decoded
-#                       5000×5000 I;16 PNG → PNG                      81.6      1.71 decoded
-#                       3464×3464 JPEG → PNG                          46.6      1.36 decoded
-#                       3464×3464 JPEG → TIFF                         48.6      1.42 decoded
-#   image_resized       3464×3464 JPEG → JPEG 2000 px                124.7      3.63 decoded
-#                       7071×7071 JPEG (50 MP) → JPEG 1600 px        129.8      0.91 decoded
-#                       7000×7000 RGBA PNG → JPEG 4000 px            755.5      4.04 decoded
-#   encoder_avif        3464×3464 JPEG → AVIF                        329.4      9.60 decoded (8.25 over "image")
-#   encoder_webp        3464×3464 JPEG → WebP                        250.8      7.31 decoded (5.96 over "image")
-#   encoder_gif         3464×3464 JPEG → GIF                         138.2      4.03 decoded (2.68 over "image")
-#   image_pdf           7000×7000 RGBA PNG (16-bit) → PDF            203.6      1.09 decoded
-#   (+ _stream)         3464×3464 RGB PNG of noise → PDF              71.7      2.09 decoded (file 0.77 of it)
-#   jpeg_pdf_reencoded  3464×3464 CMYK JPEG → PDF                    102.0      2.23 decoded
-#   jpeg_pdf_as_is      7071×7071 RGB JPEG (50 MP) → PDF              59.5      1.98 file
-#   pdf_render          3 A4 pages at 600 dpi → PNG                  653.3      4.92 bitmap
-#   document            CSV → PDF                                      2.6      1.60 file
-#                       JSON table → PDF                               2.8      1.24 file
-#                       text → PDF                                     2.7      2.02 file
-#   markdown            Markdown (134 pages) → PDF                    27.7    370    file
+#   image               7000×7000 RGBA PNG (16-bit) → PNG         186.9      1.00 decoded
+#                       7071×7071 RGB JPEG (50 MP) → JPEG         191.1      1.34 decoded
+#                       5000×5000 I;16 PNG → PNG                   81.6      1.71 decoded
+#                       3464×3464 JPEG → PNG                       46.4      1.35 decoded
+#                       3464×3464 JPEG → TIFF                      48.6      1.42 decoded
+#   image_resized       3464×3464 JPEG → JPEG 2000 px             122.6      3.57 decoded
+#                       7071×7071 JPEG (50 MP) → JPEG 1600 px     127.3      0.89 decoded (3.57 of the 1/2-scale decode)
+#                       7000×7000 RGBA PNG → JPEG 4000 px         755.6      4.04 decoded
+#   encoder_avif        3464×3464 JPEG → AVIF                     334.4      9.74 decoded (8.39 over "image")
+#   encoder_webp        3464×3464 JPEG → WebP                     250.8      7.31 decoded (5.96 over "image")
+#   encoder_gif         3464×3464 JPEG → GIF                      138.4      4.03 decoded (2.68 over "image")
+#   image_pdf           7000×7000 RGBA PNG (16-bit) → PDF         203.6      1.09 decoded
+#                       3464×3464 RGB PNG of noise → PDF           71.7      2.09 decoded (the file is 0.77 of it)
+#   jpeg_pdf_reencoded  3464×3464 CMYK JPEG → PDF                 102.0      2.23 decoded
+#   jpeg_pdf_as_is      7071×7071 RGB JPEG (50 MP) → PDF           59.5      1.98 file
+#   pdf_render          3 A4 pages at 600 dpi → PNG               505.4      3.81 bitmap (4.92 before one malloc arena)
+#   document            CSV → PDF                                   2.6      1.58 file
+#                       JSON table → PDF                            2.7      1.24 file
+#                       text → PDF                                  2.8      2.05 file
+#   markdown            Markdown (134 pages) → PDF                 27.7    369.99 file
 #
 # Each factor is the largest measured for it, rounded up: the estimate errs high.
 FACTORS: dict[str, float] = {
