@@ -107,6 +107,9 @@ class Settings:
     worker_processes: int = 2
     # Threads per worker process.
     worker_threads: int = 4
+    # Memory for jobs in each worker process, in bytes; jobs wait (queued) until their estimated peak
+    # fits. 0: the container's memory limit (cgroup) shared among the processes, less each one's base.
+    worker_memory_bytes: int = 0
     # Longest idle poll of the queue: bounds the latency from submit to start when the pool is idle.
     worker_poll_ms: int = 50
     # A worker process silent this long is presumed dead and its unfinished messages are requeued
@@ -181,6 +184,8 @@ class Settings:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
         if not 0 <= self.worker_metrics_port <= 65535:
             raise ConfigError("EXPORTD_WORKER_METRICS_PORT must be a port number, or 0 for none")
+        if self.worker_memory_bytes < 0:
+            raise ConfigError(f"{PREFIX}WORKER_MEMORY_BYTES must be 0 (from the cgroup) or positive")
         # In development (`exportd run`) Ctrl-C must not wait minutes: jobs cut off run again later.
         if not self.development and self.job_time_limit_s >= self.worker_shutdown_timeout_s:
             raise ConfigError(
