@@ -51,7 +51,6 @@ OFFICE_TYPES: dict[str, str] = {
     RTF: "rtf", DOC: "doc", XLS: "xls", PPT: "ppt",
 }  # fmt: skip
 
-DEFAULT_TIMEOUT_S = 120.0
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _OOXML_PARTS = (("word/", DOCX), ("xl/", XLSX), ("ppt/", PPTX))
 _OLE2_STREAMS = (("WordDocument", DOC), ("Workbook", XLS), ("Book", XLS), ("PowerPoint Document", PPT))
@@ -196,7 +195,7 @@ def office_to_pdf(
 ) -> list[OutputFile]:
     """Each Office document as a PDF made by LibreOffice.
 
-    The time limit is `limits.office_timeout_s` when Limits has it, else DEFAULT_TIMEOUT_S.
+    The time limit is `limits.office_timeout_s`.
     Raises OfficeUnavailable, CorruptInput (LibreOffice could not read it), ConversionTimedOut,
     InputTooLarge (more than limits.max_pages pages).
     """
@@ -205,7 +204,7 @@ def office_to_pdf(
         raise OfficeUnavailable(
             "LibreOffice is not installed on this worker, so Office files cannot be converted"
         )
-    timeout_s = float(getattr(limits, "office_timeout_s", DEFAULT_TIMEOUT_S))
+    timeout_s = limits.office_timeout_s
     names = UniqueNames()
     outputs: list[OutputFile] = []
     for source in inputs:

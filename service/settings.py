@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from actors.broker import QUEUES
+from exporters.base import Limits
+
+#: The converters' limits are declared once, in exporters.base.Limits; settings take their defaults.
+_LIMITS = Limits()
 
 
 class ConfigError(Exception):
@@ -27,15 +31,15 @@ DEV_KEY_FILE = "dev-signing-key"
 class Settings:
     # -- process -------------------------------------------------------------------------------
     # "development" generates a signing key under data_dir when none is set; "production" refuses to start without one.
-    env: str = "production"
+    env: str = field(default="production", metadata={"choices": ("development", "production")})
     # Address the API binds to.
     host: str = "127.0.0.1"
     # Port the API listens on.
-    port: int = 8080
+    port: int = field(default=8080, metadata={"maximum": 65535})
     # Base URL clients reach the API at, used in Location headers and download links; default http://host:port.
     public_url: str = ""
     # Log level of every process (DEBUG, INFO, WARNING, ERROR).
-    log_level: str = "INFO"
+    log_level: str = field(default="INFO", metadata={"choices": ("DEBUG", "INFO", "WARNING", "ERROR")})
     # Number of gunicorn worker processes serving the API.
     api_processes: int = 2
     # Open connections per API process (gevent worker): each being read, kept alive or waiting
@@ -54,7 +58,7 @@ class Settings:
 
     # -- storage -------------------------------------------------------------------------------
     # Where uploads and outputs live: "local" (a directory under data_dir) or "s3" (shared by every pod).
-    storage: str = "local"
+    storage: str = field(default="local", metadata={"choices": ("local", "s3")})
     # Directory for local storage, the local Redis and the development signing key.
     data_dir: Path = Path("var")
     # S3 bucket (storage=s3). Credentials come from the AWS default chain (env, web identity, instance role).
@@ -66,7 +70,7 @@ class Settings:
     # Region of the bucket; empty for the AWS default chain's region.
     s3_region: str = ""
     # "auto", "path" (most self-hosted stores) or "virtual" (bucket in the host name).
-    s3_addressing_style: str = "auto"
+    s3_addressing_style: str = field(default="auto", metadata={"choices": ("auto", "path", "virtual")})
 
     # -- links ---------------------------------------------------------------------------------
     # Signing keys as "kid:secret[,kid:secret...]"; the first signs, all verify (rotation). Secret.
@@ -82,17 +86,17 @@ class Settings:
     # Largest JSON request body, and largest `options` part of a multipart export; refused unread above it.
     max_json_bytes: int = 1024 * 1024
     # Most pixels in one image frame, checked from the header before decoding.
-    max_pixels: int = 50_000_000
+    max_pixels: int = _LIMITS.max_pixels
     # Longest side of any produced image.
-    max_output_side_px: int = 8192
+    max_output_side_px: int = _LIMITS.max_output_side_px
     # Most pages in one produced or read document.
-    max_pages: int = 500
+    max_pages: int = _LIMITS.max_pages
     # Most pages of a table PDF made from CSV, TSV or JSON (a million rows take about 45,000).
-    max_table_pages: int = 50_000
+    max_table_pages: int = _LIMITS.max_table_pages
     # Most frames decoded from one animation or multi-page image.
-    max_frames: int = 100
+    max_frames: int = _LIMITS.max_frames
     # Most pixels across all decoded frames of one input (width × height × frames).
-    max_total_pixels: int = 500_000_000
+    max_total_pixels: int = _LIMITS.max_total_pixels
 
     # -- jobs and workers ----------------------------------------------------------------------
     # How long job and upload records stay in Redis; download links never outlive it.
@@ -100,7 +104,7 @@ class Settings:
     # Longest a single conversion may run before it fails as time_limit_exceeded.
     job_time_limit_s: int = 300
     # Retries of a job after a transient fault (Redis or storage) or a bug, with exponential backoff.
-    job_max_retries: int = 5
+    job_max_retries: int = field(default=5, metadata={"minimum": 0})
     # Queues this pool consumes, comma-separated: exports (photos, documents), office (LibreOffice).
     worker_queues: str = "exports,office"
     # Worker processes in the pool.
@@ -109,7 +113,7 @@ class Settings:
     worker_threads: int = 4
     # Memory for jobs in each worker process, in bytes; jobs wait (queued) until their estimated peak
     # fits. 0: the container's memory limit (cgroup) shared among the processes, less each one's base.
-    worker_memory_bytes: int = 0
+    worker_memory_bytes: int = field(default=0, metadata={"minimum": 0})
     # Longest idle poll of the queue: bounds the latency from submit to start when the pool is idle.
     worker_poll_ms: int = 50
     # A worker process silent this long is presumed dead and its unfinished messages are requeued
@@ -117,7 +121,7 @@ class Settings:
     worker_heartbeat_timeout_ms: int = 30_000
     # Port of each worker pool's /metrics (Prometheus; its processes summed, queues read from
     # Redis); it listens on `host`. 0: no metrics endpoint.
-    worker_metrics_port: int = 9101
+    worker_metrics_port: int = field(default=9101, metadata={"minimum": 0, "maximum": 65535})
     # How often a pool supervisor runs the sweeper (one sweep per interval across all pools): dead
     # workers' messages back to their queues, and open jobs with no message queued again.
     sweep_interval_s: int = 10
@@ -163,29 +167,31 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        """Raises ConfigError for values out of their domain."""
-        if self.env not in ("development", "production"):
-            raise ConfigError(f"EXPORTD_ENV must be development or production, not {self.env!r}")
-        if self.storage not in ("local", "s3"):
-            raise ConfigError(f"EXPORTD_STORAGE must be local or s3, not {self.storage!r}")
+        """Raises ConfigError for values out of their domain.
+
+        Read from the declarations: every whole-number setting is at least 1 unless its field
+        says otherwise (`minimum`, `maximum` in its metadata), and a setting with `choices` takes
+        one of them. Rules between settings follow.
+        """
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            var = PREFIX + f.name.upper()
+            if f.type in ("int", int):
+                low, high = f.metadata.get("minimum", 1), f.metadata.get("maximum")
+                if value < low or (high is not None and value > high):
+                    if high is not None:
+                        raise ConfigError(f"{var} must be from {low} to {high}, not {value}")
+                    raise ConfigError(
+                        f"{var} must be {'positive' if low == 1 else f'at least {low}'}, not {value}"
+                    )
+            choices = f.metadata.get("choices")
+            if choices and value not in choices:
+                raise ConfigError(f"{var} must be one of {', '.join(choices)}, not {value!r}")
         if self.storage == "s3" and not self.s3_bucket:
             raise ConfigError("EXPORTD_S3_BUCKET is required when EXPORTD_STORAGE=s3")
-        if self.s3_addressing_style not in ("auto", "path", "virtual"):
-            raise ConfigError("EXPORTD_S3_ADDRESSING_STYLE must be auto, path or virtual")
         unknown = set(self.queues) - set(QUEUES)
         if not self.queues or unknown:
             raise ConfigError(f"EXPORTD_WORKER_QUEUES must name queues among {', '.join(QUEUES)}")
-        for name in ("port", "link_ttl_s", "max_upload_bytes", "max_inputs", "retention_s", "max_frames",
-                     "max_json_bytes", "max_output_side_px",
-                     "max_total_pixels", "max_table_pages", "job_time_limit_s", "worker_processes", "worker_threads", "worker_poll_ms",
-                     "api_processes", "api_connections", "api_read_timeout_s", "api_min_body_bytes_per_s",
-                     "sweep_interval_s", "sweep_grace_s"):  # fmt: skip
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
-        if not 0 <= self.worker_metrics_port <= 65535:
-            raise ConfigError("EXPORTD_WORKER_METRICS_PORT must be a port number, or 0 for none")
-        if self.worker_memory_bytes < 0:
-            raise ConfigError(f"{PREFIX}WORKER_MEMORY_BYTES must be 0 (from the cgroup) or positive")
         # In development (`exportd run`) Ctrl-C must not wait minutes: jobs cut off run again later.
         if not self.development and self.job_time_limit_s >= self.worker_shutdown_timeout_s:
             raise ConfigError(
@@ -214,6 +220,8 @@ def _parse(name: str, type_name: Any, raw: str) -> Any:
             return parse_signing_keys(raw)
         if type_name in ("int", int):
             return int(raw.replace("_", ""))
+        if name == "log_level":
+            return raw.upper()
         if type_name in ("Path", Path):
             return Path(raw)
         return raw

@@ -59,3 +59,35 @@ def test_json_bodies_are_limited_to_one_mebibyte_unless_set(tmp_path: Path) -> N
     env = {"EXPORTD_SIGNING_KEYS": "k:" + "s" * 40, "EXPORTD_DATA_DIR": str(tmp_path)}
     assert Settings.from_env(env).max_json_bytes == 1024 * 1024
     assert Settings.from_env({**env, "EXPORTD_MAX_JSON_BYTES": "65536"}).max_json_bytes == 65536
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("MAX_PIXELS", "-1"), ("MAX_PAGES", "0"), ("WORKER_POLL_MS", "0"), ("PORT", "70000"),
+     ("WORKER_METRICS_PORT", "-1"), ("STORAGE", "ftp"), ("LOG_LEVEL", "LOUD")],
+)  # fmt: skip
+def test_settings_out_of_their_declared_domain_are_refused(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"EXPORTD_{name}"):
+        Settings.from_env(
+            {"EXPORTD_ENV": "development", "EXPORTD_DATA_DIR": "/tmp/x", f"EXPORTD_{name}": value}
+        )
+
+
+def test_every_whole_number_setting_is_checked_without_a_list_to_keep() -> None:
+    """A whole-number setting is at least 1 unless its declaration says otherwise: none can drift."""
+    import dataclasses
+
+    for f in dataclasses.fields(Settings):
+        if f.type in ("int", int):
+            low = f.metadata.get("minimum", 1)
+            with pytest.raises(ConfigError, match=f"EXPORTD_{f.name.upper()}"):
+                dataclasses.replace(Settings(), **{f.name: low - 1}).validate()
+
+
+def test_limit_defaults_have_one_source() -> None:
+    from exporters.base import Limits
+
+    settings, limits = Settings(), Limits()
+    for name in ("max_pixels", "max_output_side_px", "max_pages", "max_table_pages", "max_frames",
+                 "max_total_pixels"):  # fmt: skip
+        assert getattr(settings, name) == getattr(limits, name)
