@@ -12,6 +12,7 @@ failed; a SIGKILL from outside (an operator, a node drain) counts against nobody
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -99,11 +100,13 @@ class Pool:
         *,
         note_crash: Callable[[str], None] | None = None,
         sweep: Callable[[], Any] | None = None,
+        publisher: Any = None,
     ) -> None:
         self.boot = boot
         self.config = config
         self.note_crash = note_crash
         self.sweep = sweep
+        self.publisher = publisher  # actors.capabilities.Publisher: what this pool can run
         self._ctx = multiprocessing.get_context("fork")
         self._procs: dict[int, BaseProcess] = {}
         self._stopping = threading.Event()
@@ -140,9 +143,11 @@ class Pool:
         next_sweep = time.monotonic()
         while not self._stopping.wait(0.5):
             self._watch_oom_kills()
-            if self.sweep is not None and time.monotonic() >= next_sweep:
+            if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + self.config.sweep_interval_s
-                self._sweep()
+                self._publish()
+                if self.sweep is not None:
+                    self._sweep()
             if (
                 all(p.is_alive() for p in self._procs.values())
                 and time.monotonic() - last_alive >= ALIVE_EVERY_S
@@ -200,6 +205,14 @@ class Pool:
                 return
             self._blamed.pop(0)
 
+    def _publish(self) -> None:
+        if self.publisher is None:
+            return
+        try:
+            self.publisher.publish()
+        except Exception as exc:  # Redis down: the next interval tries again
+            log.warning("cannot publish what this pool runs", extra={"error": f"{type(exc).__name__}: {exc}"})
+
     def _sweep(self) -> None:
         assert self.sweep is not None
         try:
@@ -234,5 +247,8 @@ class Pool:
                 proc.join()
         if self.config.alive_file is not None:
             self.config.alive_file.unlink(missing_ok=True)
+        if self.publisher is not None:
+            with contextlib.suppress(Exception):  # Redis down: the entry expires by itself
+                self.publisher.withdraw()
         log.info("worker pool stopped")
         return 0

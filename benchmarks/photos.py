@@ -388,7 +388,7 @@ def service_throughput(
 
     from service.cli import start_local_redis
     from storage.jobs import TERMINAL
-    from tests.helpers import free_port, multipart
+    from tests.helpers import free_port, multipart, wait_for_pool
 
     paths = [str(photos[i % len(photos)]) for i in range(jobs)]
     work.mkdir(parents=True, exist_ok=True)
@@ -471,6 +471,7 @@ def service_throughput(
                 if time.monotonic() > deadline:
                     raise SystemExit("the service did not start") from None
                 time.sleep(0.2)
+        wait_for_pool(f"http://127.0.0.1:{port}")
         # Warm-up, twice over every worker thread and bare process: each has its buffers in place
         # (the first touch of memory is costly on a VM) before anything is timed.
         wait_all([submit(p) for p in paths[: 2 * processes * threads]])

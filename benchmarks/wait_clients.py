@@ -48,7 +48,7 @@ from photos import PHOTO_SIZE, TARGET_W, photo_like  # noqa: E402
 
 from service.cli import start_local_redis  # noqa: E402
 from storage.jobs import TERMINAL  # noqa: E402
-from tests.helpers import free_port  # noqa: E402
+from tests.helpers import free_port, wait_for_pool  # noqa: E402
 
 CONCURRENCY = (4, 64)
 
@@ -192,7 +192,7 @@ def main() -> None:
                     "EXPORTD_REDIS_URL": redis_url, "EXPORTD_PORT": str(port), "EXPORTD_API_PROCESSES": "2",
                     "EXPORTD_WORKER_PROCESSES": "2", "EXPORTD_WORKER_THREADS": "2",
                     "EXPORTD_WORKER_QUEUES": "exports", "EXPORTD_WORKER_ALIVE_FILE": str(work / "alive"),
-                    "EXPORTD_LOG_LEVEL": "WARNING"})  # fmt: skip
+                    "EXPORTD_LOG_LEVEL": "WARNING", "EXPORTD_WORKER_METRICS_PORT": "0"})  # fmt: skip
         exportd = [subprocess.Popen([sys.executable, "-m", "service.cli", role], env=env, cwd=ROOT,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
                    for role in ("worker", "serve")]  # fmt: skip
@@ -200,6 +200,7 @@ def main() -> None:
         try:
             api = Client(port)
             wait_until_up(api, "/readyz", exportd[1], "exportd")
+            wait_for_pool(f"http://127.0.0.1:{port}")
             uploads = []
             for name in names:
                 status, data = api.call(

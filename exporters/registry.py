@@ -12,9 +12,6 @@ from typing import Any
 from exporters import archive, contact, images, markdown, office, pdf, pdfdocs, tables, text
 from exporters.base import Converter, Limits, UnsupportedConversion, UnsupportedInput, describe_options
 
-#: Whether LibreOffice can be run here: Office conversions are offered only then.
-OFFICE_AVAILABLE = office.find_soffice() is not None
-
 #: Queues: conversions that run LibreOffice have their own, with its own workers and time limit,
 #: so one slow document never holds up photos.
 DEFAULT_QUEUE, OFFICE_QUEUE = "exports", "office"
@@ -35,8 +32,8 @@ KIND_OF_CONTENT_TYPE: dict[str, str] = {
     tables.TSV_TYPE: "table",
     tables.JSON_TYPE: "table",
     "application/pdf": "pdf",
-    # Office documents only where LibreOffice is installed (found once, at start-up).
-    **({content_type: "office" for content_type in office.OFFICE_TYPES} if OFFICE_AVAILABLE else {}),
+    # Office documents: converted only by worker pools that have LibreOffice (their capabilities).
+    **{content_type: "office" for content_type in office.OFFICE_TYPES},
 }
 
 #: Output formats: name in the API -> media type of the files produced.
@@ -70,6 +67,9 @@ class Conversion:
     description: str
     companions: tuple[str, ...] = ()  # other input kinds the conversion takes beside its own (pictures)
     queue: str = DEFAULT_QUEUE
+    # What a worker pool must have to run it (see probe_capabilities); the API offers it only
+    # while a live pool serving its queue has all of them.
+    needs: tuple[str, ...] = ()
 
 
 CONVERSIONS: tuple[Conversion, ...] = (
@@ -127,9 +127,9 @@ CONVERSIONS: tuple[Conversion, ...] = (
                "and author.", companions=("image",)),
     Conversion("pdf", "pdf_pages", pdfdocs.split_pdf, pdfdocs.PdfSplitOptions, "one_per_range",
                "Each PDF split into several: one per page, or one per range given."),
-    *([Conversion("office", "pdf", office.office_to_pdf, office.OfficePdfOptions, "one_per_input",
-                  "Office documents (DOCX, XLSX, PPTX, ODT, ODS, ODP, RTF, DOC, XLS, PPT) as PDF, made by "
-                  "LibreOffice.", queue=OFFICE_QUEUE)] if OFFICE_AVAILABLE else []),
+    Conversion("office", "pdf", office.office_to_pdf, office.OfficePdfOptions, "one_per_input",
+               "Office documents (DOCX, XLSX, PPTX, ODT, ODS, ODP, RTF, DOC, XLS, PPT) as PDF, made by "
+               "LibreOffice.", queue=OFFICE_QUEUE, needs=("office",)),
 )  # fmt: skip
 
 _BY_KEY = {(c.kind, c.format): c for c in CONVERSIONS}
@@ -157,7 +157,7 @@ _ACCEPTED = "; ".join(
         "Markdown (.md)",
         "tables (.csv, .tsv, JSON arrays of objects)",
         "PDF",
-        "Office documents (DOCX, XLSX, PPTX, ODT, ODS, ODP, RTF, DOC, XLS, PPT)" if OFFICE_AVAILABLE else "",
+        "Office documents (DOCX, XLSX, PPTX, ODT, ODS, ODP, RTF, DOC, XLS, PPT)",
     )
     if part
 )
@@ -192,6 +192,11 @@ def find(content_types: Sequence[str], target: str) -> Conversion:
         raise UnsupportedConversion(
             f"{kind} inputs cannot be converted to {target}; they convert to: {possible}"
         ) from None
+
+
+def probe_capabilities() -> dict[str, bool]:
+    """What this process can run, probed now (a worker pool publishes it; the API never probes)."""
+    return {"office": office.find_soffice() is not None}
 
 
 def describe(*, limits: Limits) -> dict[str, Any]:

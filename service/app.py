@@ -14,6 +14,7 @@ from typing import Any, cast
 import falcon
 import falcon.media
 
+from actors.capabilities import Availability
 from exporters.base import Limits
 from service import errors
 from service.bodies import strict_loads
@@ -130,8 +131,10 @@ def create_app(
     storage: Storage,
     enqueue: Callable[[str, str], None],
     clock: Callable[[], float] = time.time,
+    availability: Availability | None = None,
 ) -> falcon.App[falcon.Request, falcon.Response]:
-    """The WSGI app. `enqueue(job_id, queue)` queues a job's message."""
+    """The WSGI app. `enqueue(job_id, queue)` queues a job's message; `availability` tells what the
+    live worker pools can run (by default read from Redis, as the pools publish it)."""
     middleware: list[RequestContext | LargeBodies] = [RequestContext(), LargeBodies()]
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
@@ -158,7 +161,11 @@ def create_app(
     )
     app.add_route("/healthz", Healthz())
     app.add_route("/readyz", Readyz(records, storage))
-    app.add_route("/v1/formats", Formats(limits_from(settings)))
+    scale_from_zero = [q.strip() for q in settings.scale_from_zero_queues.split(",") if q.strip()]
+    availability = availability or Availability(
+        records.redis, records.namespace, scale_from_zero=scale_from_zero
+    )
+    app.add_route("/v1/formats", Formats(limits_from(settings), availability))
     app.add_route("/v1/uploads", Uploads(receiver))
     app.add_route("/v1/uploads/{upload_id}", UploadItem(records))
     # A waiting request costs a greenlet and a connection: half the connections are left for the others.
@@ -167,7 +174,8 @@ def create_app(
         "/v1/exports",
         Exports(receiver=receiver, records=records, enqueue=enqueue, view=view, waiter=waiter,
                 max_inputs=settings.max_inputs, max_json_bytes=settings.max_json_bytes,
-                limits=limits_from(settings), sealer=Sealer(settings.signing_keys), clock=clock),
+                limits=limits_from(settings), sealer=Sealer(settings.signing_keys), availability=availability,
+                clock=clock),
     )  # fmt: skip
     app.add_route("/v1/exports/{job_id}", ExportItem(records=records, view=view, waiter=waiter))
     app.add_route("/v1/files/outputs/{job_id}/{name}", Files(storage=storage, signer=signer, clock=clock))

@@ -82,7 +82,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from actors.broker import QUEUES, build_redis
     from actors.pool import Pool, PoolConfig
     from service import logs
-    from service.wiring import build_crash_recorder, build_sweeper, build_worker_broker
+    from service.wiring import build_crash_recorder, build_publisher, build_sweeper, build_worker_broker
 
     settings = _settings()
     _require_redis(settings)
@@ -114,6 +114,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             config,
             note_crash=build_crash_recorder(settings),
             sweep=build_sweeper(settings).sweep,
+            publisher=build_publisher(settings),
         ).run()
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -271,6 +272,25 @@ def _lock_data_dir(data_dir: Path) -> object:
     return handle
 
 
+def _wait_for_a_pool(
+    redis_url: str, namespace: str, pool: subprocess.Popen[bytes], timeout_s: float = 60
+) -> None:
+    """Until the worker pool has published what it runs (or has died, or timeout_s passed)."""
+    import redis
+
+    from actors.capabilities import live_pools
+
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=1)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while pool.poll() is None and time.monotonic() < deadline:
+            if live_pools(client, namespace):
+                return
+            time.sleep(0.1)
+    finally:
+        client.close()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     os.environ.setdefault("EXPORTD_ENV", "development")
     settings = _settings()
@@ -301,11 +321,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv = [sys.executable, "-m", "service.cli", command]
         return name, subprocess.Popen(argv, env=env, start_new_session=True, preexec_fn=_die_with_parent)
 
-    children = [child("worker pool", "worker"), child("API", "serve")]
+    # Worker metrics on a free port unless one was chosen: two local runs (or a run and the
+    # tests) must not fight over the default.
+    if not os.environ.get("EXPORTD_WORKER_METRICS_PORT"):
+        env["EXPORTD_WORKER_METRICS_PORT"] = str(_free_port())
+    # The pool first: the API offers a conversion only while a pool has published that it runs it,
+    # so once the API answers, what it offers is there.
+    children = [child("worker pool", "worker")]
+    _wait_for_a_pool(env["EXPORTD_REDIS_URL"], settings.redis_namespace, children[0][1])
+    children.append(child("API", "serve"))
     print(
         f"exportd: API on {settings.base_url}, {settings.worker_processes} worker processes × "
         f"{settings.worker_threads} threads, Redis at {env['EXPORTD_REDIS_URL'].split('@')[-1]}, "
-        f"data in {settings.data_dir}/, job time limit {settings.job_time_limit_s} s. Ctrl-C stops everything.",
+        f"data in {settings.data_dir}/, job time limit {settings.job_time_limit_s} s, worker metrics on "
+        f"port {env['EXPORTD_WORKER_METRICS_PORT']}. Ctrl-C stops everything.",
         file=sys.stderr,
         flush=True,
     )

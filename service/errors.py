@@ -54,6 +54,10 @@ class UnknownUpload(Exception):
     """An export names an upload id that does not exist (or expired)."""
 
 
+class ConversionUnavailable(Exception):
+    """No live worker pool serves the conversion's queue with what it needs (LibreOffice, ...)."""
+
+
 # Most specific first: the first matching row wins.
 _TABLE: list[tuple[type[BaseException], int, str, str]] = [
     (ObjectTooLarge, 413, "payload_too_large", "Payload too large"),
@@ -63,6 +67,7 @@ _TABLE: list[tuple[type[BaseException], int, str, str]] = [
     (ConversionError, 422, "", "Cannot convert"),  # the exception's own code
     (BadRequest, 400, "", "Invalid request"),
     (UnknownUpload, 422, "unknown_upload", "Unknown upload"),
+    (ConversionUnavailable, 422, "conversion_unavailable", "Conversion unavailable"),
     (RecordNotFound, 404, "not_found", "Not found"),
     (ObjectNotFound, 404, "not_found", "Not found"),
     (BadSignature, 403, "invalid_signature", "Invalid link"),

@@ -105,6 +105,9 @@ class Settings:
     job_time_limit_s: int = 300
     # Retries of a job after a transient fault (Redis or storage) or a bug, with exponential backoff.
     job_max_retries: int = field(default=5, metadata={"minimum": 0})
+    # Queues whose worker pools scale to zero when idle (KEDA), comma-separated: the API takes their
+    # jobs while no pool is live, if one served the queue within the retention period.
+    scale_from_zero_queues: str = ""
     # Queues this pool consumes, comma-separated: exports (photos, documents), office (LibreOffice).
     worker_queues: str = "exports,office"
     # Worker processes in the pool.

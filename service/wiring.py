@@ -96,3 +96,18 @@ def build_crash_recorder(settings: Settings) -> Any:
             records.note_crash(job_id)
 
     return note_crash
+
+
+def build_publisher(settings: Settings) -> Any:
+    """What a pool supervisor publishes of itself: its queues and what it probed at start-up."""
+    import uuid
+
+    import redis
+
+    from actors.capabilities import Publisher
+    from exporters.registry import probe_capabilities
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=5)
+    return Publisher(client, settings.redis_namespace, uuid.uuid4().hex, queues=settings.queues,
+                     capabilities=probe_capabilities(), ttl_s=3 * settings.sweep_interval_s,
+                     seen_ttl_s=settings.retention_s)  # fmt: skip

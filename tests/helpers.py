@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from typing import Any
 
 from PIL import Image
 
@@ -58,3 +59,38 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def publish_pool(client: Any, namespace: str, queues: tuple[str, ...] = ("exports", "office"),
+                 capabilities: dict[str, bool] | None = None) -> Any:  # fmt: skip
+    """Publish a worker pool in Redis, as a pool supervisor does, with what this machine has
+    (or `capabilities`): the API offers a conversion only while a live pool can run it."""
+    from actors.capabilities import Publisher
+    from exporters.registry import probe_capabilities
+
+    publisher = Publisher(client, namespace, "test-pool", queues=queues,
+                          capabilities=probe_capabilities() if capabilities is None else capabilities,
+                          ttl_s=3600)  # fmt: skip
+    publisher.publish()
+    return publisher
+
+
+def wait_for_pool(base_url: str, timeout_s: float = 60) -> None:
+    """Until the API offers photo conversions, i.e. a worker pool has published that it runs them
+    (an API and a pool started side by side come up in either order)."""
+    import json
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(base_url + "/v1/formats", timeout=5) as resp:
+                conversions = json.loads(resp.read())["conversions"]
+            if any(c["from"] == "image" and c["available"] for c in conversions):
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no worker pool published itself to {base_url} within {timeout_s} s")
+        time.sleep(0.1)

@@ -26,7 +26,7 @@ import pytest
 from service.settings import parse_signing_keys
 from storage.signing import Signer
 from tests.conftest import TEST_KEYS
-from tests.helpers import RUSSIAN, free_port, jpeg_bytes, multipart
+from tests.helpers import RUSSIAN, free_port, jpeg_bytes, multipart, wait_for_pool
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_UPLOAD = 1_000_000
@@ -117,6 +117,7 @@ def service(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         if time.monotonic() > deadline or api.poll() is not None:
             raise RuntimeError("API did not come up:\n" + (logs / "api.log").read_text())
         time.sleep(0.1)
+    wait_for_pool(svc.base)
     yield svc
     for proc in (api, worker):
         proc.send_signal(signal.SIGTERM)

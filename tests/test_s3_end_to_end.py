@@ -23,7 +23,7 @@ import pytest
 
 from storage.s3 import build_client
 from tests.conftest import TEST_KEYS
-from tests.helpers import free_port, jpeg_bytes, multipart
+from tests.helpers import free_port, jpeg_bytes, multipart, wait_for_pool
 from tests.storage.s3_server import S3TestServer, s3_test_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +75,7 @@ def cluster(
                     pass
                 assert time.monotonic() < deadline, "API did not become ready"
                 time.sleep(0.1)
+            wait_for_pool(base)
             yield base, s3, bucket
         finally:
             for proc in procs:

@@ -9,10 +9,11 @@ from typing import Any
 
 import falcon
 
+from actors.capabilities import Availability
 from exporters import registry
 from exporters.base import Limits, options_as_dict, parse_options, secret_options
 from service.bodies import parse_json, read_at_most, read_body
-from service.errors import BadRequest, UnknownUpload
+from service.errors import BadRequest, ConversionUnavailable, UnknownUpload
 from service.resources.uploads import UploadReceiver, check_declared_length, upload_view
 from service.waiting import JobWaiter
 from storage.base import Storage
@@ -21,6 +22,9 @@ from storage.sealing import Sealer, is_sealed
 from storage.signing import Signer
 
 log = logging.getLogger("exportd.api")
+
+#: What a worker capability is, in words (conversion_unavailable's sentence).
+NEED_NAMES = {"office": "LibreOffice"}
 
 
 def _iso(ts: float | None) -> str | None:
@@ -114,7 +118,8 @@ def read_job(records: Records, waiter: JobWaiter, job_id: str, wait_s: float) ->
 class Exports:
     def __init__(self, *, receiver: UploadReceiver, records: Records, enqueue: Callable[[str, str], None],
                  view: JobView, waiter: JobWaiter, max_inputs: int, max_json_bytes: int, limits: Limits,
-                 sealer: Sealer, clock: Callable[[], float]) -> None:  # fmt: skip
+                 sealer: Sealer, availability: Availability, clock: Callable[[], float]) -> None:  # fmt: skip
+        self.availability = availability  # what the live worker pools can run
         self.receiver = receiver
         self.sealer = sealer  # seals secret options before the record is stored
         self.records = records
@@ -162,6 +167,16 @@ class Exports:
             raise BadRequest(f"'format' must be a format name, not {len(target)} characters long")
         conversion = registry.find([u.content_type for u in uploads], target)
         options: Any = parse_options(conversion.options, raw_options, limits=self.limits)
+        if not self.availability.can_run(conversion.queue, conversion.needs):
+            needs = (
+                f" (it needs {', '.join(NEED_NAMES.get(n, n) for n in conversion.needs)})"
+                if conversion.needs
+                else ""
+            )
+            raise ConversionUnavailable(
+                f"no worker pool that converts {conversion.kind} to {conversion.format} is running now{needs}; "
+                "the job would wait for one: try again later, or ask the operator"
+            )
         job_id = new_id()
         stored_options = options_as_dict(options)
         for name in secret_options(conversion.options):
@@ -246,8 +261,14 @@ class ExportItem:
 
 
 class Formats:
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, availability: Availability) -> None:
         self._body = registry.describe(limits=limits)  # the bounds the submit check uses: one source
+        self._availability = availability
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = self._body
+        # Whether a live worker pool can run each conversion now (what submit checks too).
+        conversions = [
+            {**described, "available": self._availability.can_run(c.queue, c.needs)}
+            for c, described in zip(registry.CONVERSIONS, self._body["conversions"], strict=True)
+        ]
+        resp.media = {**self._body, "conversions": conversions}

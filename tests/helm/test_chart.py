@@ -1017,3 +1017,11 @@ def test_notes_render_and_warn(notes_chart: Path, scenario: str) -> None:
     )
     assert ("WARNING: single node" in text) == pinned
     assert ("helm template" in text) == (not values["existingSecret"] and not values["signingKeys"])
+
+
+def test_queues_keda_scales_to_zero_are_named_for_the_api() -> None:
+    """The API takes jobs for a queue with no live pool only when KEDA may have scaled it to zero."""
+    (default,) = of_kind(render("default"), "ConfigMap")
+    assert default["data"]["EXPORTD_SCALE_FROM_ZERO_QUEUES"] == ""
+    (scaled,) = of_kind(render("default", *SECOND_QUEUE), "ConfigMap")
+    assert scaled["data"]["EXPORTD_SCALE_FROM_ZERO_QUEUES"] == "documents"

@@ -31,7 +31,7 @@ from storage.local import LocalStorage
 from storage.sealing import Sealer
 from storage.signing import Signer
 from tests.conftest import TEST_KEYS
-from tests.helpers import RUSSIAN, jpeg_bytes, multipart, png_bytes
+from tests.helpers import RUSSIAN, jpeg_bytes, multipart, png_bytes, publish_pool
 
 
 class Clock:
@@ -78,6 +78,13 @@ def settings(tmp_path: Path) -> Settings:
         max_inputs=5,
         public_url="http://exportd.test",
     )
+
+
+@pytest.fixture(autouse=True)
+def live_pool(redis_client: redis.Redis, namespace: str) -> Any:
+    """A worker pool published as a pool supervisor publishes one (the in-process workers here run
+    its queues): the API offers a conversion only while a live pool can run it."""
+    return publish_pool(redis_client, namespace)
 
 
 @pytest.fixture
@@ -479,9 +486,9 @@ def test_pdf_pages_become_images_and_the_password_is_never_shown(api: Api, worke
 
 
 def _needs_office() -> None:
-    from exporters import registry
+    from exporters import office
 
-    if not registry.OFFICE_AVAILABLE:
+    if office.find_soffice() is None:
         pytest.skip("LibreOffice (soffice) is not installed: .ci/run installs it for CI")
 
 
@@ -860,3 +867,67 @@ def test_both_body_kinds_read_the_format_alike(api: Api) -> None:
     body, ctype = multipart([("file", ("photo.jpg", jpeg_bytes())), ("format", " PNG ")])
     result = api.client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype})
     assert result.status_code == 202 and result.json["format"] == "png"
+
+
+def test_a_conversion_no_live_pool_can_run_is_refused_and_shown_unavailable(
+    settings: Settings,
+    records: Records,
+    storage: LocalStorage,
+    redis_client: redis.Redis,
+    namespace: str,
+    live_pool: Any,
+) -> None:
+    """Capabilities are what the workers publish, not what the API finds on its own disk."""
+    from actors.capabilities import Availability
+
+    live_pool.withdraw()
+    clock = Clock()
+    availability = Availability(redis_client, namespace, clock=lambda: clock.now)
+    app = create_app(settings, records=records, storage=storage, enqueue=lambda job_id, queue: None,
+                     clock=clock, availability=availability)  # fmt: skip
+    client = falcon.testing.TestClient(app)
+
+    def try_export() -> falcon.testing.Result:
+        body, ctype = multipart([("file", ("a.jpg", jpeg_bytes())), ("format", "png")])
+        return client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype})
+
+    def available() -> dict[str, bool]:
+        return {
+            f"{c['from']}->{c['to']}": c["available"]
+            for c in client.simulate_get("/v1/formats").json["conversions"]
+        }
+
+    refused = try_export()  # no pool at all
+    assert refused.status_code == 422 and refused.json["code"] == "conversion_unavailable"
+    assert "no worker pool that converts image to png" in refused.json["detail"]
+    assert not any(available().values())
+    assert not list(redis_client.scan_iter(f"{namespace}:job:*"))  # nothing stored
+    # A pool serving only the photos' queue, without LibreOffice (as an image built with it but
+    # deployed without office workers): photos yes, Office no.
+    pool = publish_pool(redis_client, namespace, queues=("exports",), capabilities={"office": True})
+    clock.now += 5  # past the API's cache
+    assert try_export().status_code == 202
+    shown = available()
+    assert shown["image->png"] and not shown["office->pdf"]
+    pool.withdraw()  # the pool stops
+    clock.now += 5
+    assert try_export().json["code"] == "conversion_unavailable"
+
+
+def test_a_queue_scaled_to_zero_keeps_taking_jobs_once_a_pool_has_served_it(
+    redis_client: redis.Redis, namespace: str, live_pool: Any
+) -> None:
+    """KEDA wakes an idle queue's workers only when a job waits: its jobs must be taken meanwhile."""
+    from actors.capabilities import Availability
+
+    live_pool.withdraw()  # the pool scaled to zero; it had published what it runs before
+    clock = Clock()
+    idle = Availability(redis_client, namespace, scale_from_zero=["office"], clock=lambda: clock.now)
+    strict = Availability(redis_client, namespace, clock=lambda: clock.now)
+    office_ok = live_pool.body and json.loads(live_pool.body)["capabilities"]["office"]
+    assert idle.can_run("office", ("office",)) == office_ok
+    assert not idle.can_run("exports", ())  # not listed: a live pool is required
+    assert not strict.can_run("office", ())
+    assert not Availability(redis_client, f"{namespace}-never", scale_from_zero=["office"]).can_run(
+        "office", ()
+    )

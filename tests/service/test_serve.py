@@ -22,11 +22,12 @@ from typing import Any
 
 import psutil
 import pytest
+import redis
 
 from storage.jobs import Output, Records
 from storage.local import LocalStorage
 from tests.conftest import TEST_KEYS
-from tests.helpers import free_port, jpeg_bytes, multipart
+from tests.helpers import free_port, jpeg_bytes, multipart, publish_pool
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,6 +55,8 @@ def _start(tmp_path: Path, redis_url: str, namespace: str, **settings: str) -> I
                 "EXPORTD_DATA_DIR": str(tmp_path), "EXPORTD_PORT": str(port), "EXPORTD_API_PROCESSES": "1",
                 "EXPORTD_SIGNING_KEYS": TEST_KEYS, "EXPORTD_LOG_LEVEL": "WARNING"})  # fmt: skip
     env.update({f"EXPORTD_{name.upper()}": value for name, value in settings.items()})
+    # No worker pool runs beside this API: one is published so that exports are accepted.
+    publish_pool(redis.Redis.from_url(redis_url), namespace)
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
