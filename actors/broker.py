@@ -8,11 +8,9 @@ import redis
 from dramatiq.middleware import Middleware, ShutdownNotifications, TimeLimit
 
 from actors.consumer import PromptRedisBroker
-from exporters.registry import DEFAULT_QUEUE, OFFICE_QUEUE
+from actors.queues import EXPORT_QUEUE, OFFICE_QUEUE, QUEUES
 
-EXPORT_QUEUE = DEFAULT_QUEUE
-#: Every queue the code defines; a worker pool consumes some or all of them.
-QUEUES = (EXPORT_QUEUE, OFFICE_QUEUE)
+__all__ = ["EXPORT_QUEUE", "OFFICE_QUEUE", "QUEUES", "build_broker", "build_redis"]
 
 
 def build_redis(url: str) -> redis.Redis:

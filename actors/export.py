@@ -14,11 +14,10 @@ from typing import Any
 import dramatiq
 
 from actors import metrics, running
-from actors.broker import EXPORT_QUEUE
 from actors.outcomes import NOT_RETRIED, CrashedTwice, end_job, job_error
+from actors.queues import EXPORT_QUEUE, OFFICE_QUEUE
 from exporters import registry
 from exporters.base import ConversionError, InputFile, Limits, parse_options, secret_options
-from exporters.registry import OFFICE_QUEUE
 from storage.base import ObjectNotFound, Storage
 from storage.jobs import Job, Output, RecordNotFound, Records
 from storage.sealing import Sealer, Unsealable, is_sealed

@@ -58,14 +58,6 @@ class PoolConfig:
 OOM_WINDOW_S = 5.0
 
 
-def is_alive(alive_file: Path, *, max_age_s: float, now: float) -> bool:
-    """Whether a pool touched `alive_file` within the last `max_age_s` seconds."""
-    try:
-        return now - alive_file.stat().st_mtime <= max_age_s
-    except FileNotFoundError:
-        return False
-
-
 def _child(boot: Callable[[], Any], config: PoolConfig, index: int) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop

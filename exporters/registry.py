@@ -12,10 +12,6 @@ from typing import Any
 from exporters import archive, contact, images, markdown, office, pdf, pdfdocs, tables, text
 from exporters.base import Converter, Limits, UnsupportedConversion, UnsupportedInput, describe_options
 
-#: Queues: conversions that run LibreOffice have their own, with its own workers and time limit,
-#: so one slow document never holds up photos.
-DEFAULT_QUEUE, OFFICE_QUEUE = "exports", "office"
-
 #: What each accepted media type is, for choosing a conversion.
 KIND_OF_CONTENT_TYPE: dict[str, str] = {
     "image/jpeg": "image",
@@ -66,9 +62,8 @@ class Conversion:
     outputs: str  # "one_per_input", "one", "one_per_page" or "one_per_range"
     description: str
     companions: tuple[str, ...] = ()  # other input kinds the conversion takes beside its own (pictures)
-    queue: str = DEFAULT_QUEUE
     # What a worker pool must have to run it (see probe_capabilities); the API offers it only
-    # while a live pool serving its queue has all of them.
+    # while a live pool serving its queue has all of them (actors/queues.py picks the queue).
     needs: tuple[str, ...] = ()
 
 
@@ -129,7 +124,7 @@ CONVERSIONS: tuple[Conversion, ...] = (
                "Each PDF split into several: one per page, or one per range given."),
     Conversion("office", "pdf", office.office_to_pdf, office.OfficePdfOptions, "one_per_input",
                "Office documents (DOCX, XLSX, PPTX, ODT, ODS, ODP, RTF, DOC, XLS, PPT) as PDF, made by "
-               "LibreOffice.", queue=OFFICE_QUEUE, needs=("office",)),
+               "LibreOffice.", needs=("office",)),
 )  # fmt: skip
 
 _BY_KEY = {(c.kind, c.format): c for c in CONVERSIONS}

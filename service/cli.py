@@ -145,7 +145,7 @@ ALIVE_MAX_AGE_S = 60
 
 def cmd_check_worker(args: argparse.Namespace) -> int:
     """Liveness of the worker pool: its supervisor runs and all its processes were alive recently."""
-    from actors.pool import is_alive
+    from actors.alive import is_alive
 
     settings = _settings()
     if is_alive(settings.worker_alive_file, max_age_s=ALIVE_MAX_AGE_S, now=time.time()):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actors.broker import QUEUES
+from actors.queues import QUEUES
 from exporters.base import Limits
 
 #: The converters' limits are declared once, in exporters.base.Limits; settings take their defaults.

@@ -10,6 +10,7 @@ from typing import Any
 import falcon
 
 from actors.capabilities import Availability
+from actors.queues import queue_for
 from exporters import registry
 from exporters.base import Limits, options_as_dict, parse_options, secret_options
 from service.bodies import parse_json, read_at_most, read_body
@@ -167,7 +168,7 @@ class Exports:
             raise BadRequest(f"'format' must be a format name, not {len(target)} characters long")
         conversion = registry.find([u.content_type for u in uploads], target)
         options: Any = parse_options(conversion.options, raw_options, limits=self.limits)
-        if not self.availability.can_run(conversion.queue, conversion.needs):
+        if not self.availability.can_run(queue_for(conversion), conversion.needs):
             needs = (
                 f" (it needs {', '.join(NEED_NAMES.get(n, n) for n in conversion.needs)})"
                 if conversion.needs
@@ -188,12 +189,12 @@ class Exports:
             inputs=tuple(uploads),
             options=stored_options,
             created_at=self.clock(),
-            queue=conversion.queue,
+            queue=queue_for(conversion),
         )
         # The record exists before its message: a worker never meets a message without a job.
         self.records.create_job(job)
         try:
-            self.enqueue(job.id, conversion.queue)
+            self.enqueue(job.id, queue_for(conversion))
         except Exception:
             # Refused: the client gets a 503 and submits again. Should this delete fail too, the
             # sweeper finds the record without a message and runs the job (actors/sweeper.py).
@@ -268,7 +269,7 @@ class Formats:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         # Whether a live worker pool can run each conversion now (what submit checks too).
         conversions = [
-            {**described, "available": self._availability.can_run(c.queue, c.needs)}
+            {**described, "available": self._availability.can_run(queue_for(c), c.needs)}
             for c, described in zip(registry.CONVERSIONS, self._body["conversions"], strict=True)
         ]
         resp.media = {**self._body, "conversions": conversions}
