@@ -12,6 +12,7 @@ from pathlib import Path
 from exporters.markdown import sniff_markdown
 from exporters.office import sniff_office
 from exporters.tables import sniff_table
+from exporters.typeset import sniff_web
 
 # How much of the head `sniff` looks at: Office documents name their parts in the first few KB.
 SNIFF_BYTES = 64 * 1024
@@ -147,6 +148,9 @@ def sniff(head: bytes, *, complete: bool = False, filename: str = "", path: Path
     table = sniff_table(head, filename)  # before text: CSV exports are often not UTF-8
     if table:
         return table
+    web = sniff_web(head, filename)  # fonts by their bytes; HTML and CSS only when they are text
+    if web and (web.startswith("font/") or _is_text(head, complete=complete)):
+        return web
     if head and _is_text(head, complete=complete):
         return sniff_markdown(filename) or "text/plain"
     return OCTET_STREAM
