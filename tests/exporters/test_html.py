@@ -774,3 +774,58 @@ def pdf_text(data: bytes, *, tmp: Path) -> str:
         return pdf.all_text()
     finally:
         pdf.close()
+
+
+# -- Markdown through the same engine -------------------------------------------------------------
+
+
+def test_markdown_engine_html_uses_print_css_and_a_user_stylesheet(
+    tmp_path: Path, out_dir: Path, open_pdf: type[Pdf]
+) -> None:
+    from exporters.markdown import MARKDOWN_TYPE, MarkdownPdfOptions, markdown_to_pdf
+    from tests.exporters.samples import sample
+
+    report = InputFile(sample("documents/report.md"), "report.md", MARKDOWN_TYPE)
+    logo = save(card(200, 100), tmp_path / "logo.png", "PNG")
+    css = companion(
+        tmp_path, "print.css", "@page { size: A5 } h1 { color: rgb(255, 0, 0); font-size: 60pt }", CSS_TYPE
+    )
+    md_options = parse_options(
+        MarkdownPdfOptions, {"engine": "html", "footer": 'Quarterly "Q3" — {page}/{pages}', "author": "Анна"}
+    )
+    (output,) = markdown_to_pdf(
+        [report, InputFile(logo, "logo.png", "image/png"), css], out_dir, md_options, limits=Limits()
+    )
+    pdf = open_pdf(output.path)
+    assert pdf.page_size(0) == A5  # the user stylesheet's @page wins over the option's A4
+    text = squeezed(pdf.all_text())
+    for phrase in (
+        "Quarterly report",
+        "Продажи выросли во всех регионах",
+        'Quarterly "Q3" — 1/',
+        "page 1 of",
+    ):
+        assert phrase in text, phrase
+    assert red_share(pdf) > 0.005  # the heading in the stylesheet's red
+    with pikepdf.open(output.path) as reader:
+        assert str(reader.docinfo["/Title"]) == "Quarterly report"  # the first heading
+        assert str(reader.docinfo["/Author"]) == "Анна"
+        assert len(reader.open_outline().root) >= 1  # headings make bookmarks
+        fonts = {str(f.get("/BaseFont")) for p in reader.pages for f in p.Resources.Font.values()}
+    assert any(name.endswith("+exportd-sans") for name in fonts), fonts  # the bundled DejaVu Sans
+    # Without engine "html" a stylesheet has nothing to style: refused rather than ignored.
+    with pytest.raises(InvalidOptions, match="engine"):
+        markdown_to_pdf([report, css], out_dir, MarkdownPdfOptions(), limits=Limits())
+
+
+def test_markdown_engine_html_shows_raw_html_as_text(
+    tmp_path: Path, out_dir: Path, open_pdf: type[Pdf]
+) -> None:
+    from exporters.markdown import MARKDOWN_TYPE, MarkdownPdfOptions, markdown_to_pdf
+
+    path = tmp_path / "x.md"
+    path.write_text('# Title\n\n<img src="file:///etc/passwd"> <b>bold?</b>\n', encoding="utf-8")
+    options_ = MarkdownPdfOptions(engine="html")
+    (output,) = markdown_to_pdf([InputFile(path, "x.md", MARKDOWN_TYPE)], out_dir, options_, limits=Limits())
+    assert '<img src="file:///etc/passwd"> <b>bold?</b>' in squeezed(open_pdf(output.path).all_text())
+    assert "unresolved_references" not in output.details  # nothing was even asked for
