@@ -39,10 +39,11 @@ BASE_URL = "http://inputs.exportd.invalid/"
 #: Largest `data:` URL decoded (images inlined by tools that export HTML are often a few hundred KB).
 DATA_URL_MAX_BYTES = 2 * 1024 * 1024
 
-#: Elements in one document, counted as start tags before parsing. WeasyPrint keeps a box tree of
-#: about 10 KB per element while it lays out (measured: benchmarks/documents.py); this bounds one
-#: document to well under a GB, and a 10-million-cell table is refused without being parsed.
-MAX_ELEMENTS = 60_000
+#: Elements in one document, counted as start tags before parsing. WeasyPrint holds about 16 KB per
+#: element while it lays out (measured here on tables: 20,000 elements, 96 pages, 305 MB above the
+#: process's start), so this bounds one document near 400 MB, and a 10-million-cell table is
+#: refused without being parsed.
+MAX_ELEMENTS = 25_000
 #: Nesting depth: WeasyPrint's layout recurses per level, and Python's stack ends near 1,000 frames.
 MAX_DEPTH = 200
 #: References listed in an output's details; the rest are counted.
