@@ -26,6 +26,7 @@ from exporters.sniff import sniff
 from exporters.templates import InvalidTemplate
 from exporters.typeset import CSS_TYPE, HTML_TYPE, MAX_DEPTH, MAX_ELEMENTS
 from tests.exporters.samples import Pdf, card, save
+from tests.service.test_api import Api, _export_files, api, settings, worker  # noqa: F401  (fixtures)
 
 FONTS = Path(__file__).parents[2] / "exporters" / "fonts"
 A4 = (595.28, 841.89)
@@ -55,8 +56,8 @@ def options(**raw: Any) -> HtmlPdfOptions:
 
 def red_share(pdf: Pdf, index: int = 0) -> float:
     image = pdf.render(index, scale=0.5)
-    colours = image.getcolors(maxcolors=image.width * image.height) or []
-    red = sum(count for count, (r, g, b) in colours if r > 200 and g < 60 and b < 60)
+    data = image.tobytes()  # RGB
+    red = sum(1 for i in range(0, len(data), 3) if data[i] > 200 and data[i + 1] < 60 and data[i + 2] < 60)
     return red / (image.width * image.height)
 
 
@@ -227,9 +228,9 @@ def test_pdf_ua_1_is_tagged_titled_and_declares_itself(tmp_path: Path, out_dir: 
     with pikepdf.open(output.path) as reader:
         assert reader.check_pdf_syntax() == []
         root = reader.Root
-        assert root.MarkInfo.Marked is True
+        assert bool(root.MarkInfo.Marked)
         assert "/StructTreeRoot" in root and len(root.StructTreeRoot.K) > 0
-        assert root.ViewerPreferences.DisplayDocTitle is True
+        assert bool(root.ViewerPreferences.DisplayDocTitle)
         assert str(root.Lang) == "en"
         assert str(reader.docinfo["/Title"]) == "letter.html"  # a document without <title> gets its name
         assert reader.open_metadata().get("pdfuaid:part") == "1"
@@ -266,9 +267,14 @@ def test_more_pages_than_the_limit_is_input_too_large(
     # Layout stops at the first page past the limit: the pages after it are never laid out.
     import weasyprint.layout.page as pages_module
 
-    made = []
+    made: list[int] = []
     original = pages_module.make_page
-    monkeypatch.setattr(pages_module, "make_page", lambda *a, **k: made.append(1) or original(*a, **k))
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        made.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pages_module, "make_page", counting)
     many = page(tmp_path, "<style>p { break-after: page }</style>" + "<p>x</p>" * 3000, "many.html")
     with pytest.raises(InputTooLarge, match="more than 10 pages"):
         html_to_pdf([many], out_dir, options(), limits=Limits(max_pages=10))
@@ -745,8 +751,8 @@ def test_a_template_loop_that_never_ends_is_stopped_by_the_time_limit_and_the_wo
     declare_export_actor(broker, ExportTask(records=records, storage=storage, limits=Limits(), time_limit_s=2),
                          time_limit_s=2, max_retries=3)  # fmt: skip
     broker.emit_after("process_boot")  # as actors/pool.py does: starts the time limit's watchdog
-    worker = Worker(broker, queues={EXPORT_QUEUE}, worker_threads=1, worker_timeout=50)
-    worker.start()
+    pool = Worker(broker, queues={EXPORT_QUEUE}, worker_threads=1, worker_timeout=50)
+    pool.start()
     try:
         endless = (
             "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}<p>done</p>"
@@ -762,7 +768,7 @@ def test_a_template_loop_that_never_ends_is_stopped_by_the_time_limit_and_the_wo
         assert done.status == "succeeded", done.error
         assert "Hello Ann" in pdf_text(storage.open(done.outputs[0].key).read(), tmp=storage.root)
     finally:
-        worker.stop()
+        pool.stop()
         broker.close()
 
 
@@ -829,3 +835,45 @@ def test_markdown_engine_html_shows_raw_html_as_text(
     (output,) = markdown_to_pdf([InputFile(path, "x.md", MARKDOWN_TYPE)], out_dir, options_, limits=Limits())
     assert '<img src="file:///etc/passwd"> <b>bold?</b>' in squeezed(open_pdf(output.path).all_text())
     assert "unresolved_references" not in output.details  # nothing was even asked for
+
+
+# -- through the API -----------------------------------------------------------------------------
+
+
+def test_an_invoice_run_through_the_api_and_a_broken_template_fails_with_its_line(
+    request: pytest.FixtureRequest,
+) -> None:
+    client: Api = request.getfixturevalue("api")  # tests/service/test_api.py's API, with a worker
+    request.getfixturevalue("worker")
+    logo = _png_bytes(Image.new("RGB", (80, 40), "navy"))
+    template = INVOICE.replace("<h1>", '<img src="logo.png"><h1>').encode()
+    data = json.dumps(invoices(3)).encode()
+    job = _export_files(
+        client,
+        [("invoice.html", template), ("records.json", data), ("logo.png", logo)],
+        "pdf",
+        {
+            "template": True,
+            "per_record": True,
+            "name_field": "number",
+            "zip": True,
+            "pdf_variant": "pdf/a-3b",
+        },
+    )
+    assert [i["content_type"] for i in job["inputs"]] == [HTML_TYPE, "application/json", "image/png"]
+    done = client.wait_for(job["id"], timeout_s=60)
+    assert done["status"] == "succeeded", done
+    (output,) = done["outputs"]
+    assert output["name"] == "invoice.zip" and output["details"] == {"items": 3, "failed": 0}
+    with zipfile.ZipFile(io.BytesIO(client.download(output["url"]).content)) as archive:
+        assert sorted(archive.namelist()) == ["INV-0001.pdf", "INV-0002.pdf", "INV-0003.pdf", "manifest.json"]
+
+    broken = _export_files(
+        client,
+        [("t.html", b"<p>ok</p>\n<p>{{ number + }}</p>"), ("d.json", b"{}")],
+        "pdf",
+        {"template": True},
+    )
+    failed = client.wait_for(broken["id"])
+    assert failed["status"] == "failed" and failed["error"]["code"] == "invalid_template"
+    assert "line 2" in failed["error"]["message"] and "Traceback" not in failed["error"]["message"]
