@@ -22,6 +22,7 @@ import base64
 import binascii
 import contextvars
 import dataclasses
+import logging
 import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
@@ -275,6 +276,9 @@ class Typesetter:
         import weasyprint
         from weasyprint.text.fonts import FontConfiguration
 
+        # WeasyPrint logs each refused URL and each layout step: document content and noise, one
+        # line per step of thousands of documents. What a document missed is in its details instead.
+        logging.getLogger("weasyprint").setLevel(logging.CRITICAL)
         self._weasyprint = weasyprint
         self._options = options
         self._limits = limits
