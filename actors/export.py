@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import dramatiq
-from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from actors import running
 from actors.broker import EXPORT_QUEUE
+from actors.outcomes import NOT_RETRIED, CrashedTwice, end_job, job_error
 from exporters import registry
-from exporters.base import ConversionError, InputFile, Limits, parse_options
+from exporters.base import ConversionError, InputFile, Limits, parse_options, secret_options
 from exporters.registry import OFFICE_QUEUE
 from storage.base import ObjectNotFound, Storage
-from storage.jobs import Job, JobError, Output, RecordNotFound, Records
+from storage.jobs import Job, Output, RecordNotFound, Records
+from storage.sealing import Sealer, Unsealable, is_sealed
 
 EXPORT_ACTOR = "export"
 #: One actor per queue, all running ExportTask: a queue's workers, concurrency and time limit are
@@ -51,12 +51,14 @@ class ExportTask:
         limits: Limits,
         work_dir: Path | None = None,
         time_limit_s: int | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.records = records
         self.storage = storage
         self.limits = limits
         self.work_dir = work_dir
         self.time_limit_s = time_limit_s  # named in time_limit_exceeded messages
+        self.sealer = sealer  # unseals secret options (storage/sealing.py)
 
     def __call__(self, job_id: str) -> None:
         ctx = {"job_id": job_id}
@@ -69,67 +71,22 @@ class ExportTask:
             log.info("job already finished; this delivery is a duplicate", extra=ctx)
             return
         ctx["attempt"] = str(job.attempts)
-        if job.crashes >= MAX_CRASHED_ATTEMPTS:
-            self.records.finish_job(
-                job_id,
-                seen=job,
-                error=JobError(
-                    "worker_crashed",
-                    "converting this file crashed the worker twice, so it was not tried again; "
-                    "the file is probably damaged or built to attack image decoders",
-                ),
-            )
-            log.error("job failed: it crashed its worker process twice", extra=ctx)
-            return
         log.info("job started", extra=ctx)
-        began = time.perf_counter()
         try:
+            if job.crashes >= MAX_CRASHED_ATTEMPTS:
+                raise CrashedTwice()
             with running.marked(job_id):
                 outputs = self._convert(job)
-        except ConversionError as exc:
-            self.records.finish_job(job_id, seen=job, error=JobError(exc.code, exc.message))
-            log.info("job failed", extra={**ctx, "code": exc.code, "reason": exc.message})
+        except NOT_RETRIED as exc:
+            end_job(self.records, job, error=job_error(exc, time_limit_s=self.time_limit_s))
             return
-        except MemoryError:
-            # Like a crash, but caught: the same file would exhaust memory again, so no retry.
-            self.records.finish_job(
-                job_id,
-                seen=job,
-                error=JobError(
-                    "input_too_large",
-                    "converting this file needed more memory than a worker has; try a smaller file",
-                ),
-            )
-            log.error("job ran out of memory", extra=ctx)
-            return
-        except TimeLimitExceeded:
-            # Deterministic work that ran out of time once will run out again: no retry.
-            self.records.finish_job(
-                job_id,
-                seen=job,
-                error=JobError(
-                    "time_limit_exceeded",
-                    "the conversion took longer than this service allows"
-                    + (f" ({self.time_limit_s} s, EXPORTD_JOB_TIME_LIMIT_S)" if self.time_limit_s else "")
-                    + "; try a smaller file or fewer pages",
-                ),
-            )
-            log.warning("job hit its time limit", extra=ctx)
-            return
-        # The record as start_job left it is tried first: no read, unless something changed it since.
-        finished = self.records.finish_job(job_id, seen=job, outputs=outputs)
-        log.info(
-            "job succeeded",
-            extra={
-                **ctx,
-                "outputs": len(finished.outputs),
-                "ms": round((time.perf_counter() - began) * 1000),
-            },
-        )
+        end_job(self.records, job, outputs=outputs)
 
     def _convert(self, job: Job) -> tuple[Output, ...]:
         conversion = registry.find([u.content_type for u in job.inputs], job.format)
-        options: Any = parse_options(conversion.options, job.options, limits=self.limits)
+        options: Any = parse_options(
+            conversion.options, self._unsealed(job, conversion.options), limits=self.limits
+        )
         with tempfile.TemporaryDirectory(prefix=f"exportd-{job.id}-", dir=self.work_dir) as tmp:
             out_dir = Path(tmp, "out")  # the inputs lie beside it
             out_dir.mkdir()
@@ -164,6 +121,26 @@ class ExportTask:
                 )
             return tuple(stored)
 
+    def _unsealed(self, job: Job, options_type: type) -> dict[str, Any]:
+        """The job's options with its secret ones unsealed. Raises SecretLost."""
+        raw = dict(job.options)
+        for name in secret_options(options_type):
+            if is_sealed(raw.get(name)):
+                if self.sealer is None:
+                    raise SecretLost(name, "this worker has no signing keys to unseal it with")
+                try:
+                    raw[name] = self.sealer.unseal(raw[name], context=f"{job.id}:{name}")
+                except Unsealable as exc:
+                    raise SecretLost(name, str(exc)) from None
+        return raw
+
+
+class SecretLost(ConversionError):
+    code = "invalid_options"
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(f"the {name} given with this export can no longer be read ({why}); submit it again")
+
 
 class InputGone(ConversionError):
     code = "input_missing"
@@ -182,6 +159,8 @@ def declare_export_actor(broker: Any, task: ExportTask, *, time_limit_s: int, ma
             queue_name=queue,
             priority=0,
             options={
+                # Errors that are the input's fault, or would happen again: the job ends, no retry.
+                "throws": NOT_RETRIED,
                 "time_limit": time_limit_s * 1000,
                 "max_retries": max_retries,
                 "min_backoff": 1000,

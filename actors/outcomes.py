@@ -1,4 +1,15 @@
-"""What happens to a job whose actor raised: a retry, or its end as `internal_error`.
+"""How a job ends, in one place: end_job, and what happens when an actor raised.
+
+end_job is the only function that ends a job: every outcome passes through it (succeeded, failed
+with the input's error code, crashed twice, timed out, out of memory, dead-lettered after its
+retries, lost from the queue too often). It writes the terminal record, which in the same Redis
+call leaves the open-jobs index, appends one event to the durable events stream and wakes the
+requests waiting on the job (storage/jobs.py), and logs one line.
+
+Errors that are not retried are declared once (NOT_RETRIED, the actors' `throws`), and turned into
+the job's error by one table (job_error).
+
+What happens to a job whose actor raised anything else: a retry, or its end as `internal_error`.
 
 This replaces Dramatiq's Retries middleware for exportd's actors. Dramatiq's version enqueues the
 retry inside an "after" hook, whose errors Dramatiq logs and swallows: with Redis down, the retry
@@ -26,8 +37,10 @@ import redis
 from dramatiq.common import compute_backoff
 from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware, MiddlewareError
+from dramatiq.middleware.time_limit import TimeLimitExceeded
 
-from storage.jobs import JobError, RecordNotFound, Records, RecordsUnavailable
+from exporters.base import ConversionError
+from storage.jobs import Job, JobError, Output, RecordNotFound, Records, RecordsUnavailable
 
 log = logging.getLogger("exportd.export")
 
@@ -35,6 +48,66 @@ INTERNAL_ERROR = JobError(
     "internal_error",
     "the export failed because of a fault in the service; it was retried and then given up",
 )
+
+
+class CrashedTwice(ConversionError):
+    code = "worker_crashed"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "converting this file crashed the worker twice, so it was not tried again; "
+            "the file is probably damaged or built to attack image decoders"
+        )
+
+
+#: Raised by a conversion, these end the job at once: the input's fault (ConversionError and its
+#: codes), or work that would exhaust memory or time again if retried.
+NOT_RETRIED: tuple[type[BaseException], ...] = (ConversionError, MemoryError, TimeLimitExceeded)
+
+
+def job_error(exc: BaseException, *, time_limit_s: int | None) -> JobError:
+    """The error a job ends with for one of the NOT_RETRIED exceptions."""
+    if isinstance(exc, ConversionError):
+        return JobError(exc.code, exc.message)
+    if isinstance(exc, MemoryError):
+        return JobError(
+            "input_too_large", "converting this file needed more memory than a worker has; try a smaller file"
+        )
+    if isinstance(exc, TimeLimitExceeded):
+        limit = f" ({time_limit_s} s, EXPORTD_JOB_TIME_LIMIT_S)" if time_limit_s else ""
+        return JobError(
+            "time_limit_exceeded",
+            f"the conversion took longer than this service allows{limit}; try a smaller file or fewer pages",
+        )
+    raise TypeError(f"{type(exc).__name__} is not an error that ends a job")
+
+
+def end_job(
+    records: Records,
+    job: Job | str,
+    *,
+    outputs: tuple[Output, ...] = (),
+    error: JobError | None = None,
+) -> Job:
+    """End the job (succeeded without `error`): terminal record, its event and its wake-up, once.
+
+    `job`: the record as this caller last saw it (tried first, which saves a read), or its id.
+    A job that had already ended is returned unchanged. Raises RecordNotFound, RecordsUnavailable.
+    """
+    seen = job if isinstance(job, Job) else None
+    job_id = job.id if isinstance(job, Job) else job
+    ended, by_this_call = records.finish_job_once(job_id, outputs=outputs, error=error, seen=seen)
+    if not by_this_call:
+        log.info("job had already ended; nothing changed", extra={"job_id": job_id, "status": ended.status})
+        return ended
+    ctx: dict[str, Any] = {"job_id": job_id, "status": ended.status, "attempt": ended.attempts}
+    if ended.started_at and ended.finished_at:
+        ctx["ms"] = round((ended.finished_at - ended.started_at) * 1000)
+    if ended.error is not None:
+        log.info("job failed", extra={**ctx, "code": ended.error.code, "reason": ended.error.message})
+    else:
+        log.info("job succeeded", extra={**ctx, "outputs": len(ended.outputs)})
+    return ended
 
 
 class RecordsOrBrokerDown(MiddlewareError, ConnectionClosed):
@@ -125,7 +198,7 @@ class JobOutcomes(Middleware):
             return
         job_id = message.args[0]
         try:
-            self._records_for().finish_job(job_id, error=INTERNAL_ERROR)
+            end_job(self._records_for(), job_id, error=INTERNAL_ERROR)
         except RecordNotFound:
             pass
         except (RecordsUnavailable, redis.ConnectionError, redis.TimeoutError) as exc:

@@ -36,10 +36,6 @@ log = logging.getLogger("exportd.pool")
 MAX_RESTART_DELAY_S = 30.0
 
 
-#: Longest idle poll of the delay queues (retries waiting for their time): a retry already waits
-#: a second or more, so polling them as often as the main queues would only burn CPU.
-DELAY_QUEUE_POLL_MS = 1000
-
 #: How often the supervisor touches its alive file while every process lives.
 ALIVE_EVERY_S = 5.0
 
@@ -69,25 +65,6 @@ def is_alive(alive_file: Path, *, max_age_s: float, now: float) -> bool:
         return False
 
 
-class _Worker(Worker):
-    """Dramatiq's worker, polling its delay queues less often than its main queues.
-
-    Dramatiq gives every consumer the one worker_timeout; this sets the delay queues' own when
-    their consumers are made (a private method: dramatiq is pinned below 3 in pyproject.toml).
-    """
-
-    def _add_consumer(self, queue_name: str, *, delay: bool = False) -> None:
-        if not delay:
-            super()._add_consumer(queue_name)
-            return
-        fast = self.worker_timeout
-        self.worker_timeout = max(fast, DELAY_QUEUE_POLL_MS)
-        try:
-            super()._add_consumer(queue_name, delay=True)
-        finally:
-            self.worker_timeout = fast
-
-
 def _child(boot: Callable[[], Any], config: PoolConfig, index: int) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
@@ -97,7 +74,7 @@ def _child(boot: Callable[[], Any], config: PoolConfig, index: int) -> None:
         running.use_directory(config.run_dir / str(index))
     broker = boot()
     broker.emit_after("process_boot")
-    worker = _Worker(
+    worker = Worker(
         broker, queues=set(config.queues), worker_threads=config.threads, worker_timeout=config.poll_ms
     )
     # Prefetch no more than the threads can start: a busy process must not hold messages an idle one could run.

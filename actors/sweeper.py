@@ -29,6 +29,7 @@ from typing import Any
 from dramatiq import Message
 from dramatiq.common import dq_name
 
+from actors.outcomes import end_job
 from storage.jobs import JobError, RecordNotFound, Records
 
 log = logging.getLogger("exportd.sweeper")
@@ -74,7 +75,7 @@ class Sweeper:
         for queue in self.actor_of_queue:
             for name in (queue, dq_name(queue)):
                 self._requeue_dead_workers(name, now)
-        candidates = self.records.open_job_ids(created_before=now - self.grace_s)
+        candidates = self.records.open_job_ids(created_before=now - self.grace_s, limit=10_000)
         if not candidates:
             return SweepReport()
         live = self._jobs_with_messages()
@@ -92,8 +93,9 @@ class Sweeper:
                 continue
             ctx = {"job_id": job_id, "status": job.status, "sweeps": job.sweeps}
             if job.sweeps >= self.max_sweeps:
-                self.records.finish_job(
-                    job_id,
+                end_job(
+                    self.records,
+                    job,
                     error=JobError(
                         "internal_error",
                         f"the job was lost from the queue {job.sweeps + 1} times (Redis restarts) "

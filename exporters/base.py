@@ -13,7 +13,8 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -56,6 +57,45 @@ class InputFile:
     path: Path
     filename: str  # the name the client gave, for output names and captions
     content_type: str  # sniffed from the bytes, see exporters.sniff
+
+
+def describe(source: InputFile) -> str:
+    """How an error message names an input: the client's file name, quoted."""
+    return f'"{source.filename}"' if source.filename else "the file"
+
+
+@contextmanager
+def reading_input(source: InputFile, what: str = "file") -> Iterator[None]:
+    """The boundary around everything that reads or decodes an input: what a reader raises is the input's fault.
+
+    Decoders fail on damaged files in every way there is (Pillow alone raises OSError, ValueError,
+    SyntaxError, struct.error, EOFError, TypeError, IndexError, ...), so no list of exception types
+    can be complete: anything an `Exception` raised here becomes CorruptInput, never retried, with
+    the decoder's own words kept as the cause for the worker's log. Let through unchanged:
+    ConversionError (already a verdict), MemoryError (the actor's to judge) and an OSError that
+    carries an errno: the operating system failing on our own files (ENOSPC, EIO, ...), a fault of
+    ours that a retry may cure. Decoders raise OSError with a message only, never an errno.
+    BaseException (a time limit, an interrupt) is not an `Exception` and passes as well.
+
+    Raises CorruptInput.
+    """
+    try:
+        yield
+    except (ConversionError, MemoryError):
+        raise
+    except OSError as exc:
+        if exc.errno is not None:
+            raise
+        raise CorruptInput(_unreadable(source, what)) from exc
+    except Exception as exc:
+        raise CorruptInput(_unreadable(source, what)) from exc
+
+
+def _unreadable(source: InputFile, what: str) -> str:
+    return (
+        f"{describe(source)} cannot be read as a {what}: it is damaged or incomplete, or a variant of the "
+        "format this service does not decode"
+    )
 
 
 @dataclass(frozen=True)
@@ -182,8 +222,12 @@ def option(
     length: int | None = None,
     max_length: int | None = None,
     syntax: str | None = None,
+    secret: bool = False,
 ) -> Any:
     """Declare one option field: its default, the sentence documenting it and what a value must be.
+
+    A `secret` option (a password) is never shown back and never stored readable: the API seals
+    it in the job record (storage/sealing.py) and the worker unseals it for the conversion.
 
     For a list option (annotated `tuple[T, ...]`) the choices and bounds apply to each item, and
     `length` is the exact number of items when there must be that many. A bound given as a string
@@ -203,8 +247,14 @@ def option(
         "length": length,
         "max_length": max_length,
         "syntax": syntax,
+        "secret": secret,
     }
     return dataclasses.field(default=default, metadata=meta)
+
+
+def secret_options(options_type: type) -> frozenset[str]:
+    """The names of the options declared secret."""
+    return frozenset(f.name for f in dataclasses.fields(options_type) if f.metadata.get("secret"))
 
 
 _T = TypeVar("_T")
@@ -372,6 +422,8 @@ def describe_options(options_type: type, *, limits: Limits) -> dict[str, dict[st
                 entry["minItems"] = entry["maxItems"] = f.metadata["length"]
         else:
             entry.update(bounds)
+        if f.metadata.get("secret"):
+            entry["writeOnly"] = True  # never shown back
         described[f.name] = entry
     return described
 

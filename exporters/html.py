@@ -25,7 +25,9 @@ from exporters.base import (
     OutputFile,
     UnsupportedConversion,
     option,
+    reading_input,
 )
+from exporters.charsets import detect_encoding
 from exporters.templates import Template
 from exporters.typeset import HTML_TYPE, PageOptions, Typesetter
 
@@ -78,7 +80,10 @@ def html_to_pdf(
         outputs = []
         for source in documents:
             name = names.add(source.filename, "pdf", fallback="document")
-            result = typesetter.typeset(_read_text(source), out_dir / name, what=_describe(source))
+            with reading_input(
+                source, "HTML document"
+            ):  # a document WeasyPrint fails on is the input's fault
+                result = typesetter.typeset(_read_text(source), out_dir / name, what=_describe(source))
             details = {"pages": result.pages, **result.details}
             outputs.append(OutputFile(out_dir / name, name, "application/pdf", details))
         return outputs
@@ -127,7 +132,9 @@ def _from_template(
     if not options.per_record:
         context = {**data, "data": data} if isinstance(data, dict) else {"data": data}
         name = names.add(source.filename, "pdf", fallback="document")
-        result = typesetter.typeset(template.render(context), out_dir / name, what=what)
+        html = template.render(context)
+        with reading_input(source, "HTML document"):
+            result = typesetter.typeset(html, out_dir / name, what=what)
         return [
             OutputFile(out_dir / name, name, "application/pdf", {"pages": result.pages, **result.details})
         ]
@@ -156,7 +163,8 @@ def _from_template(
         )
         try:
             html = template.render(context, record=label)
-            result = typesetter.typeset(html, out_dir / name, what=what + label)
+            with reading_input(source, "HTML document"):
+                result = typesetter.typeset(html, out_dir / name, what=what + label)
         except ConversionError as exc:
             if not options.skip_failed:
                 raise
@@ -217,10 +225,12 @@ def _entry(name: str, *, compress: bool) -> zipfile.ZipInfo:
 
 
 def _read_text(source: InputFile) -> str:
-    try:
-        return source.path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise CorruptInput(f"{_describe(source)} is not valid UTF-8 text (byte offset {exc.start})") from None
+    """The text of an input: UTF-8, or the code page its bytes show (as text inputs are read)."""
+    data = source.path.read_bytes()
+    encoding = detect_encoding(data)
+    if encoding is None:
+        raise CorruptInput(f"{_describe(source)} is not text in UTF-8 or a code page this service reads")
+    return data.decode(encoding)
 
 
 def _describe(source: InputFile) -> str:

@@ -10,7 +10,6 @@ import functools
 import io
 import math
 import re
-import struct
 import unicodedata
 import warnings
 from collections.abc import Iterator, Sequence
@@ -31,7 +30,9 @@ from exporters.base import (
     OutputFile,
     UnsupportedConversion,
     UnsupportedInput,
+    describe,
     option,
+    reading_input,
 )
 from exporters.geometry import (
     EXIF_ORIENTATION_METHOD,
@@ -82,8 +83,6 @@ PILLOW_FORMAT_OF_CONTENT_TYPE: dict[str, str] = {
     **({"image/heic": "HEIF"} if HEIF_READS else {}),
 }
 
-# What Pillow raises on a truncated or malformed file (UnidentifiedImageError is an OSError).
-DECODE_ERRORS: tuple[type[Exception], ...] = (OSError, SyntaxError, ValueError, struct.error, EOFError)
 
 _FITS = ("inside", "contain", "cover", "fill", "outside")
 _HEX_COLOUR = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
@@ -366,14 +365,8 @@ def open_image(source: InputFile, *, limits: Limits) -> Iterator[Image.Image]:
             f"{describe(source)} is of type {source.content_type}, not an image this service reads "
             f"({accepted})"
         )
-    try:
+    with decoding(source):
         image = Image.open(source.path, formats=[pillow_format])
-    except Image.DecompressionBombError:
-        raise InputTooLarge(f"{describe(source)} declares more pixels than can be decoded safely") from None
-    except DECODE_ERRORS:
-        raise CorruptInput(
-            f"{describe(source)} cannot be read as a {pillow_format} image; it is damaged or incomplete"
-        ) from None
     with image:
         width, height = image.size
         if width < 1 or height < 1:
@@ -388,16 +381,20 @@ def open_image(source: InputFile, *, limits: Limits) -> Iterator[Image.Image]:
 
 @contextmanager
 def decoding(source: InputFile) -> Iterator[None]:
-    """Turn what Pillow raises on a damaged file into the errors of this service.
+    """Around every Pillow call that reads an input: its failures become the errors of this service
+    (see exporters.base.reading_input; a declared size past Pillow's own bomb limit is too large).
 
     Raises CorruptInput, InputTooLarge.
     """
-    try:
-        yield
-    except Image.DecompressionBombError:
-        raise InputTooLarge(f"{describe(source)} declares more pixels than can be decoded safely") from None
-    except DECODE_ERRORS:
-        raise CorruptInput(f"{describe(source)} is damaged or incomplete; it cannot be decoded") from None
+    pillow_format = PILLOW_FORMAT_OF_CONTENT_TYPE.get(source.content_type)
+    what = f"{pillow_format} image" if pillow_format else "image"
+    with reading_input(source, what):
+        try:
+            yield
+        except Image.DecompressionBombError:
+            raise InputTooLarge(
+                f"{describe(source)} declares more pixels than can be decoded safely"
+            ) from None
 
 
 def orientation_of(image: Image.Image, source: InputFile) -> int:
@@ -764,7 +761,9 @@ def metadata_found(image: Image.Image) -> set[str]:
     """The metadata groups an opened image carries (see exporters.metadata), its ICC profile included."""
     try:
         found = exif_groups(image.getexif())
-    except DECODE_ERRORS:
+    except (MemoryError, InputTooLarge):
+        raise
+    except Exception:  # a damaged EXIF block: whatever it holds is removed anyway
         found = {"exif"}
     found |= info_groups(image.info, image.format)
     if image.info.get("icc_profile"):
@@ -800,11 +799,6 @@ def parse_colour(text: str) -> tuple[int, int, int]:
 
 
 # -- names ---------------------------------------------------------------------------------
-
-
-def describe(source: InputFile) -> str:
-    """How an error message names an input: the client's file name, quoted."""
-    return f'"{source.filename}"' if source.filename else "the file"
 
 
 def safe_stem(filename: str) -> str:

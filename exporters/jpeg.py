@@ -14,6 +14,9 @@ from exporters.base import CorruptInput
 from exporters.metadata import exif_categories
 
 _SOI, _EOI, _SOS = 0xD8, 0xD9, 0xDA
+# Start-of-frame markers of the codings a PDF reader's DCTDecode handles: baseline, extended, progressive.
+_SOF_PASSABLE = (0xC0, 0xC1, 0xC2)
+_SOF_ANY = (*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0))
 _RST = range(0xD0, 0xD8)  # restart markers: no length, only inside entropy-coded data
 _TEM = 0x01  # no length either
 _APP0, _APP1, _APP2, _APP13, _APP14, _COM = 0xE0, 0xE1, 0xE2, 0xED, 0xEE, 0xFE
@@ -28,6 +31,8 @@ class StrippedJpeg:
     data: bytes
     removed: set[str] = field(default_factory=set)
     icc_profile: bytes | None = None  # the profile the picture is coded in, if it declared one
+    frames: list[int] = field(default_factory=list)  # the start-of-frame markers met (0xC0, 0xC2, ...)
+    scans: int = 0  # start-of-scan segments met
 
 
 def _kind_of_segment(marker: int, payload: bytes) -> str | None:
@@ -69,6 +74,8 @@ def strip_metadata(data: bytes, *, keep_icc: bool = True, name: str = "the file"
     out: list[bytes | memoryview] = [b"\xff\xd8"]  # pieces joined once: the coded data is copied once
     removed: set[str] = set()
     icc_chunks: list[bytes] = []
+    frames: list[int] = []
+    scans = 0
     pos = 2
     end = len(data)
     while True:
@@ -106,11 +113,32 @@ def strip_metadata(data: bytes, *, keep_icc: bool = True, name: str = "the file"
         else:
             out.append(view[pos:segment_end])
         pos = segment_end
+        if marker in _SOF_ANY:
+            frames.append(marker)
         if marker == _SOS:
+            scans += 1
             scan_end = _end_of_entropy_coded_data(data, pos)
             out.append(view[pos:scan_end])
             pos = scan_end
-    return StrippedJpeg(b"".join(out), removed, _joined_icc(icc_chunks))
+    return StrippedJpeg(b"".join(out), removed, _joined_icc(icc_chunks), frames, scans)
+
+
+def passthrough(data: bytes) -> StrippedJpeg | None:
+    """The JPEG without its metadata if its bytes may go into a PDF as they are (DCTDecode), else None.
+
+    A PDF reader's JPEG decoder is stricter than libjpeg, which skips junk between segments and
+    makes up for missing data with a warning: a file Pillow decodes may still show as nothing in
+    a PDF. Pass-through is safe only when every segment follows the one before (SOI, segments with
+    valid lengths, no stray bytes), there is one baseline or progressive frame with at least one
+    scan, and the end-of-image marker is reached; anything else is decoded and re-encoded.
+    """
+    try:
+        stripped = strip_metadata(data)
+    except CorruptInput:
+        return None
+    if len(stripped.frames) != 1 or stripped.frames[0] not in _SOF_PASSABLE or stripped.scans < 1:
+        return None
+    return stripped
 
 
 #: A marker inside coded data: 0xFF followed by anything but a stuffed zero, a restart marker

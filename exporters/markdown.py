@@ -7,6 +7,7 @@ never inject reportlab tags (fonts, links, images from the disk). Raw HTML is sh
 from __future__ import annotations
 
 import io
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,6 @@ from xml.sax.saxutils import escape
 from markdown_it import MarkdownIt
 from markdown_it.tree import SyntaxTreeNode
 from PIL import Image as PILImage
-from PIL import ImageOps
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_CENTER
 from reportlab.lib.styles import ParagraphStyle
@@ -40,7 +40,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-from exporters import typefaces
+from exporters import resample, typefaces
 from exporters.base import (
     CorruptInput,
     InputFile,
@@ -49,9 +49,21 @@ from exporters.base import (
     Limits,
     OutputFile,
     UnsupportedConversion,
+    describe,
     option,
 )
-from exporters.images import UniqueNames, describe
+from exporters.charsets import detect_encoding
+from exporters.images import (
+    UniqueNames,
+    decode_upright,
+    flatten,
+    is_srgb,
+    open_image,
+    orientation_of,
+    to_srgb,
+    to_working_mode,
+)
+from exporters.jpeg import passthrough
 from exporters.pdf import PAGE_SIZES
 from exporters.text import FONTS
 
@@ -98,6 +110,13 @@ pdfmetrics.registerFontFamily(
 _LINK_SCHEMES = ("http://", "https://", "mailto:")
 _MONO_ADVANCE_EM = 0.602  # DejaVu Sans Mono's advance width, for wrapping code by characters
 _MAX_IMAGE_PIXELS_PER_DOCUMENT = 4  # × limits.max_pixels: all images of one document together
+#: Pictures are stored with this many pixels per inch of their drawn size at most: what a printer
+#: resolves; more only makes the file larger.
+PRINT_DPI = 300
+_POINTS_PER_INCH = 72.0
+_JPEG_QUALITY = 90
+_PHOTO_FORMATS = ("JPEG", "MPO", "WEBP", "HEIF", "AVIF")  # re-encoded as JPEG; the others losslessly
+_WHITE = (255, 255, 255)
 
 
 @dataclass(frozen=True)
@@ -146,11 +165,16 @@ def markdown_to_pdf(
     names = UniqueNames()
     outputs: list[OutputFile] = []
     for source in documents:
+        data = source.path.read_bytes()
+        # The encoding as the sniffer found it (exporters.charsets): a cp1251 .md is Markdown too.
+        encoding = detect_encoding(data)
+        if encoding is None:
+            raise CorruptInput(f"{describe(source)} is not text in any encoding this service reads")
         try:
-            text = source.path.read_bytes().decode("utf-8-sig")
+            text = data.decode(encoding)
         except UnicodeDecodeError as exc:
             raise CorruptInput(
-                f"{describe(source)} is not valid UTF-8 text (byte offset {exc.start})"
+                f"{describe(source)} is not valid {encoding.upper()} text (byte offset {exc.start})"
             ) from None
         name = names.add(source.filename, "pdf", fallback="document")
         path = out_dir / name
@@ -374,31 +398,18 @@ class _Builder:
             # Pictures are never fetched from the network or the disk: only other inputs of the job.
             self.missing_images.add(reference)
             return [Paragraph(f"<i>[{escape(alt or reference)}]</i>", self.caption)]
-        with PILImage.open(source.path) as opened:
+        with open_image(source, limits=self._limits) as opened:
             pixels = opened.size[0] * opened.size[1]
-            if pixels > self._limits.max_pixels:
-                raise InputTooLarge(
-                    f"{describe(source)} has {pixels:,} pixels; the limit is {self._limits.max_pixels:,}"
-                )
             self._pixels_used += pixels
             if self._pixels_used > _MAX_IMAGE_PIXELS_PER_DOCUMENT * self._limits.max_pixels:
                 raise InputTooLarge("the pictures of this document have too many pixels together")
-            try:
-                upright = ImageOps.exif_transpose(opened)
-                picture = (
-                    upright.convert("RGBA") if upright.mode in ("RGBA", "LA", "P") else upright.convert("RGB")
-                )
-            except (OSError, ValueError):
-                raise CorruptInput(f"{describe(source)} cannot be decoded") from None
-        if picture.mode == "RGBA":
-            flat = PILImage.new("RGB", picture.size, (255, 255, 255))
-            flat.paste(picture, mask=picture.getchannel("A"))
-            picture = flat
-        # At most the frame's width and two thirds of its height, never enlarged beyond 1 px = 0.75 pt.
-        scale = min(width / picture.width, self.frame_height * 0.66 / picture.height, 0.75)
-        flowables: list[Flowable] = [
-            Image(_png(picture), width=picture.width * scale, height=picture.height * scale)
-        ]
+            orientation = orientation_of(opened, source)
+            upright = opened.size if orientation < 5 else (opened.size[1], opened.size[0])
+            # At most the frame's width and two thirds of its height, never enlarged beyond 1 px = 0.75 pt.
+            scale = min(width / upright[0], self.frame_height * 0.66 / upright[1], 0.75)
+            drawn = (upright[0] * scale, upright[1] * scale)
+            data = _picture_data(opened, source, orientation, _print_size(upright, drawn))
+        flowables: list[Flowable] = [Image(data, width=drawn[0], height=drawn[1])]
         if alt:
             flowables.append(Paragraph(escape(alt), self.caption))
         return flowables
@@ -447,9 +458,55 @@ def _plain_text(node: SyntaxTreeNode) -> str:
     return "".join(_plain_text(c) for c in node.children)
 
 
-def _png(picture: PILImage.Image) -> io.BytesIO:
+def _print_size(upright: tuple[int, int], drawn_pt: tuple[float, float]) -> tuple[int, int]:
+    """The pixels a picture needs at its drawn size to print sharp (PRINT_DPI), never more than it has."""
+    width, height = upright
+    need_w = math.ceil(drawn_pt[0] / _POINTS_PER_INCH * PRINT_DPI)
+    if need_w >= width:
+        return upright
+    return need_w, max(1, round(height * need_w / width))
+
+
+def _picture_data(
+    image: PILImage.Image, source: InputFile, orientation: int, size: tuple[int, int]
+) -> io.BytesIO:
+    """The picture as the PDF will carry it, at `size` pixels (upright).
+
+    A JPEG that needs no change (its size already, upright, sRGB, markers sound) goes in as its own
+    bytes without metadata, which reportlab embeds as they are (DCTDecode). Anything else is decoded,
+    turned, reduced to `size` and stored as a JPEG (photos: JPEG, HEIC, AVIF, WebP) or losslessly
+    (drawings: PNG, GIF, BMP, TIFF), which reportlab compresses with Flate.
+    Raises CorruptInput, InputTooLarge.
+    """
+    icc_profile = image.info.get("icc_profile")
+    icc = icc_profile if isinstance(icc_profile, bytes) and icc_profile else None
+    photo = image.format in _PHOTO_FORMATS
+    if (
+        image.format in ("JPEG", "MPO")
+        and size == image.size
+        and orientation == 1
+        and image.mode in ("RGB", "L")
+        and (icc is None or is_srgb(icc))
+    ):
+        stripped = passthrough(source.path.read_bytes())
+        if stripped is not None:
+            return io.BytesIO(stripped.data)
+    if image.format in ("JPEG", "MPO") and size != image.size:
+        stored = size if orientation < 5 else (size[1], size[0])
+        image.draft(image.mode, stored)  # libjpeg decodes at 1/2, 1/4 or 1/8 when that still covers it
+    decode_upright(image, source)
+    pixels = flatten(to_srgb(to_working_mode(image, source), icc), _WHITE)
+    if pixels.size != size:
+        pixels = resample.resize(pixels, size)
+    elif pixels is image:
+        pixels = image.copy()  # the opened image is closed by the caller
+    if pixels.mode not in ("L", "RGB"):
+        pixels = pixels.convert("RGB")
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", compress_level=1)
+    if photo:
+        pixels.save(buffer, format="JPEG", quality=_JPEG_QUALITY)
+    else:
+        pixels.save(buffer, format="PNG", compress_level=1)  # decoded again by reportlab, which deflates it
     buffer.seek(0)
     return buffer
 
@@ -617,13 +674,11 @@ def _markdown_via_html(
     names = UniqueNames()
     outputs: list[OutputFile] = []
     for source in documents:
-        try:
-            text = source.path.read_bytes().decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise CorruptInput(
-                f"{describe(source)} is not valid UTF-8 text (byte offset {exc.start})"
-            ) from None
-        tokens = parser.parse(text)
+        data = source.path.read_bytes()
+        encoding = detect_encoding(data)
+        if encoding is None:
+            raise CorruptInput(f"{describe(source)} is not text in any encoding this service reads")
+        tokens = parser.parse(data.decode(encoding, "replace"))
         heading = next(
             (tokens[i + 1].content for i, t in enumerate(tokens[:-1]) if t.type == "heading_open"), None
         )

@@ -21,8 +21,17 @@ from pathlib import Path
 
 import pypdfium2 as pdfium
 
-from exporters.base import ConversionError, CorruptInput, InputFile, InputTooLarge, Limits, OutputFile, option
-from exporters.images import UniqueNames, describe
+from exporters.base import (
+    ConversionError,
+    CorruptInput,
+    InputFile,
+    InputTooLarge,
+    Limits,
+    OutputFile,
+    describe,
+    option,
+)
+from exporters.images import UniqueNames
 from exporters.pdfdocs import PDFIUM_LOCK, EncryptedInput
 
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"

@@ -26,7 +26,6 @@ from exporters.base import (
 from exporters.images import (
     UniqueNames,
     decode_upright,
-    describe,
     flatten,
     is_srgb,
     metadata_found,
@@ -35,7 +34,7 @@ from exporters.images import (
     to_srgb,
     to_working_mode,
 )
-from exporters.jpeg import strip_metadata
+from exporters.jpeg import passthrough
 
 # reportlab wraps every stream, images included, in ASCII85 unless told otherwise: a quarter more
 # bytes and most of the time spent on a PDF of photos. Version 5.1 has no per-canvas switch (each
@@ -154,13 +153,15 @@ def _embeddable(source: InputFile, *, limits: Limits) -> tuple[_Picture, int, se
             and (icc is None or is_srgb(icc) or image.mode == "L")
             and _embeds_as_is(source.path, image)
         ):
-            colour_space = "DeviceGray" if image.mode == "L" else "DeviceRGB"
             # The picture's own bytes, without EXIF (GPS), XMP, IPTC or comments: a PDF viewer would
-            # not show them, but anyone can extract the stream and read them. Walking the markers to
-            # the end-of-image also catches a truncated file without decoding a pixel (as img2pdf).
-            stripped = strip_metadata(source.path.read_bytes(), name=describe(source))
-            picture = _Picture(stripped.data, *image.size, colour_space, "DCTDecode")
-            return picture, orientation, stripped.removed
+            # not show them, but anyone can extract the stream and read them. A file whose markers
+            # cannot be followed to its end (junk between segments, cut short) is decoded by
+            # Pillow and re-encoded below instead: a PDF reader would show nothing for it.
+            stripped = passthrough(source.path.read_bytes())
+            if stripped is not None:
+                colour_space = "DeviceGray" if image.mode == "L" else "DeviceRGB"
+                picture = _Picture(stripped.data, *image.size, colour_space, "DCTDecode")
+                return picture, orientation, stripped.removed
         removed = metadata_found(image)
         decode_upright(image, source)
         pixels = to_working_mode(image, source)

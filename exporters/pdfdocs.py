@@ -11,6 +11,7 @@ import math
 import re
 import threading
 import zipfile
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -31,9 +32,12 @@ from exporters.base import (
     Limits,
     OutputFile,
     UnsupportedConversion,
+    describe,
     option,
+    reading_input,
 )
-from exporters.images import UniqueNames, describe, safe_stem
+from exporters.images import UniqueNames, safe_stem
+from exporters.pdfactive import document_level_active_content, remove_active_content
 
 #: Held around every call into PDFium, by every module of this process that uses it.
 PDFIUM_LOCK = threading.Lock()
@@ -71,7 +75,7 @@ class PdfRenderOptions:
         False, "Only the first page, as a small preview: 256 pixels wide unless width says otherwise."
     )
     zip: bool = option(False, "Bundle all page images in one ZIP archive instead of listing them one by one.")
-    password: str | None = option(None, "Password of an encrypted PDF.")
+    password: str | None = option(None, "Password of an encrypted PDF.", secret=True)
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,8 @@ def open_pdf(source: InputFile, *, password: str | None, limits: Limits) -> Iter
             ) from None
         raise CorruptInput(f"{describe(source)} is not a readable PDF") from None
     try:
-        count = len(document)
+        with reading_input(source, "PDF"):
+            count = len(document)
         if count == 0:
             raise CorruptInput(f"{describe(source)} has no pages")
         if count > limits.max_pages:
@@ -306,20 +311,19 @@ def _rendered_pages(
         width = options.width or (256 if options.thumbnail else None)
         for index in indexes:
             with PDFIUM_LOCK:
-                page = document[index]
+                with reading_input(source, "PDF"):
+                    page = document[index]
                 try:
-                    page_w, page_h = page.get_size()
+                    with reading_input(source, "PDF"):
+                        page_w, page_h = page.get_size()
+                        rotation = page.get_rotation()
                     scale = width / page_w if width is not None else options.dpi / _POINTS_PER_INCH
                     # PDFium makes the bitmap ceil(points × scale) pixels: a hair less keeps an exact
                     # size exact (792 pt at 150 DPI is 1650.0000000000002 in floating point).
                     scale *= 1 - 1e-9
-                    _check_size(source, index, page_w, page_h, page.get_rotation(), scale, limits)
-                    try:
+                    _check_size(source, index, page_w, page_h, rotation, scale, limits)
+                    with reading_input(source, "PDF"):
                         bitmap = page.render(scale=scale, fill_color=(255, 255, 255, 255), rev_byteorder=True)
-                    except pdfium.PdfiumError:
-                        raise CorruptInput(
-                            f"{describe(source)}: page {index + 1} cannot be rendered"
-                        ) from None
                     # Copied out of PDFium's buffer, which the bitmap's close frees.
                     image = bitmap.to_pil()
                     image = image.copy() if image.mode == "RGB" else image.convert("RGB")
@@ -372,7 +376,7 @@ class PdfEditOptions:
     rotate: int = option(0, "Turn every page clockwise by this many degrees.", choices=(0, 90, 180, 270))
     title: str | None = option(None, "Title written into the PDF's metadata.")
     author: str | None = option(None, "Author written into the PDF's metadata.")
-    password: str | None = option(None, "Password of the encrypted PDFs among the inputs.")
+    password: str | None = option(None, "Password of the encrypted PDFs among the inputs.", secret=True)
 
 
 @dataclass(frozen=True)
@@ -400,6 +404,7 @@ def merge_pdfs(
     path = out_dir / name
     parts = _as_pdfs(inputs, out_dir, limits=limits)
     total = 0
+    removed: Counter[str] = Counter()
     with PDFIUM_LOCK:
         merged = pdfium.PdfDocument.new()
     try:
@@ -412,7 +417,10 @@ def merge_pdfs(
                     raise InputTooLarge(
                         f"the merged PDF would have more than {limits.max_pages} pages, the limit"
                     )
-                merged.import_pages(document, indexes, index=len(merged))
+                with reading_input(part, "PDF"):
+                    merged.import_pages(document, indexes, index=len(merged))
+            if part is source:
+                removed.update(document_level_active_content(source.path, password=password))
         with PDFIUM_LOCK:
             _rotate_all(merged, options.rotate)
             merged.save(path)
@@ -422,8 +430,12 @@ def merge_pdfs(
         for source, part in parts:
             if part is not source:
                 part.path.unlink(missing_ok=True)
+    removed.update(remove_active_content(path))
     set_info(path, title=options.title, author=options.author)
-    return [OutputFile(path=path, name=name, content_type=PDF_TYPE, details={"pages": total})]
+    details: dict[str, Any] = {"pages": total}
+    if removed:
+        details["active_content_removed"] = dict(sorted(removed.items()))
+    return [OutputFile(path=path, name=name, content_type=PDF_TYPE, details=details)]
 
 
 def split_pdf(
@@ -437,6 +449,7 @@ def split_pdf(
     outputs: list[OutputFile] = []
     for source in inputs:
         stem = safe_stem(source.filename) or "document"
+        document_level = document_level_active_content(source.path, password=options.password)
         with PDFIUM_LOCK, open_pdf(source, password=options.password, limits=limits) as document:
             count = len(document)
             if options.ranges.strip():
@@ -450,18 +463,18 @@ def split_pdf(
                 name = names.add(f"{stem}-{label}.pdf", "pdf", fallback="part")
                 part = pdfium.PdfDocument.new()
                 try:
-                    part.import_pages(document, group)
+                    with reading_input(source, "PDF"):
+                        part.import_pages(document, group)
                     _rotate_all(part, options.rotate)
                     part.save(out_dir / name)
                 finally:
                     part.close()
+                details: dict[str, Any] = {"source": source.filename, "pages": [i + 1 for i in group]}
+                removed = Counter(document_level) + Counter(remove_active_content(out_dir / name))
+                if removed:
+                    details["active_content_removed"] = dict(sorted(removed.items()))
                 outputs.append(
-                    OutputFile(
-                        path=out_dir / name,
-                        name=name,
-                        content_type=PDF_TYPE,
-                        details={"source": source.filename, "pages": [i + 1 for i in group]},
-                    )
+                    OutputFile(path=out_dir / name, name=name, content_type=PDF_TYPE, details=details)
                 )
         for output in outputs[-len(groups) :]:
             set_info(output.path, title=options.title, author=options.author)

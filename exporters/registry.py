@@ -106,7 +106,8 @@ CONVERSIONS: tuple[Conversion, ...] = (
                "under their own names made safe and unique, with a manifest.json (name, size, sha256, "
                "status and what metadata was removed, per input)."),
     Conversion("text", "pdf", text.text_to_pdf, text.TextPdfOptions, "one_per_input",
-               "UTF-8 plain text as a PDF with an embedded Unicode font (Latin, Cyrillic, Greek)."),
+               "Plain text (UTF-8, or the code page it is written in) as a PDF with an embedded Unicode font "
+               "(Latin, Cyrillic, Greek)."),
     Conversion("markdown", "pdf", markdown.markdown_to_pdf, markdown.MarkdownPdfOptions, "one_per_input",
                "Markdown (.md) as a typeset PDF: headings with bookmarks, lists, tables, code, quotes, and "
                "pictures that are other inputs of the same export.", companions=("image", "stylesheet", "font")),
@@ -163,7 +164,7 @@ _ACCEPTED = "; ".join(
     part
     for part in (
         "photos (JPEG, PNG, GIF, WebP, TIFF, BMP, AVIF" + (", HEIC" if images.HEIF_READS else "") + ")",
-        "UTF-8 text",
+        "text (UTF-8 or a common code page)",
         "Markdown (.md)",
         "HTML (.html, with its stylesheets and fonts)",
         "tables (.csv, .tsv, JSON arrays of objects)",

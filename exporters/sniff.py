@@ -7,8 +7,10 @@ lets a binary file in.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from exporters.charsets import detect_encoding, is_binary
 from exporters.markdown import sniff_markdown
 from exporters.office import sniff_office
 from exporters.tables import sniff_table
@@ -100,18 +102,32 @@ def _iso_bmff(head: bytes) -> str | None:
     return None
 
 
-def _is_text(head: bytes, *, complete: bool) -> bool:
-    """UTF-8 (with or without BOM) without NUL or other binary control bytes."""
-    if b"\x00" in head:
-        return False
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        # A multi-byte character cut by the end of the head is still text.
-        if complete or exc.start < len(head) - 3 or exc.reason != "unexpected end of data":
-            return False
-    controls = sum(1 for b in head if b < 0x20 and b not in (0x09, 0x0A, 0x0C, 0x0D))
-    return controls == 0
+#: Formats written in plain ASCII that are not text to read: pictures, fonts and programs for other
+#: software. Recognised before any text reading, so that they are refused instead of printed as listings.
+_TEXT_FORMATS: tuple[tuple[re.Pattern[bytes], str], ...] = (
+    (re.compile(rb"\A%!PS"), "application/postscript"),  # PostScript and EPS
+    (re.compile(rb"\A/\* XPM \*/|\A! XPM2"), "image/x-xpixmap"),
+    (re.compile(rb"\A(?:/\*.*?\*/\s*)?#define\s+\w*_width\s+\d+"), "image/x-xbitmap"),
+    # Netpbm: the magic number, then (past comments) the width and the height.
+    (re.compile(rb"\AP[1-6](?:\s|#[^\n]*\n)*\d+\s+\d+"), "image/x-portable-anymap"),
+    (re.compile(rb"\AP7\s"), "image/x-portable-arbitrarymap"),
+    (re.compile(rb"\ASTARTFONT\s"), "application/x-font-bdf"),
+    (
+        re.compile(
+            rb"\A(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*(?:<!DOCTYPE svg[^>]*>\s*)?<svg[\s>]",
+            re.S,
+        ),
+        "image/svg+xml",
+    ),
+)
+
+
+def _text_format(head: bytes) -> str | None:
+    """The media type of a file written in text that is a picture, a font or a program, or None."""
+    for pattern, media_type in _TEXT_FORMATS:
+        if pattern.match(head):
+            return media_type
+    return None
 
 
 def needs_whole_file(head: bytes) -> bool:
@@ -142,6 +158,9 @@ def sniff(head: bytes, *, complete: bool = False, filename: str = "", path: Path
     iso = _iso_bmff(head)
     if iso:
         return iso
+    text_format = _text_format(head)
+    if text_format:
+        return text_format
     office = sniff_office(head, path)  # before text: an RTF file is also valid text
     if office:
         return office
@@ -149,8 +168,9 @@ def sniff(head: bytes, *, complete: bool = False, filename: str = "", path: Path
     if table:
         return table
     web = sniff_web(head, filename)  # fonts by their bytes; HTML and CSS only when they are text
-    if web and (web.startswith("font/") or _is_text(head, complete=complete)):
+    is_text = bool(head) and not is_binary(head) and detect_encoding(head, complete=complete) is not None
+    if web and (web.startswith("font/") or is_text):
         return web
-    if head and _is_text(head, complete=complete):
+    if is_text:
         return sniff_markdown(filename) or "text/plain"
     return OCTET_STREAM

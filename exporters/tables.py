@@ -25,7 +25,7 @@ from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.pdfgen.textobject import PDFTextObject
 
-from exporters import typefaces
+from exporters import charsets, typefaces
 from exporters.base import (
     CorruptInput,
     InputFile,
@@ -33,9 +33,11 @@ from exporters.base import (
     InvalidOptions,
     Limits,
     OutputFile,
+    describe,
     option,
+    reading_input,
 )
-from exporters.images import UniqueNames, describe
+from exporters.images import UniqueNames
 from exporters.pdf import PAGE_SIZES, new_canvas
 from exporters.text import FONTS
 
@@ -86,8 +88,8 @@ DELIMITERS = ("auto", ",", ";", "\t", "|")
 class TableReadOptions:
     encoding: str = option(
         "auto",
-        "Text encoding of a CSV or TSV: auto detects UTF-8 (with or without BOM), then cp1251 for "
-        "Cyrillic text, then cp1252 (Western European Windows), then Latin-1.",
+        "Text encoding of a CSV or TSV: auto detects it as for every text input (UTF-8 with or without "
+        "BOM, else the Windows, KOI8 or CJK code page that reads it best; Latin-1 if none does).",
         choices=ENCODINGS,
     )
     delimiter: str = option(
@@ -141,6 +143,11 @@ class TableCsvOptions(TableReadOptions):
     bom: bool = option(
         False, "Start the CSV with a UTF-8 byte order mark, which Excel needs to read UTF-8 correctly."
     )
+    keep_formulas: bool = option(
+        False,
+        "Write cells that start with = + - @ (formulas to a spreadsheet: =HYPERLINK(...), =cmd|...) as they "
+        "are; by default they are prefixed with ' so that a spreadsheet shows them as text.",
+    )
 
 
 @dataclass(frozen=True)
@@ -156,30 +163,12 @@ _SAMPLE_BYTES = 1 << 16
 _SAMPLE_ROWS = 200  # rows read ahead to choose column widths and the delimiter
 _MAX_LINE_CHARS = 1 << 20  # a longer physical line fails as input_too_large instead of filling memory
 _MAX_JSON_VALUE_CHARS = 1 << 22  # one object of a JSON array
-_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
-_HIGH_BYTE_RUN = re.compile(rb"[\xc0-\xff]{3,}")
-_CP1252_UNDEFINED = {0x81, 0x8D, 0x8F, 0x90, 0x9D}
 
 
-def detect_encoding(sample: bytes) -> str:
-    """The encoding of a sample of a text file: utf-8-sig, utf-8, cp1251, cp1252 or latin-1."""
-    if sample.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
-    try:
-        codecs.getincrementaldecoder("utf-8")("strict").decode(sample, False)
-        return "utf-8"
-    except UnicodeDecodeError:
-        pass
-    # Bytes C0–FF are Cyrillic letters in cp1251 and accented letters in Latin-1/cp1252. Russian
-    # words are made entirely of them, while accents in Western text sit alone between ASCII
-    # letters: most high letters standing in runs of three or more means Cyrillic.
-    high = sum(1 for b in sample if b >= 0xC0)
-    in_runs = sum(len(run) for run in _HIGH_BYTE_RUN.findall(sample))
-    if high and in_runs / high >= 0.5 and _CYRILLIC.search(sample.decode("cp1251", "replace")):
-        return "cp1251"
-    if not any(b in _CP1252_UNDEFINED for b in sample):
-        return "cp1252"
-    return "latin-1"
+def detect_encoding(sample: bytes, *, complete: bool = True) -> str:
+    """The encoding of a CSV from a sample of its start, as every text reader detects it (exporters.charsets);
+    Latin-1, which reads any byte, when nothing fits better."""
+    return charsets.detect_encoding(sample, complete=complete) or "latin-1"
 
 
 @dataclass
@@ -213,7 +202,11 @@ def _with_sample(sample: list[list[Value]], rest: Iterator[list[Value]]) -> Iter
 
 
 def _read_csv(source: InputFile, options: TableReadOptions, head: bytes) -> Table:
-    encoding = detect_encoding(head) if options.encoding == "auto" else options.encoding
+    encoding = (
+        detect_encoding(head, complete=len(head) < _SAMPLE_BYTES)
+        if options.encoding == "auto"
+        else options.encoding
+    )
     if encoding == "utf-8" and head.startswith(codecs.BOM_UTF8):
         encoding = "utf-8-sig"
     delimiter = options.delimiter
@@ -319,6 +312,12 @@ def _bounded_lines(source: InputFile, encoding: str) -> Iterator[str]:
 
 def _csv_rows(source: InputFile, encoding: str, delimiter: str) -> Iterator[list[Value]]:
     reader = csv.reader(_bounded_lines(source, encoding), delimiter=delimiter, strict=False)
+    # Outside the try: what the csv module raises is told apart below; anything else is the input's.
+    with reading_input(source, "CSV table"):
+        yield from _csv_parsed(source, reader)
+
+
+def _csv_parsed(source: InputFile, reader: Any) -> Iterator[list[Value]]:
     try:
         for row in reader:
             if row:  # blank lines separate nothing in a table
@@ -385,7 +384,11 @@ def _json_objects(source: InputFile) -> Iterator[dict[str, Any]]:
     """
     decoder = json.JSONDecoder()
     name = describe(source)
-    with source.path.open("r", encoding="utf-8-sig", errors="strict") as stream:
+    # Anything else json raises (RecursionError on arrays nested thousands deep) is the input's too.
+    with (
+        reading_input(source, "JSON table"),
+        source.path.open("r", encoding="utf-8-sig", errors="strict") as stream,
+    ):
         buffer = ""
         eof = False
         position = 0  # characters of the file consumed before `buffer`
@@ -995,15 +998,44 @@ def table_to_csv(
         name = names.add(source.filename, "csv", fallback="table")
         path = out_dir / name
         count = 0
+        neutralised = 0
+
+        def cells(row: Sequence[Value]) -> list[str]:
+            nonlocal neutralised
+            texts = ["" if v is None else _cell_text(v) for v in row]
+            if options.keep_formulas:
+                return texts
+            safe = [neutralise_formula(text) for text in texts]
+            neutralised += sum(1 for a, b in zip(texts, safe, strict=True) if a is not b)
+            return safe
+
         with path.open("w", encoding="utf-8-sig" if options.bom else "utf-8", newline="") as file:
             writer = csv.writer(file, delimiter=options.output_delimiter, lineterminator="\r\n")
-            writer.writerow(table.columns)
+            writer.writerow(cells(table.columns))
             for row in table.rows:
-                writer.writerow(["" if v is None else _cell_text(v) for v in row])
+                writer.writerow(cells(row))
                 count += 1
         details = {**table.facts, "rows": count, "columns": len(table.columns)}
+        if neutralised:
+            details["formulas_neutralised"] = neutralised
         outputs.append(OutputFile(path=path, name=name, content_type="text/csv", details=details))
     return outputs
+
+
+#: What a spreadsheet takes for the start of a formula (or of DDE, =cmd|'/c calc'!A1) in a CSV cell.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def neutralise_formula(text: str) -> str:
+    """The cell as a spreadsheet shows it as text: prefixed with ' when it would start a formula.
+
+    Numbers such as -5 or +1.5e3 stay as they are: a spreadsheet reads them as numbers, not formulas.
+    The same string object is returned when nothing changes.
+    """
+    if text.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
 
 
 def table_to_json(

@@ -1,4 +1,4 @@
-"""Plain UTF-8 text to PDF, wrapped and paginated, in an embedded Unicode font."""
+"""Plain text to PDF (UTF-8, or the code page exporters.charsets detects), wrapped and paginated, in an embedded Unicode font."""
 
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ from exporters.base import (
     InvalidOptions,
     Limits,
     OutputFile,
+    describe,
     option,
 )
-from exporters.images import UniqueNames, describe
+from exporters.charsets import detect_encoding
+from exporters.images import UniqueNames
 from exporters.pdf import PAGE_SIZES, new_canvas
 
 _FONT_DIR = Path(__file__).parent / "fonts"
@@ -81,10 +83,10 @@ def page_size_of(options: TextPdfOptions) -> tuple[float, float]:
 def text_to_pdf(
     inputs: Sequence[InputFile], out_dir: Path, options: TextPdfOptions, *, limits: Limits
 ) -> list[OutputFile]:
-    """Each UTF-8 text file as a PDF: lines wrapped at spaces to the page width, blank lines kept.
+    """Each text file as a PDF: lines wrapped at spaces to the page width, blank lines kept.
 
     A form feed starts a new page; tabs are four spaces. An empty file gives one blank page.
-    Raises CorruptInput (not UTF-8), InputTooLarge (more than limits.max_pages pages), InvalidOptions.
+    Raises CorruptInput (not text in its detected encoding), InputTooLarge (more than limits.max_pages pages), InvalidOptions.
     """
     names = UniqueNames()
     outputs: list[OutputFile] = []
@@ -108,15 +110,20 @@ def text_to_pdf(
 
 
 def _decoded_pieces(source: InputFile) -> Iterator[str]:
-    """The file's text in pieces of at most 64 KiB, decoded strictly as UTF-8, line ends as "\\n".
+    """The file's text in pieces of at most 64 KiB, line ends as "\\n", decoded strictly in the encoding
+    its first 64 KiB show (exporters.charsets, as the sniffer and the table reader decide it).
 
     Raises CorruptInput.
     """
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
     offset = 0  # bytes of the file handed to the decoder so far
     held_cr = False  # a "\r" ending a piece might begin a "\r\n" split across two reads
     with source.path.open("rb") as file:
         chunk = file.read(_CHUNK_BYTES)
+        encoding = detect_encoding(chunk, complete=len(chunk) < _CHUNK_BYTES)
+        if encoding is None:
+            raise CorruptInput(f"{describe(source)} is not text in any encoding this service reads")
+        codec = "utf-8" if encoding == "utf-8-sig" else encoding
+        decoder = codecs.getincrementaldecoder(codec)("strict")
         if chunk.startswith(_BOM):
             chunk, offset = chunk[len(_BOM) :], len(_BOM)
         while True:
@@ -127,7 +134,7 @@ def _decoded_pieces(source: InputFile) -> Iterator[str]:
             except UnicodeDecodeError as exc:
                 position = offset - buffered + exc.start
                 raise CorruptInput(
-                    f"{describe(source)} is not valid UTF-8 text (byte offset {position})"
+                    f"{describe(source)} is not valid {codec.upper()} text (byte offset {position})"
                 ) from None
             offset += len(chunk)
             if held_cr:

@@ -25,6 +25,7 @@ from service.settings import Settings
 from service.waiting import JobWaiter
 from storage.base import Storage
 from storage.jobs import Records
+from storage.sealing import Sealer
 from storage.signing import Signer
 
 log = logging.getLogger("exportd.api")
@@ -153,7 +154,7 @@ def create_app(
         "/v1/exports",
         Exports(receiver=receiver, records=records, enqueue=enqueue, view=view, waiter=waiter,
                 max_inputs=settings.max_inputs, max_json_bytes=settings.max_json_bytes,
-                limits=limits_from(settings), clock=clock),
+                limits=limits_from(settings), sealer=Sealer(settings.signing_keys), clock=clock),
     )  # fmt: skip
     app.add_route("/v1/exports/{job_id}", ExportItem(records=records, view=view, waiter=waiter))
     app.add_route("/v1/files/outputs/{job_id}/{name}", Files(storage=storage, signer=signer, clock=clock))

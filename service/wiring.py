@@ -13,6 +13,7 @@ from service.settings import Settings
 from storage.base import Storage
 from storage.jobs import Records
 from storage.local import LocalStorage
+from storage.sealing import Sealer
 
 
 def build_storage(settings: Settings) -> Storage:
@@ -44,7 +45,7 @@ def build_worker_broker(settings: Settings) -> Any:
         extra_middleware=[JobOutcomes(lambda: records, frozenset(ACTOR_OF_QUEUE.values()))],
     )
     task = ExportTask(records=records, storage=build_storage(settings), limits=limits_from(settings),
-                      time_limit_s=settings.job_time_limit_s)  # fmt: skip
+                      time_limit_s=settings.job_time_limit_s, sealer=Sealer(settings.signing_keys))  # fmt: skip
     declare_export_actor(
         broker, task, time_limit_s=settings.job_time_limit_s, max_retries=settings.job_max_retries
     )

@@ -107,6 +107,11 @@ class Storage(Protocol):
         """Every complete object whose key starts with `prefix`. Raises StorageUnavailable."""
         ...
 
+    def remove_stale_temp_files(self, *, older_than_s: float, now: float) -> int:
+        """Remove what writes that crashed left behind (partial files, unfinished multipart
+        uploads) older than `older_than_s`; returns how many. Raises StorageUnavailable."""
+        ...
+
     def presigned_url(
         self, key: str, *, expires_at: int, filename: str, content_type: str
     ) -> tuple[str, int] | None:

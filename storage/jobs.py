@@ -13,7 +13,7 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
@@ -115,18 +115,41 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 
 #: Sets KEYS[1] to ARGV[2], keeping its expiry, only while it still holds ARGV[1]: a read and a
 #: conditional write, two round trips where WATCH/GET/MULTI-EXEC took three. A job that finishes
-#: leaves the open-jobs index KEYS[2] and is announced on channel ARGV[3] in the same call.
+#: (ARGV[3] set) leaves the open-jobs index KEYS[2], gets one event in the stream KEYS[3] (events
+#: older than the retention, ARGV[6] ms, are trimmed), and is announced on channel ARGV[3], all in
+#: this one call: a finished record never exists without its event.
 _COMPARE_AND_SET = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
   if ARGV[3] then
     redis.call('ZREM', KEYS[2], ARGV[4])
+    local now = redis.call('TIME')
+    local oldest = (tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)) - tonumber(ARGV[6])
+    redis.call('XADD', KEYS[3], 'MINID', tostring(math.max(oldest, 0)), '*',
+               'type', ARGV[5], 'job_id', ARGV[4], 'code', ARGV[7])
     redis.call('PUBLISH', ARGV[3], ARGV[4])
   end
   return 1
 end
 return 0
 """
+
+#: The event type of each way a job ends (the names webhooks use).
+EVENT_OF_STATUS = {SUCCEEDED: "export.succeeded", FAILED: "export.failed"}
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One entry of the durable events stream: a job ended."""
+
+    id: str  # the stream entry id, e.g. "1764470000000-0"; increasing
+    type: str  # export.succeeded, export.failed
+    job_id: str
+    code: str  # the error code of a failed job, "" otherwise
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def new_id() -> str:
@@ -168,6 +191,11 @@ class Records:
         """A sorted set of the jobs not yet finished, scored by creation time: what the sweeper
         checks (storage is never scanned for it)."""
         return f"{self.namespace}:jobs:open"
+
+    @property
+    def events_key(self) -> str:
+        """The durable stream of job events, kept for the retention period."""
+        return f"{self.namespace}:events"
 
     @property
     def finished_channel(self) -> str:
@@ -218,9 +246,12 @@ class Records:
             raise ValueError(f"job {job.id} exists already")
 
     @_wrap_redis_errors
-    def open_job_ids(self, *, created_before: float, limit: int = 10_000) -> list[str]:
-        """Ids of jobs not finished, created before `created_before`, oldest first."""
-        ids = self.redis.zrangebyscore(self.open_key, 0, created_before, start=0, num=limit)
+    def open_job_ids(self, *, created_before: float, limit: int | None = None) -> list[str]:
+        """Ids of jobs not finished, created before `created_before`, oldest first (all, or `limit`)."""
+        if limit:
+            ids = self.redis.zrangebyscore(self.open_key, 0, created_before, start=0, num=limit)
+        else:
+            ids = self.redis.zrangebyscore(self.open_key, 0, created_before)
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
     @_wrap_redis_errors
@@ -237,21 +268,18 @@ class Records:
         return Job.from_json(raw)
 
     @_wrap_redis_errors
-    def iter_jobs(self, *, batch: int = 500) -> Iterator[Job]:
-        """Every job record still held (a scan: for maintenance, not for requests)."""
-        keys: list[bytes] = []
-        for key in self.redis.scan_iter(f"{self.namespace}:job:*", count=batch):
-            keys.append(key)
-            if len(keys) >= batch:
-                yield from self._load(keys)
-                keys = []
-        yield from self._load(keys)
-
-    def _load(self, keys: list[bytes]) -> Iterator[Job]:
-        if keys:
-            for raw in self.redis.mget(keys):
-                if raw is not None:  # expired between the scan and the read
-                    yield Job.from_json(raw)
+    def events(self, *, after: str = "0", count: int = 1000) -> list[JobEvent]:
+        """Job events after the entry id `after`, oldest first."""
+        entries: Any = self.redis.xrange(
+            self.events_key, min=f"({after}" if after != "0" else "-", count=count
+        )
+        out = []
+        for entry_id, fields in entries:
+            data = {_text(k): _text(v) for k, v in fields.items()}
+            out.append(
+                JobEvent(id=_text(entry_id), type=data["type"], job_id=data["job_id"], code=data["code"])
+            )
+        return out
 
     @_wrap_redis_errors
     def delete_job(self, job_id: str) -> None:
@@ -278,9 +306,20 @@ class Records:
             if changed is None:
                 return current
             # Written only if the record is still what `change` saw; else read it again and retry.
-            # A job that finishes here is announced by the same call.
-            announce = [self.finished_channel, job_id] if changed.finished and not current.finished else []
-            if self._swap(keys=[key, self.open_key], args=[raw, changed.to_json(), *announce]):
+            # A job that finishes here gets its event, and is announced, by the same call.
+            ends = changed.finished and not current.finished
+            event: list[str | int] = (
+                [
+                    self.finished_channel,
+                    job_id,
+                    EVENT_OF_STATUS[changed.status],
+                    self.retention_s * 1000,
+                    changed.error.code if changed.error else "",
+                ]
+                if ends
+                else []
+            )
+            if self._swap(keys=[key, self.open_key, self.events_key], args=[raw, changed.to_json(), *event]):
                 return changed
             raw = self.redis.get(key)
 
@@ -331,10 +370,25 @@ class Records:
         """Succeed (no error) or fail the job, once: the first finish wins and later ones change nothing.
 
         `seen`: the record start_job returned, as in update_job."""
+        return self.finish_job_once(job_id, outputs=outputs, error=error, seen=seen)[0]
+
+    def finish_job_once(
+        self,
+        job_id: str,
+        *,
+        outputs: tuple[Output, ...] = (),
+        error: JobError | None = None,
+        seen: Job | None = None,
+    ) -> tuple[Job, bool]:
+        """finish_job, also telling whether this call is the one that finished it."""
+        ended = False
 
         def change(job: Job) -> Job | None:
+            nonlocal ended
+            ended = False
             if job.finished:
                 return None
+            ended = True
             return dataclasses.replace(
                 job,
                 status=FAILED if error else SUCCEEDED,
@@ -344,4 +398,4 @@ class Records:
                 outputs=() if error else outputs,
             )
 
-        return self.update_job(job_id, change, seen=seen)
+        return self.update_job(job_id, change, seen=seen), ended

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from storage.base import Storage
-from storage.jobs import Records
-from storage.local import LocalStorage
+from storage.jobs import RecordNotFound, Records
 
 #: Partial files of writes that crashed are removed after this long (no write takes an hour).
 STALE_TEMP_S = 3600
@@ -35,7 +34,11 @@ def cleanup(
     # whose records still exist, and those are younger than the retention.
     live_keys: set[str] = set()
     live_jobs: set[str] = set()
-    for job in records.iter_jobs():
+    for open_id in records.open_job_ids(created_before=now + retention_s):
+        try:
+            job = records.get_job(open_id)
+        except RecordNotFound:
+            continue  # expired meanwhile
         if not job.finished:
             live_jobs.add(job.id)
             live_keys.update(upload.key for upload in job.inputs)
@@ -51,6 +54,6 @@ def cleanup(
                 storage.delete(obj.key)
             report.deleted += 1
             report.deleted_bytes += obj.size
-    if isinstance(storage, LocalStorage) and not dry_run:
+    if not dry_run:
         report.stale_temp_files = storage.remove_stale_temp_files(older_than_s=STALE_TEMP_S, now=now)
     return report

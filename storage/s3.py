@@ -347,6 +347,19 @@ class S3Storage:
                         size=obj["Size"],
                     )
 
+    def remove_stale_temp_files(self, *, older_than_s: float, now: float) -> int:
+        """Abort multipart uploads under this prefix that a crashed write left unfinished (their
+        parts are billed storage until aborted)."""
+        removed = 0
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        with self._mapped_errors():
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for upload in page.get("Uploads", []):
+                    if now - upload["Initiated"].timestamp() > older_than_s:
+                        self._abort(upload["Key"], upload["UploadId"])
+                        removed += 1
+        return removed
+
     # -- links -----------------------------------------------------------------------------------
 
     def presigned_url(

@@ -64,7 +64,7 @@ def cluster(
             ))  # fmt: skip
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60  # a loaded CI machine starts the API slowly
             while True:
                 try:
                     with urllib.request.urlopen(base + "/readyz", timeout=5) as resp:

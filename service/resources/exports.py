@@ -10,19 +10,17 @@ from typing import Any
 import falcon
 
 from exporters import registry
-from exporters.base import Limits, options_as_dict, parse_options
+from exporters.base import Limits, options_as_dict, parse_options, secret_options
 from service.bodies import parse_json, read_at_most, read_body
 from service.errors import BadRequest, UnknownUpload
 from service.resources.uploads import UploadReceiver, check_declared_length, upload_view
 from service.waiting import JobWaiter
 from storage.base import Storage
 from storage.jobs import Job, Output, RecordNotFound, Records, Upload, new_id
+from storage.sealing import Sealer, is_sealed
 from storage.signing import Signer
 
 log = logging.getLogger("exportd.api")
-
-#: Options never shown back (a PDF's password): the worker needs them, nobody reading the job does.
-SECRET_OPTIONS = frozenset({"password"})
 
 
 def _iso(ts: float | None) -> str | None:
@@ -51,7 +49,8 @@ class JobView:
             "status": job.status,
             "format": job.format,
             "inputs": [upload_view(u) for u in job.inputs],
-            "options": {k: ("********" if k in SECRET_OPTIONS and v else v) for k, v in job.options.items()},
+            # Secret options (declared on the option) are stored sealed, and never shown back.
+            "options": {k: ("********" if is_sealed(v) else v) for k, v in job.options.items()},
             "created_at": _iso(job.created_at),
             "started_at": _iso(job.started_at),
             "finished_at": _iso(job.finished_at),
@@ -115,8 +114,9 @@ def read_job(records: Records, waiter: JobWaiter, job_id: str, wait_s: float) ->
 class Exports:
     def __init__(self, *, receiver: UploadReceiver, records: Records, enqueue: Callable[[str, str], None],
                  view: JobView, waiter: JobWaiter, max_inputs: int, max_json_bytes: int, limits: Limits,
-                 clock: Callable[[], float]) -> None:  # fmt: skip
+                 sealer: Sealer, clock: Callable[[], float]) -> None:  # fmt: skip
         self.receiver = receiver
+        self.sealer = sealer  # seals secret options before the record is stored
         self.records = records
         self.enqueue = enqueue
         self.view = view
@@ -154,17 +154,24 @@ class Exports:
                 code="unsupported_media_type",
                 status=415,
             )
+        # Both body kinds normalise the format the same way from here on.
+        target = target.strip().lower() if isinstance(target, str) else target
         if not isinstance(target, str) or not target:
             raise BadRequest("'format' is required: the output format, e.g. pdf, png, jpeg, webp")
         if len(target) > MAX_FORMAT_BYTES:
             raise BadRequest(f"'format' must be a format name, not {len(target)} characters long")
         conversion = registry.find([u.content_type for u in uploads], target)
         options: Any = parse_options(conversion.options, raw_options, limits=self.limits)
+        job_id = new_id()
+        stored_options = options_as_dict(options)
+        for name in secret_options(conversion.options):
+            if stored_options.get(name) is not None:
+                stored_options[name] = self.sealer.seal(str(stored_options[name]), context=f"{job_id}:{name}")
         job = Job(
-            id=new_id(),
+            id=job_id,
             format=target,
             inputs=tuple(uploads),
-            options=options_as_dict(options),
+            options=stored_options,
             created_at=self.clock(),
             queue=conversion.queue,
         )
@@ -197,7 +204,7 @@ class Exports:
                 uploads.append(self.receiver.receive(part.stream, part.filename))
             elif part.name == "format":
                 data = read_at_most(part.stream, MAX_FORMAT_BYTES, what="the 'format' part")
-                target = data.decode("utf-8", errors="replace").strip().lower()
+                target = data.decode("utf-8", errors="replace")
             elif part.name == "options":
                 data = read_at_most(part.stream, self.max_json_bytes, what="the 'options' part")
                 raw_options = parse_json(data, what="'options'") if data.strip() else None
@@ -224,8 +231,7 @@ class Exports:
             uploads = self.records.get_uploads(ids)
         except RecordNotFound as exc:
             raise UnknownUpload(f"no upload with id {exc.args[0]!r} (never uploaded, or expired)") from None
-        target = body.get("format")
-        return uploads, target.lower() if isinstance(target, str) else target, body.get("options")
+        return uploads, body.get("format"), body.get("options")
 
 
 class ExportItem:

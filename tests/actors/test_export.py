@@ -139,6 +139,10 @@ def test_a_bug_fails_the_job_as_internal_error_after_its_retries(
     # The message is kept in Dramatiq's dead letters for operators.
     dead = redis_client.zcard(f"{namespace}:dramatiq:{EXPORT_QUEUE}.XQ")
     assert dead == 1
+    # Dead-lettered after its retries: it ended once, with one event.
+    assert [(e.job_id, e.type, e.code) for e in records.events()] == [
+        (job.id, "export.failed", "internal_error")
+    ]
 
 
 def test_a_job_that_crashed_its_worker_twice_is_failed_not_run_again(

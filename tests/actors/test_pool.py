@@ -130,6 +130,8 @@ def test_a_job_that_segfaults_twice_fails_and_its_neighbour_is_not_blamed(
     assert failed.crashes == MAX_CRASHED_ATTEMPTS
     done = _wait_finished(records, neighbour.id, 60)
     assert (done.status, done.crashes) == ("succeeded", 0)
+    events = {e.job_id: (e.type, e.code) for e in records.events()}
+    assert events == {crasher.id: ("export.failed", "worker_crashed"), neighbour.id: ("export.succeeded", "")}
 
 
 def test_a_dead_workers_job_returns_within_heartbeat_and_sweep(
@@ -195,6 +197,9 @@ def test_sweeper_leaves_jobs_with_messages_and_fails_a_job_lost_too_often(
             assert (report.requeued, report.failed) == (0, 1)
     gone = records.get_job(lost.id)
     assert gone.status == "failed" and gone.error is not None and gone.error.code == "internal_error"
+    assert [(e.job_id, e.type, e.code) for e in records.events()] == [
+        (lost.id, "export.failed", "internal_error")
+    ]
     assert records.get_job(queued.id).sweeps == 0
     assert lost.id not in records.open_job_ids(created_before=now)
 

@@ -248,10 +248,15 @@ def _struct_elements(node: Any) -> Iterator[Any]:
             yield from _struct_elements(kid)
 
 
-def test_non_utf8_html_is_corrupt_input(tmp_path: Path, out_dir: Path) -> None:
+def test_html_in_a_code_page_is_read_and_binary_is_corrupt_input(
+    tmp_path: Path, out_dir: Path, open_pdf: type[Pdf]
+) -> None:
     path = tmp_path / "x.html"
-    path.write_bytes("<p>caf\u00e9</p>".encode("latin-1"))
-    with pytest.raises(CorruptInput, match="UTF-8"):
+    path.write_bytes("<p>Счёт за услуги связи, оплатить до пятницы</p>".encode("cp1251"))
+    (output,) = html_to_pdf([InputFile(path, "x.html", HTML_TYPE)], out_dir, options(), limits=Limits())
+    assert "Счёт за услуги связи" in open_pdf(output.path).all_text()
+    path.write_bytes(b"<p>\x00\x01\x02</p>")
+    with pytest.raises(CorruptInput, match="not text"):
         html_to_pdf([InputFile(path, "x.html", HTML_TYPE)], out_dir, options(), limits=Limits())
 
 

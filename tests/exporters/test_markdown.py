@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from exporters.base import (
     CorruptInput,
@@ -15,8 +17,11 @@ from exporters.base import (
     UnsupportedConversion,
     parse_options,
 )
-from exporters.markdown import MARKDOWN_TYPE, MarkdownPdfOptions, markdown_to_pdf
-from tests.exporters.samples import RED, Pdf, card, sample, save
+from exporters.markdown import MARKDOWN_TYPE, PRINT_DPI, MarkdownPdfOptions, markdown_to_pdf
+from tests.exporters.samples import RED, Pdf, assert_upright_photo, card, sample, save
+
+A4 = (595.28, 841.89)
+MM = 72 / 25.4
 
 A4 = (595.28, 841.89)
 
@@ -153,11 +158,11 @@ def test_page_limit(tmp_path: Path, out_dir: Path) -> None:
         markdown_to_pdf([md(path)], out_dir, MarkdownPdfOptions(), limits=Limits(max_pages=2))
 
 
-def test_not_utf8_is_corrupt(tmp_path: Path, out_dir: Path, limits: Limits) -> None:
+def test_not_text_is_corrupt(tmp_path: Path, out_dir: Path, limits: Limits) -> None:
     path = tmp_path / "bad.md"
-    path.write_bytes("# Привет".encode("cp1251"))
+    path.write_bytes(b"# Title\n\x00\x01\x02 binary")
 
-    with pytest.raises(CorruptInput, match="not valid UTF-8"):
+    with pytest.raises(CorruptInput, match="not text in any encoding"):
         markdown_to_pdf([md(path)], out_dir, MarkdownPdfOptions(), limits=limits)
 
 
@@ -174,8 +179,100 @@ def test_an_oversized_picture_is_refused_from_its_header(tmp_path: Path, out_dir
     big = save(card(400, 300), tmp_path / "big.png", "PNG")
     path = write(tmp_path, "![big](big.png)\n")
 
-    with pytest.raises(InputTooLarge, match="120,000 pixels"):
+    with pytest.raises(InputTooLarge, match=r"400×300 pixels \(120,000\)"):
         markdown_to_pdf(
             [md(path), InputFile(big, "big.png", "image/png")], out_dir, MarkdownPdfOptions(),
             limits=Limits(max_pixels=100_000),
         )  # fmt: skip
+
+
+def _pictures(path: Path) -> list[tuple[tuple[int, int], list[str], bytes]]:
+    """(pixel size, filters, raw stream) of every image object on every page, as PDFium reads them."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    found = []
+    document = pdfium.PdfDocument(path)
+    for page in document:
+        for obj in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE]):
+            found.append(
+                (tuple(obj.get_px_size()), list(obj.get_filters()), bytes(obj.get_data(decode_simple=False)))
+            )
+    document.close()
+    return found  # type: ignore[return-value]
+
+
+def test_a_picture_is_stored_at_print_resolution_of_its_drawn_size(
+    tmp_path: Path, out_dir: Path, limits: Limits
+) -> None:
+    photo = sample("orientation/Landscape_3.jpg")  # a real 1800×1200 photo, stored upside down
+    with Image.open(photo) as opened:
+        assert opened.size == (1800, 1200)
+    path = write(tmp_path, "![photo](Landscape_3.jpg)\n")
+    options = parse_options(MarkdownPdfOptions, {"margin_mm": 60})  # a 255 pt (3.54 in) wide frame
+
+    (output,) = markdown_to_pdf(
+        [md(path), InputFile(photo, photo.name, "image/jpeg")], out_dir, options, limits=limits
+    )
+
+    ((size, filters, _stream),) = _pictures(output.path)
+    frame_in = (A4[0] - 2 * 60 * MM) / 72
+    # The frame's width at 300 dpi (less reportlab's few points of frame padding), the aspect kept.
+    assert 0.97 * frame_in * PRINT_DPI <= size[0] <= math.ceil(frame_in * PRINT_DPI)
+    assert size[1] == round(1200 * size[0] / 1800)
+    assert filters == ["DCTDecode"]  # a photo stays a JPEG, not deflated pixels
+    # Upright: the photo's sky (top left) is at the top of the drawn picture.
+    document = Pdf(output.path)
+    left, bottom, right, top = document.document[0].get_objects().__next__().get_bounds()
+    page = document.render(0, scale=2)
+    height = page.size[1]
+    assert_upright_photo(
+        page.crop((round(left * 2), round(height - top * 2), round(right * 2), round(height - bottom * 2)))
+    )
+
+
+def test_a_big_photo_makes_a_pdf_smaller_than_itself(tmp_path: Path, out_dir: Path, limits: Limits) -> None:
+    # A 12-megapixel phone-sized photo made from the real one (the corpus has none that large).
+    with Image.open(sample("orientation/Landscape_1.jpg")) as opened:
+        big = opened.convert("RGB").resize((4032, 2688), Image.Resampling.LANCZOS)
+    photo = save(big, tmp_path / "big.jpg", "JPEG", quality=95)
+    photo_bytes = photo.stat().st_size
+    path = write(tmp_path, "# Trip\n\n![big](big.jpg)\n")
+
+    (output,) = markdown_to_pdf(
+        [md(path), InputFile(photo, photo.name, "image/jpeg")], out_dir, MarkdownPdfOptions(), limits=limits
+    )
+
+    ((size, filters, stream),) = _pictures(output.path)
+    frame_in = (A4[0] - 2 * 20 * MM) / 72
+    assert 0.97 * frame_in * PRINT_DPI <= size[0] <= math.ceil(frame_in * PRINT_DPI)  # about 2000 px on A4
+    assert filters == ["DCTDecode"]
+    assert len(stream) < photo_bytes / 2
+    assert output.path.stat().st_size < photo_bytes
+
+
+def test_a_jpeg_that_needs_no_change_goes_in_as_it_is(tmp_path: Path, out_dir: Path, limits: Limits) -> None:
+    photo = sample("orientation/Landscape_1.jpg")  # upright, drawn larger than it is at 300 dpi
+    path = write(tmp_path, "![photo](Landscape_1.jpg)\n")
+
+    (output,) = markdown_to_pdf(
+        [md(path), InputFile(photo, photo.name, "image/jpeg")], out_dir, MarkdownPdfOptions(), limits=limits
+    )
+
+    ((size, filters, stream),) = _pictures(output.path)
+    original = photo.read_bytes()
+    with Image.open(photo) as opened:
+        assert size == opened.size
+    assert filters == ["DCTDecode"]
+    assert stream.endswith(original[original.index(b"\xff\xda") :])  # the coded picture, untouched
+    assert b"Exif" not in stream  # without its metadata
+
+
+def test_markdown_in_a_code_page_is_read_in_it(tmp_path: Path, out_dir: Path, limits: Limits) -> None:
+    # The sniffer takes a cp1251 .md as Markdown (exporters.charsets); the reader decodes it alike.
+    path = tmp_path / "notes.md"
+    path.write_bytes("# Заметки\n\nСъешь же ещё этих мягких французских булок.\n".encode("cp1251"))
+
+    (output,) = markdown_to_pdf([md(path)], out_dir, MarkdownPdfOptions(), limits=limits)
+
+    assert "Съешь же ещё этих мягких французских булок" in Pdf(output.path).all_text()

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image, ImageChops, ImageStat
 
 from exporters.base import CorruptInput, InputTooLarge, InvalidOptions, Limits, parse_options
+from exporters.jpeg import passthrough
 from exporters.pdf import ImagePdfOptions, images_to_pdf
 from tests.exporters.samples import (
     XMP,
@@ -385,3 +386,37 @@ def test_album_is_a_well_formed_pdf_for_qpdf(three_images: list[Path], out_dir: 
         assert len(document.pages) == 4
         filters = {str(x.Filter) for page in document.pages for x in page.obj.Resources.XObject.values()}
     assert filters == {"/DCTDecode", "/FlateDecode"}  # the JPEGs as they are, the others lossless
+
+
+BROKEN_JPEGS = ("photoshop-200dpi-broken.jpg", "junk_jpeg_header.jpg", "truncated_app14.jpg")
+
+
+@pytest.mark.parametrize("name", BROKEN_JPEGS)
+def test_jpeg_whose_markers_cannot_be_followed_is_not_passed_through(name: str) -> None:
+    assert passthrough(sample(f"pillow/{name}").read_bytes()) is None
+    assert passthrough(sample("pillow/exif_gps.jpg").read_bytes()) is not None
+
+
+def test_jpegs_pillow_decodes_but_a_pdf_would_break_are_re_encoded_not_failed(
+    out_dir: Path, limits: Limits, open_pdf: type[Pdf]
+) -> None:
+    good = sample("orientation/Landscape_1.jpg")
+    paths = [sample(f"pillow/{name}") for name in BROKEN_JPEGS] + [good]
+
+    (output,) = images_to_pdf(
+        [as_input(p) for p in paths], out_dir, ImagePdfOptions(page_size="fit"), limits=limits
+    )
+
+    pdf = open_pdf(output.path)
+    assert len(pdf) == 4
+    for index, path in enumerate(paths):
+        # What a PDF reader shows is the picture Pillow decodes, not a blank or grey page.
+        rendered = pdf.render(index)
+        with Image.open(path) as original:
+            expected = original.convert("RGB").resize(rendered.size)
+        difference = ImageStat.Stat(ImageChops.difference(rendered, expected)).mean
+        assert max(difference) < 8, f"{path.name}: page differs from the decoded picture by {difference}"
+    # The good photo still travels as it is: its coded data is in the PDF unchanged.
+    original = good.read_bytes()
+    scan = original.index(b"\xff\xda")
+    assert any(stream.endswith(original[scan:]) for stream in embedded_jpegs(output.path.read_bytes()))

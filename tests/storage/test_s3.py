@@ -546,3 +546,17 @@ def test_denied_access_says_so(
     admin.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
     with pytest.raises(StorageUnavailable, match="denied"):
         store.open("outputs/j/out.pdf")
+
+
+def test_cleanup_aborts_multipart_uploads_a_crashed_write_left(
+    store: S3Storage, admin: S3Client, bucket: str
+) -> None:
+    """The storage protocol's stale-temp clean-up on S3 (moto's emulator, not AWS)."""
+    started = admin.create_multipart_upload(Bucket=bucket, Key="tenant-a/outputs/j/crashed.pdf")
+    (pending,) = _pending_uploads(admin, bucket)
+    # moto reports a fixed start date (2010), so the clock is set from the one it reports.
+    initiated = pending["Initiated"].timestamp()
+    assert store.remove_stale_temp_files(older_than_s=3600, now=initiated + 60) == 0  # too recent
+    assert store.remove_stale_temp_files(older_than_s=3600, now=initiated + 7200) == 1
+    assert _pending_uploads(admin, bucket) == []
+    assert started["UploadId"]
