@@ -22,6 +22,7 @@ import base64
 import binascii
 import contextvars
 import dataclasses
+import io
 import logging
 import threading
 import urllib.parse
@@ -171,8 +172,26 @@ def _decode_data_url(url: str) -> tuple[bytes, str]:
     return data, media_type
 
 
-def make_fetcher(companions: Mapping[str, InputFile], references: References) -> Any:
-    """A WeasyPrint URL fetcher that serves `companions` by file name and refuses everything else."""
+def _too_many_pixels(data: bytes, max_pixels: int) -> str | None:
+    """Why a picture must not be decoded (its header declares more than `max_pixels`), or None.
+
+    WeasyPrint decodes pictures with Pillow, which only refuses past twice its own default: a 2 MB
+    PNG may declare a gigapixel. Read from the header, as every other picture of an export is."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            width, height = picture.size
+    except Exception:
+        return None  # not a raster picture (SVG, a font, a stylesheet): nothing to decode here
+    if width * height > max_pixels:
+        return f"a picture of {width} × {height} pixels, over the limit of {max_pixels:,}"
+    return None
+
+
+def make_fetcher(companions: Mapping[str, InputFile], references: References, *, max_pixels: int) -> Any:
+    """A WeasyPrint URL fetcher that serves `companions` by file name and refuses everything else,
+    and pictures whose header declares more than `max_pixels`."""
     from weasyprint.urls import URLFetcher, URLFetcherResponse
 
     class SealedFetcher(URLFetcher):  # type: ignore[misc]  # weasyprint ships no type hints
@@ -183,6 +202,10 @@ def make_fetcher(companions: Mapping[str, InputFile], references: References) ->
                     references.refuse(url[:60], f"a data: URL over {DATA_URL_MAX_BYTES} bytes")
                     raise ValueError("data: URL too large")
                 data, media_type = _decode_data_url(url)
+                too_large = _too_many_pixels(data, max_pixels)
+                if too_large:
+                    references.refuse(url[:60], too_large)
+                    raise ValueError("refused: too many pixels")
                 return URLFetcherResponse(url, data, {"Content-Type": media_type})
             name = companion_name(url)
             if name is None:
@@ -192,7 +215,12 @@ def make_fetcher(companions: Mapping[str, InputFile], references: References) ->
             if source is None:
                 references.refuse(name, "no input of this export has that file name")
                 raise ValueError("refused: no such input")
-            return URLFetcherResponse(url, source.path.read_bytes(), {"Content-Type": source.content_type})
+            data = source.path.read_bytes()
+            too_large = _too_many_pixels(data, max_pixels)
+            if too_large:
+                references.refuse(name, too_large)
+                raise ValueError("refused: too many pixels")
+            return URLFetcherResponse(url, data, {"Content-Type": source.content_type})
 
     # No redirects, no handlers used: fetch() above never calls the opener's network code.
     return SealedFetcher(timeout=1, allowed_protocols=(), allow_redirects=False)
@@ -301,7 +329,7 @@ class Typesetter:
                 "(split it into several documents)"
             )
         references = References()
-        fetcher = make_fetcher(self._by_name, references)
+        fetcher = make_fetcher(self._by_name, references, max_pixels=self._limits.max_pixels)
         document = weasyprint.HTML(string=html, base_url=BASE_URL, url_fetcher=fetcher)
         depth = _depth(document.etree_element)
         if depth > MAX_DEPTH:

@@ -882,3 +882,20 @@ def test_an_invoice_run_through_the_api_and_a_broken_template_fails_with_its_lin
     failed = client.wait_for(broken["id"])
     assert failed["status"] == "failed" and failed["error"]["code"] == "invalid_template"
     assert "line 2" in failed["error"]["message"] and "Traceback" not in failed["error"]["message"]
+
+
+def test_a_picture_declaring_too_many_pixels_is_refused_from_its_header(
+    tmp_path: Path, out_dir: Path
+) -> None:
+    import base64
+
+    big = save(Image.new("1", (12_000, 10_000)), tmp_path / "big", "PNG")  # 120 MP in a few KB
+    small = save(Image.new("RGB", (40, 40), "red"), tmp_path / "small", "PNG")
+    inline = base64.b64encode(big.read_bytes()).decode()
+    doc = page(
+        tmp_path, f'<img src="big.png"><img src="small.png"><img src="data:image/png;base64,{inline}">'
+    )
+    inputs = [doc, InputFile(big, "big.png", "image/png"), InputFile(small, "small.png", "image/png")]
+    (output,) = html_to_pdf(inputs, out_dir, options(), limits=Limits(max_pixels=50_000_000))
+    reasons = [item["reason"] for item in output.details["unresolved_references"]]
+    assert len(reasons) == 2 and all("12000 × 10000 pixels, over the limit" in r for r in reasons), reasons
