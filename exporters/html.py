@@ -58,6 +58,23 @@ class HtmlPdfOptions(PageOptions):
         "its reason (in manifest.json, or in the first PDF's details) instead of failing the export.",
     )
 
+    def __post_init__(self) -> None:
+        """Options that only mean something together are refused alone, before the job exists.
+
+        Raises InvalidOptions."""
+        if not self.template:
+            needs = [n for n in ("per_record", "strict", "zip", "skip_failed") if getattr(self, n)]
+            if self.name_field is not None:
+                needs.append("name_field")
+            if needs:
+                raise InvalidOptions(f"{', '.join(needs)} only apply with template: true")
+        elif not self.per_record:
+            needs = [n for n in ("zip", "skip_failed") if getattr(self, n)]
+            if self.name_field is not None:
+                needs.append("name_field")
+            if needs:
+                raise InvalidOptions(f"{', '.join(needs)} only apply with per_record: true")
+
 
 def html_to_pdf(
     inputs: Sequence[InputFile], out_dir: Path, options: HtmlPdfOptions, *, limits: Limits
@@ -72,7 +89,6 @@ def html_to_pdf(
     documents = [s for s in inputs if s.content_type == HTML_TYPE]
     if not documents:
         raise UnsupportedConversion("an HTML export needs an HTML file; none of the inputs is one")
-    _check_options(options)
     if not options.template:
         companions = [s for s in inputs if s.content_type != HTML_TYPE]
         typesetter = Typesetter(companions=companions, options=options, limits=limits)
@@ -88,21 +104,6 @@ def html_to_pdf(
             outputs.append(OutputFile(out_dir / name, name, "application/pdf", details))
         return outputs
     return _from_template(inputs, out_dir, options, limits=limits)
-
-
-def _check_options(options: HtmlPdfOptions) -> None:
-    if not options.template:
-        needs = [n for n in ("per_record", "strict", "zip", "skip_failed") if getattr(options, n)]
-        if options.name_field is not None:
-            needs.append("name_field")
-        if needs:
-            raise InvalidOptions(f"{', '.join(needs)} only apply with template: true")
-    elif not options.per_record:
-        needs = [n for n in ("zip", "skip_failed") if getattr(options, n)]
-        if options.name_field is not None:
-            needs.append("name_field")
-        if needs:
-            raise InvalidOptions(f"{', '.join(needs)} only apply with per_record: true")
 
 
 def _is_data(source: InputFile) -> bool:

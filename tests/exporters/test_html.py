@@ -465,12 +465,11 @@ def test_undefined_variables_render_empty_unless_strict(
 
 def test_template_options_are_checked(tmp_path: Path, out_dir: Path) -> None:
     doc = page(tmp_path, INVOICE)
-    with pytest.raises(InvalidOptions, match="only apply with template: true"):
-        html_to_pdf([doc], out_dir, options(per_record=True), limits=Limits())
-    with pytest.raises(InvalidOptions, match="only apply with per_record: true"):
-        html_to_pdf(
-            [doc, data_input(tmp_path, {})], out_dir, options(template=True, zip=True), limits=Limits()
-        )
+    # Options that only work together are refused when parsed: a 422 before the job exists.
+    with pytest.raises(InvalidOptions, match="per_record, zip only apply with template: true"):
+        parse_options(HtmlPdfOptions, {"per_record": True, "zip": True})
+    with pytest.raises(InvalidOptions, match="name_field only apply with per_record: true"):
+        parse_options(HtmlPdfOptions, {"template": True, "name_field": "number"})
     with pytest.raises(InvalidOptions, match="one JSON input"):
         html_to_pdf([doc], out_dir, options(template=True), limits=Limits())
     with pytest.raises(InvalidOptions, match="JSON array"):
