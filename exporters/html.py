@@ -42,11 +42,14 @@ class HtmlPdfOptions(PageOptions):
     template: bool = option(
         False,
         "Render the HTML as a Jinja2 template (sandboxed, autoescaped) with the JSON input's data before "
-        "typesetting it; without it the HTML is typeset as it is.",
+        "typesetting it: a JSON object's keys are its variables, and `data` is the whole input. Without "
+        "it the HTML is typeset as it is.",
     )
     strict: bool = option(False, "With template: a variable the data does not have fails the export.")
     per_record: bool = option(
-        False, "With template and a JSON array: one PDF per record (the record's keys are the variables)."
+        False,
+        "With template and a JSON array: one PDF per record; the record's keys are the variables, with "
+        "`record` (the whole record) and `index` (from 1).",
     )
     name_field: str | None = option(
         None, "With per_record: the record field that names each PDF (e.g. invoice_number)."

@@ -567,11 +567,20 @@ def test_img_of_file_etc_passwd_is_not_read(tmp_path: Path, out_dir: Path, liste
     output, text = convert_hostile(
         tmp_path, out_dir,
         '<p>x</p><img src="file:///etc/passwd"><img src="/etc/passwd"><img src="../../../../etc/passwd">'
+        '<div style="background: url(file:///etc/shadow)">y</div>'
         '<object data="file:///etc/passwd" type="text/plain"></object>',
     )  # fmt: skip
     assert "root:" not in text
     refs = {i["reference"] for i in output.details["unresolved_references"]}
-    assert refs == {"file:///etc/passwd", "passwd"}
+    assert refs == {"file:///etc/passwd", "passwd", "file:///etc/shadow"}
+    assert_nothing_reached(listener)
+    # A <base> pointing at the disk moves nothing: the URLs it makes are refused like any other.
+    output, text = convert_hostile(tmp_path, out_dir, '<base href="file:///etc/"><p>x</p><img src="passwd">')
+    assert "root:" not in text
+    assert {i["reference"] for i in output.details["unresolved_references"]} <= {
+        "file:///etc/passwd",
+        "passwd",
+    }
     assert_nothing_reached(listener)
 
 
