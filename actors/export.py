@@ -13,7 +13,7 @@ from typing import Any
 
 import dramatiq
 
-from actors import running
+from actors import metrics, running
 from actors.broker import EXPORT_QUEUE
 from actors.outcomes import NOT_RETRIED, CrashedTwice, end_job, job_error
 from exporters import registry
@@ -84,6 +84,12 @@ class ExportTask:
 
     def _convert(self, job: Job) -> tuple[Output, ...]:
         conversion = registry.find([u.content_type for u in job.inputs], job.format)
+        with metrics.Attempt(
+            metrics.conversion_label(conversion.kind, conversion.format), sum(u.size for u in job.inputs)
+        ):
+            return self._convert_as(job, conversion)
+
+    def _convert_as(self, job: Job, conversion: Any) -> tuple[Output, ...]:
         options: Any = parse_options(
             conversion.options, self._unsealed(job, conversion.options), limits=self.limits
         )

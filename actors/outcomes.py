@@ -39,6 +39,8 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware, MiddlewareError
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
+from actors import metrics
+from exporters import registry
 from exporters.base import ConversionError
 from storage.jobs import Job, JobError, Output, RecordNotFound, Records, RecordsUnavailable
 
@@ -82,6 +84,14 @@ def job_error(exc: BaseException, *, time_limit_s: int | None) -> JobError:
     raise TypeError(f"{type(exc).__name__} is not an error that ends a job")
 
 
+def _conversion_of(job: Job) -> str:
+    try:
+        conversion = registry.find([u.content_type for u in job.inputs], job.format)
+    except ConversionError:
+        return "unknown"
+    return metrics.conversion_label(conversion.kind, conversion.format)
+
+
 def end_job(
     records: Records,
     job: Job | str,
@@ -100,6 +110,7 @@ def end_job(
     if not by_this_call:
         log.info("job had already ended; nothing changed", extra={"job_id": job_id, "status": ended.status})
         return ended
+    metrics.JOBS.labels(_conversion_of(ended), ended.error.code if ended.error else "succeeded").inc()
     ctx: dict[str, Any] = {"job_id": job_id, "status": ended.status, "attempt": ended.attempts}
     if ended.started_at and ended.finished_at:
         ctx["ms"] = round((ended.finished_at - ended.started_at) * 1000)
@@ -187,6 +198,7 @@ class JobOutcomes(Middleware):
                 extra={"job_id": job_id, "error": verdict.error},
             )
             raise RecordsOrBrokerDown(str(exc)) from None  # type: ignore[no-untyped-call]
+        metrics.RETRIES.inc()
         log.warning(
             "job raised; a retry is scheduled",
             extra={"job_id": job_id, "error": verdict.error, "retry_in_ms": verdict.retry_in_ms},
@@ -208,6 +220,7 @@ class JobOutcomes(Middleware):
             )
             raise RecordsOrBrokerDown(str(exc)) from None  # type: ignore[no-untyped-call]
         verdict.record_done = True
+        metrics.DEAD_LETTERS.inc()
         log.error(
             "job failed after its last retry; its message is kept in the dead letters",
             extra={"job_id": job_id, "error": verdict.error},

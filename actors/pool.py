@@ -26,7 +26,7 @@ from typing import Any
 
 from dramatiq import Worker
 
-from actors import running
+from actors import metrics, running
 from actors.broker import EXPORT_QUEUE
 from actors.memory import keep_large_buffers
 
@@ -153,6 +153,8 @@ class Pool:
             for index, proc in list(self._procs.items()):
                 if proc.is_alive() or self._stopping.is_set():
                     continue
+                if proc.pid is not None:
+                    metrics.process_died(proc.pid)
                 blamed = self._blame(index, proc.exitcode)
                 delay = self._restart_delay()
                 log.error(
@@ -177,12 +179,14 @@ class Pool:
             return []
         directory = self.config.run_dir / str(index)
         self._watch_oom_kills()
+        oom_killed = time.monotonic() - self._oom_at <= OOM_WINDOW_S
         blamed = running.blame(
             running.jobs_in(directory),
             exitcode=exitcode,
-            oom_killed=time.monotonic() - self._oom_at <= OOM_WINDOW_S,
+            oom_killed=oom_killed,
             crashed=running.crashed_thread(directory),
         )
+        metrics.CRASHES.labels(running.cause_of_death(exitcode, oom_killed=oom_killed)).inc()
         self._blamed.extend(blamed)
         self._record_blame()
         return blamed

@@ -148,3 +148,13 @@ def oom_kills() -> int | None:
             if found:
                 return int(found.group(1))
     return None
+
+
+def cause_of_death(exitcode: int | None, *, oom_killed: bool) -> str:
+    """A bounded label for how a worker process died: crash, oom, killed or exit."""
+    if exitcode is not None and exitcode < 0:
+        if -exitcode in CRASH_SIGNALS:
+            return "crash"
+        if -exitcode == signal.SIGKILL:
+            return "oom" if oom_killed else "killed"
+    return "exit"

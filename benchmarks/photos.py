@@ -403,7 +403,7 @@ def service_throughput(
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EXPORTD_ENV": "development", "EXPORTD_DATA_DIR": str(work),
            "EXPORTD_REDIS_URL": redis_url, "EXPORTD_PORT": str(port), "EXPORTD_WORKER_PROCESSES": str(processes),
            "EXPORTD_WORKER_THREADS": str(threads), "EXPORTD_API_PROCESSES": "1",  # logs at the default level (INFO), to /dev/null
-           "EXPORTD_WORKER_ALIVE_FILE": str(work / "alive"),
+           "EXPORTD_WORKER_ALIVE_FILE": str(work / "alive"), "EXPORTD_WORKER_METRICS_PORT": "0",
            # The photo pool serves the exports queue alone, as the Helm chart deploys it (the Office
            # queue has its own Deployment): no idle consumer polls an empty queue on these cores.
            "EXPORTD_WORKER_QUEUES": "exports"}  # fmt: skip

@@ -63,7 +63,7 @@ class Run:
                "EXPORTD_REDIS_URL": redis_url, "EXPORTD_REDIS_NAMESPACE": self.namespace,
                "EXPORTD_DATA_DIR": str(data_dir), "EXPORTD_WORKER_POLL_MS": str(poll_ms),
                "EXPORTD_WORKER_PROCESSES": str(processes), "EXPORTD_WORKER_THREADS": str(threads),
-               "EXPORTD_LOG_LEVEL": "WARNING"}  # fmt: skip
+               "EXPORTD_LOG_LEVEL": "WARNING", "EXPORTD_WORKER_METRICS_PORT": "0"}  # fmt: skip
         self.pool = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env, cwd=ROOT)
         # Ready when every worker process has sent a heartbeat.
         deadline = time.monotonic() + 30

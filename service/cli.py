@@ -70,6 +70,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import tempfile
 
+    # Every process of the pool counts its metrics into files here, for the supervisor to sum;
+    # prometheus_client reads this when first imported, so it is set before anything imports it.
+    metrics_dir = Path(tempfile.mkdtemp(prefix="exportd-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+
+    from actors import metrics
+    from actors.broker import QUEUES, build_redis
     from actors.pool import Pool, PoolConfig
     from service import logs
     from service.wiring import build_crash_recorder, build_sweeper, build_worker_broker
@@ -89,6 +96,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
         run_dir=run_dir,
         sweep_interval_s=settings.sweep_interval_s,
     )
+    if settings.worker_metrics_port:
+        queues = metrics.QueueCollector(build_redis(settings.redis_url), f"{settings.redis_namespace}:dramatiq",
+                                        QUEUES)  # fmt: skip
+        try:
+            metrics.serve(settings.worker_metrics_port, settings.host, queues=queues)
+        except OSError as exc:
+            print(f"exportd: cannot serve worker metrics on {settings.host}:{settings.worker_metrics_port}: {exc}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
     try:
         return Pool(
             functools.partial(build_worker_broker, settings),
@@ -98,6 +114,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         ).run()
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:

@@ -107,6 +107,9 @@ class Settings:
     # A worker process silent this long is presumed dead and its unfinished messages are requeued
     # (by the next sweep: a dead worker's jobs return within this plus sweep_interval_s).
     worker_heartbeat_timeout_ms: int = 30_000
+    # Port of each worker pool's /metrics (Prometheus; its processes summed, queues read from
+    # Redis); it listens on `host`. 0: no metrics endpoint.
+    worker_metrics_port: int = 9101
     # How often a pool supervisor runs the sweeper (one sweep per interval across all pools): dead
     # workers' messages back to their queues, and open jobs with no message queued again.
     sweep_interval_s: int = 10
@@ -170,6 +173,8 @@ class Settings:
                      "api_processes", "api_threads", "sweep_interval_s", "sweep_grace_s"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
+        if not 0 <= self.worker_metrics_port <= 65535:
+            raise ConfigError("EXPORTD_WORKER_METRICS_PORT must be a port number, or 0 for none")
         # In development (`exportd run`) Ctrl-C must not wait minutes: jobs cut off run again later.
         if not self.development and self.job_time_limit_s >= self.worker_shutdown_timeout_s:
             raise ConfigError(

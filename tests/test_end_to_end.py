@@ -6,6 +6,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -96,6 +97,7 @@ def service(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "EXPORTD_WORKER_THREADS": "2",
         "EXPORTD_API_PROCESSES": "2",
         "EXPORTD_WORKER_ALIVE_FILE": str(data / "worker.alive"),
+        "EXPORTD_WORKER_METRICS_PORT": str(free_port()),
     }
     logs = data / "logs"
     logs.mkdir()
@@ -255,3 +257,38 @@ def test_chunked_upload_within_the_limit_is_stored_whole(service: Service) -> No
     conn.close()
     assert resp.status == 201
     assert body["size"] == len(data) and body["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """The samples of a /metrics page, by their full name with labels."""
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_worker_metrics_count_jobs_as_they_end_and_promtool_accepts_them(service: Service) -> None:
+    url = f"http://127.0.0.1:{service.env['EXPORTD_WORKER_METRICS_PORT']}/metrics"
+    ok = 'exportd_jobs_total{conversion="image_to_png",outcome="succeeded"}'
+    bad = 'exportd_jobs_total{conversion="image_to_png",outcome="corrupt_input"}'
+    before = _scrape(url)
+    for name, data in (("m.jpg", jpeg_bytes()), ("m2.jpg", jpeg_bytes()), ("broken.jpg", jpeg_bytes()[:400])):
+        service.wait(service.export([(name, data)], "png")["id"])
+    after = _scrape(url)
+    assert after[ok] - before.get(ok, 0) == 2
+    assert after[bad] - before.get(bad, 0) == 1
+    assert after['exportd_conversion_duration_seconds_count{conversion="image_to_png"}'] >= 2
+    assert after["exportd_jobs_in_flight"] == 0
+    assert after['exportd_queue_messages{queue="exports"}'] == 0
+    # Bounded labels: no job id and no file name in any sample.
+    assert not [s for s in after if "broken" in s or "m2.jpg" in s]
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool (Debian's prometheus package) is not installed: .ci/run installs it")
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        checked = subprocess.run([promtool, "check", "metrics"], input=resp.read(), capture_output=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -59,7 +59,8 @@ def cluster(
             data = tmp_path_factory.mktemp(role)
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "service.cli", role], cwd=ROOT,
-                env={**env, "EXPORTD_DATA_DIR": str(data), "EXPORTD_WORKER_ALIVE_FILE": str(data / "alive")},
+                env={**env, "EXPORTD_DATA_DIR": str(data), "EXPORTD_WORKER_ALIVE_FILE": str(data / "alive"),
+                     "EXPORTD_WORKER_METRICS_PORT": "0"},
                 stdout=(data / "log").open("wb"), stderr=subprocess.STDOUT,
             ))  # fmt: skip
         base = f"http://127.0.0.1:{port}"

@@ -27,7 +27,12 @@ def test_run_starts_api_workers_and_redis_and_ctrl_c_stops_them_all(tmp_path: Pa
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTD_")}
     env.update(
-        {"EXPORTD_PORT": str(port), "EXPORTD_DATA_DIR": str(tmp_path / "var"), "PYTHONPATH": str(ROOT)}
+        {
+            "EXPORTD_PORT": str(port),
+            "EXPORTD_DATA_DIR": str(tmp_path / "var"),
+            "PYTHONPATH": str(ROOT),
+            "EXPORTD_WORKER_METRICS_PORT": str(free_port()),
+        }
     )
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "run"], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
