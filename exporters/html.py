@@ -86,8 +86,8 @@ def html_to_pdf(
 
     Every other input (images, stylesheets, fonts) is what the documents' relative URLs name.
 
-    Raises UnsupportedConversion (no HTML input), CorruptInput (not UTF-8, data not JSON),
-    InvalidOptions, InvalidTemplate, InputTooLarge.
+    Raises UnsupportedConversion (no HTML input), CorruptInput (not text, data not JSON, a document
+    the typesetter fails on), InvalidOptions, InvalidTemplate, InputTooLarge.
     """
     documents = [s for s in inputs if s.content_type == HTML_TYPE]
     if not documents:
@@ -99,9 +99,8 @@ def html_to_pdf(
         outputs = []
         for source in documents:
             name = names.add(source.filename, "pdf", fallback="document")
-            with reading_input(
-                source, "HTML document"
-            ):  # a document WeasyPrint fails on is the input's fault
+            # Whatever WeasyPrint raises on a document is the document's fault: corrupt_input.
+            with reading_input(source, "HTML document"):
                 result = typesetter.typeset(_read_text(source), out_dir / name, what=_describe(source))
             details = {"pages": result.pages, **result.details}
             outputs.append(OutputFile(out_dir / name, name, "application/pdf", details))
@@ -130,6 +129,10 @@ def _from_template(
         data = json.loads(_read_text(data_input))
     except json.JSONDecodeError as exc:
         raise CorruptInput(f"{_describe(data_input)} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InputTooLarge(
+            f"{_describe(data_input)} nests its JSON deeper than this service reads"
+        ) from None
     companions = [s for s in inputs if s is not source and s is not data_input]
     typesetter = Typesetter(companions=companions, options=options, limits=limits)
     names = _Names()

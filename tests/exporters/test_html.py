@@ -479,6 +479,9 @@ def test_template_options_are_checked(tmp_path: Path, out_dir: Path) -> None:
             options(template=True, per_record=True),
             limits=Limits(),
         )
+    deep = companion(tmp_path, "deep.json", "[" * 100_000 + "]" * 100_000, "text/plain")
+    with pytest.raises(InputTooLarge, match="nests"):
+        html_to_pdf([doc, deep], out_dir, options(template=True), limits=Limits())
     broken = companion(tmp_path, "data.json", "{not json", "text/plain")
     with pytest.raises(CorruptInput, match="not valid JSON"):
         html_to_pdf([doc, broken], out_dir, options(template=True), limits=Limits())
