@@ -54,6 +54,8 @@ class Template:
             raise InvalidTemplate(
                 f"{what} is not a valid template: line {exc.lineno}: {exc.message}"
             ) from None
+        except RecursionError:
+            raise InvalidTemplate(f"{what} nests its blocks deeper than templates may") from None
 
     def render(self, context: Mapping[str, Any], *, record: str = "") -> str:
         """The document for these values; `record` says which record in messages ("" for none).
