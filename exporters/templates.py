@@ -54,8 +54,12 @@ class Template:
             raise InvalidTemplate(
                 f"{what} is not a valid template: line {exc.lineno}: {exc.message}"
             ) from None
-        except RecursionError:
-            raise InvalidTemplate(f"{what} nests its blocks deeper than templates may") from None
+        except (RecursionError, SyntaxError):
+            # Jinja compiles a template to Python, whose compiler refuses more than 20 nested loops
+            # and runs out of stack on thousands of nested blocks.
+            raise InvalidTemplate(
+                f"{what} nests its blocks deeper than templates may (about 20 loops)"
+            ) from None
 
     def render(self, context: Mapping[str, Any], *, record: str = "") -> str:
         """The document for these values; `record` says which record in messages ("" for none).

@@ -439,6 +439,7 @@ def test_skip_failed_without_zip_lists_the_failures_on_the_first_pdf(tmp_path: P
         ("<p>{% include 'invoice.html' %}</p>", "cannot include, import or extend"),
         ("\n{% import 'os' as os %}", "line 2: templates cannot include"),
         ("{% if 1 %}" * 3000 + "x" + "{% endif %}" * 3000, "nests its blocks deeper"),
+        ("{% for a in number %}" * 25 + "x" + "{% endfor %}" * 25, "nests its blocks deeper"),
     ],
 )
 def test_template_errors_fail_as_invalid_template_with_the_line(
