@@ -226,6 +226,24 @@ def make_fetcher(companions: Mapping[str, InputFile], references: References, *,
     return SealedFetcher(timeout=1, allowed_protocols=(), allow_redirects=False)
 
 
+def load_weasyprint() -> Any:
+    """The weasyprint module, imported without the global it changes in Pillow.
+
+    WeasyPrint's import sets Pillow's process-wide `ImageFile.LOAD_TRUNCATED_IMAGES = True`: in a
+    worker, every photo conversion after the first HTML job would then accept truncated JPEGs as
+    whole (grey bottoms instead of corrupt_input). The flag is put back as it was; WeasyPrint then
+    loads pictures as strictly as the rest of exportd (a truncated one is left out).
+    """
+    from PIL import ImageFile
+
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    try:
+        import weasyprint
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
+    return weasyprint
+
+
 # -- limits on layout ------------------------------------------------------------------------------
 
 _page_cap: contextvars.ContextVar[int | None] = contextvars.ContextVar("exportd_page_cap", default=None)
@@ -244,6 +262,7 @@ def _cap_pagination() -> None:
     layout loop drains; wrapping it (once per process, the cap per thread through a context
     variable) stops the loop at the first page past the cap.
     """
+    load_weasyprint()
     import weasyprint.layout as layout
 
     with _patch_lock:
@@ -301,7 +320,7 @@ class Typesetter:
     ) -> None:
         """`companions` are the inputs relative URLs name; `stylesheets` are CSS texts applied after
         each document's own (a user stylesheet)."""
-        import weasyprint
+        weasyprint = load_weasyprint()  # first: the imports below would set Pillow's flag otherwise
         from weasyprint.text.fonts import FontConfiguration
 
         # WeasyPrint logs each refused URL and each layout step: document content and noise, one

@@ -24,7 +24,7 @@ from exporters.base import CorruptInput, InputFile, InputTooLarge, InvalidOption
 from exporters.html import HtmlPdfOptions, html_to_pdf
 from exporters.sniff import sniff
 from exporters.templates import InvalidTemplate
-from exporters.typeset import CSS_TYPE, HTML_TYPE, MAX_DEPTH, MAX_ELEMENTS
+from exporters.typeset import CSS_TYPE, HTML_TYPE, MAX_DEPTH, MAX_ELEMENTS, load_weasyprint
 from tests.exporters.samples import Pdf, card, save
 from tests.service.test_api import Api, _export_files, api, settings, worker  # noqa: F401  (fixtures)
 
@@ -260,6 +260,30 @@ def test_html_in_a_code_page_is_read_and_binary_is_corrupt_input(
         html_to_pdf([InputFile(path, "x.html", HTML_TYPE)], out_dir, options(), limits=Limits())
 
 
+def test_an_html_export_leaves_truncated_photos_refused_in_the_same_process(tmp_path: Path) -> None:
+    """WeasyPrint's import flips Pillow's LOAD_TRUNCATED_IMAGES for the whole process: put back."""
+    script = (
+        "import io, sys\n"
+        "from pathlib import Path\n"
+        "from PIL import Image, ImageFile\n"
+        "from exporters.base import InputFile, Limits\n"
+        "from exporters.html import HtmlPdfOptions, html_to_pdf\n"
+        "tmp = Path(sys.argv[1]); (tmp / 'out').mkdir()\n"
+        "(tmp / 'a.html').write_text('<p>hello</p>')\n"
+        "html_to_pdf([InputFile(tmp / 'a.html', 'a.html', 'text/html')], tmp / 'out', HtmlPdfOptions(), limits=Limits())\n"
+        "buffer = io.BytesIO(); Image.new('RGB', (300, 300), 'red').save(buffer, 'JPEG')\n"
+        "try:\n"
+        "    Image.open(io.BytesIO(buffer.getvalue()[:2000])).load(); print('truncated photo accepted')\n"
+        "except OSError:\n"
+        "    print('truncated photo refused')\n"
+        "print('flag', ImageFile.LOAD_TRUNCATED_IMAGES)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "truncated photo refused" in result.stdout and "flag False" in result.stdout, result.stdout
+
+
 # -- limits --------------------------------------------------------------------------------------
 
 
@@ -270,6 +294,7 @@ def test_more_pages_than_the_limit_is_input_too_large(
     with pytest.raises(InputTooLarge, match="more than 10 pages"):
         html_to_pdf([doc], out_dir, options(), limits=Limits(max_pages=10))
     # Layout stops at the first page past the limit: the pages after it are never laid out.
+    load_weasyprint()  # not a bare import: that would change a Pillow global for the later tests
     import weasyprint.layout.page as pages_module
 
     made: list[int] = []
