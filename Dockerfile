@@ -18,6 +18,7 @@ COPY service service
 COPY actors actors
 COPY exporters exporters
 COPY storage storage
+COPY exportd exportd
 RUN /opt/exportd/bin/pip install --no-deps . \
     && /opt/exportd/bin/python -m compileall -q /opt/exportd/lib
 

@@ -22,8 +22,8 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check service actors exporters storage tests benchmarks
-	$(BIN)/ruff format --check service actors exporters storage tests benchmarks
+	$(BIN)/ruff check service actors exporters storage exportd tests benchmarks
+	$(BIN)/ruff format --check service actors exporters storage exportd tests benchmarks
 	$(BIN)/hadolint Dockerfile
 
 typecheck: $(VENV)/.installed

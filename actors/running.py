@@ -28,6 +28,7 @@ CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal
 
 _directory: Path | None = None
 _fault_file: IO[str] | None = None
+_expected_bytes: dict[str, int] = {}  # job id -> estimated peak, told before the job runs
 
 
 def use_directory(path: Path) -> None:
@@ -41,9 +42,20 @@ def use_directory(path: Path) -> None:
     faulthandler.enable(file=_fault_file, all_threads=True)
 
 
+def expect(job_id: str, *, estimated_bytes: int) -> None:
+    """Tell the marker of a job about to run its estimated peak memory (the admission knows it)."""
+    _expected_bytes[job_id] = estimated_bytes
+
+
+def forget_expected(job_id: str) -> None:
+    """Drop what expect() told, for a job that did not run (a duplicate delivery, say)."""
+    _expected_bytes.pop(job_id, None)
+
+
 @contextlib.contextmanager
 def marked(job_id: str, *, estimated_bytes: int | None = None) -> Iterator[None]:
     """Mark `job_id` as running on this thread for the duration of the block."""
+    estimated_bytes = _expected_bytes.pop(job_id, estimated_bytes)
     directory = _directory
     marker: Path | None = None
     if directory is not None and job_id.isalnum():

@@ -593,8 +593,12 @@ def _render_frame(
         pixels = to_srgb(pixels, icc_profile)
     elif pixels.mode == "CMYK":
         pixels = pixels.convert("RGB")
-    # The opened image is closed (and its pixels freed) by the caller: return another image.
-    return pixels.copy() if pixels is image else pixels
+    # The opened image is closed by the caller: return another Image object. One sharing the
+    # decoded pixels (Pillow's _new) keeps them alive without a copy (a 50 MP photo's peak fell
+    # from 382 to 191 MiB); pixels mapped read-only from the file are copied.
+    if pixels is image:
+        return image.copy() if image.readonly else image._new(image.im)
+    return pixels
 
 
 def _draft(image: Image.Image, geometry: Geometry) -> bool:
@@ -627,7 +631,7 @@ def to_working_mode(image: Image.Image, source: InputFile) -> Image.Image:
         return image
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         # 16-bit samples (Pillow also keeps 16-bit PNG grey as "I") scaled to 8 bits, rounded.
-        return image.convert("I").point(lambda v: v * (255 / 65535) + 0.5).convert("L")
+        return reduce_16_bit(image)
     if mode == "F":
         _low, high = image.getextrema()
         assert isinstance(high, float)
@@ -649,6 +653,25 @@ def to_working_mode(image: Image.Image, source: InputFile) -> Image.Image:
         raise UnsupportedInput(
             f"{describe(source)} uses the colour mode {mode}, which is not supported"
         ) from None
+
+
+#: Pixels of 16-bit grey scaled to 8 bits at a time (see reduce_16_bit).
+STRIP_PIXELS = 1024 * 1024
+
+
+def reduce_16_bit(image: Image.Image) -> Image.Image:
+    """16-bit (or 32-bit integer) grey scaled to 8-bit L, a strip of rows at a time.
+
+    Pillow scales only in mode I (4 bytes a pixel): whole, a 16-bit picture (2 bytes) needed two
+    copies of 4 bytes a pixel beside it; in strips only the 8-bit result is whole.
+    """
+    width, height = image.size
+    reduced = Image.new("L", image.size)
+    rows = max(1, STRIP_PIXELS // width)
+    for top in range(0, height, rows):
+        strip = image.crop((0, top, width, min(height, top + rows))).convert("I")
+        reduced.paste(strip.point(lambda v: v * (255 / 65535) + 0.5).convert("L"), (0, top))
+    return reduced
 
 
 def _pad(image: Image.Image, plan: ResizePlan, background: tuple[int, int, int]) -> Image.Image:

@@ -166,6 +166,9 @@ def _embeddable(source: InputFile, *, limits: Limits) -> tuple[_Picture, int, se
         decode_upright(image, source)
         pixels = to_working_mode(image, source)
         pixels = to_srgb(pixels, icc)
+        if image.format not in ("JPEG", "MPO"):
+            data, colour_space = _flate_in_strips(pixels)
+            return _Picture(data, *pixels.size, colour_space, "FlateDecode"), 1, removed
         pixels = flatten(pixels, _WHITE)
         if pixels is image:
             pixels = image.copy()  # closing the opened image frees its pixels
@@ -176,11 +179,31 @@ def _embeddable(source: InputFile, *, limits: Limits) -> tuple[_Picture, int, se
             pixels.save(buffer, format="JPEG", quality=95, subsampling=0)
             colour_space = "DeviceGray" if pixels.mode == "L" else "DeviceRGB"
             return _Picture(buffer.getvalue(), *pixels.size, colour_space, "DCTDecode"), 1, removed
-        if pixels.mode not in ("L", "RGB"):
-            pixels = pixels.convert("RGB")
-        colour_space = "DeviceGray" if pixels.mode == "L" else "DeviceRGB"
-        data = zlib.compress(pixels.tobytes(), 6)
-        return _Picture(data, *pixels.size, colour_space, "FlateDecode"), 1, removed
+        raise AssertionError("only JPEGs reach this point")  # the others returned in strips above
+
+
+#: Bytes of decoded pixels flattened and compressed at a time (see _flate_in_strips).
+STRIP_BYTES = 4 * 1024 * 1024
+
+
+def _flate_in_strips(pixels: Image.Image) -> tuple[bytes, str]:
+    """(zlib stream, colour space) of the picture flattened onto white, a strip of rows at a time.
+
+    Whole, a 7000×7000 RGBA picture needed a flattened copy, its RGB conversion and its raw bytes
+    beside the decoded pixels (547 MB for a 381 KB PNG); in strips only the decoded pixels are whole.
+    """
+    width, height = pixels.size
+    mode = "L" if pixels.mode in ("L", "LA") else "RGB"  # flatten keeps grey on a white background
+    rows = max(1, STRIP_BYTES // (width * 4))
+    compressor = zlib.compressobj(6)
+    # Grown in place, and getvalue() hands the buffer over: a list of parts joined at the end
+    # would hold the whole stream twice.
+    data = io.BytesIO()
+    for top in range(0, height, rows):
+        strip = flatten(pixels.crop((0, top, width, min(height, top + rows))), _WHITE)
+        data.write(compressor.compress((strip if strip.mode == mode else strip.convert(mode)).tobytes()))
+    data.write(compressor.flush())
+    return data.getvalue(), "DeviceGray" if mode == "L" else "DeviceRGB"
 
 
 def _embeds_as_is(path: Path, image: Image.Image) -> bool:

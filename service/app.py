@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 import time
@@ -17,9 +18,12 @@ from exporters.base import Limits
 from service import errors
 from service.bodies import strict_loads
 from service.logs import request_id_var
+from service.openapi import OpenApi
+from service.pacing import ClientTooSlow
 from service.resources.exports import ExportItem, Exports, Formats, JobView
 from service.resources.files import Files
 from service.resources.health import Healthz, Readyz
+from service.resources.page import Page, PageAsset
 from service.resources.uploads import UploadItem, UploadReceiver, Uploads
 from service.settings import Settings
 from service.waiting import JobWaiter
@@ -98,6 +102,14 @@ class LargeBodies:
             req.env["wsgi.input"] = req.stream = buffered
 
 
+def _client_too_slow(req: falcon.Request, resp: falcon.Response, exc: Exception, params: Any) -> None:
+    """Its body stalled or trickled (service/pacing.py): 408, and the connection closes."""
+    resp.status = 408
+    resp.content_type = errors.PROBLEM_JSON
+    resp.text = json.dumps(errors.problem(408, "request_timeout", "Request too slow", str(exc), req))
+    resp.set_header("Connection", "close")
+
+
 def limits_from(settings: Settings) -> Limits:
     return Limits(
         max_pixels=settings.max_pixels,
@@ -130,6 +142,7 @@ def create_app(
     # Whatever reads JSON through Falcon reads it strictly (no NaN, no Infinity, no RecursionError).
     app.req_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(loads=strict_loads)
     errors.install(app)
+    app.add_error_handler(ClientTooSlow, _client_too_slow)
 
     signer = Signer(settings.signing_keys)
     receiver = UploadReceiver(
@@ -148,8 +161,8 @@ def create_app(
     app.add_route("/v1/formats", Formats(limits_from(settings)))
     app.add_route("/v1/uploads", Uploads(receiver))
     app.add_route("/v1/uploads/{upload_id}", UploadItem(records))
-    # A waiting request holds a thread: one is always left for the others (with one thread, none waits).
-    waiter = JobWaiter(records.redis, records.finished_channel, max_waiting=settings.api_threads - 1)
+    # A waiting request costs a greenlet and a connection: half the connections are left for the others.
+    waiter = JobWaiter(records.redis, records.finished_channel, max_waiting=settings.api_connections // 2)
     app.add_route(
         "/v1/exports",
         Exports(receiver=receiver, records=records, enqueue=enqueue, view=view, waiter=waiter,
@@ -158,4 +171,7 @@ def create_app(
     )  # fmt: skip
     app.add_route("/v1/exports/{job_id}", ExportItem(records=records, view=view, waiter=waiter))
     app.add_route("/v1/files/outputs/{job_id}/{name}", Files(storage=storage, signer=signer, clock=clock))
+    app.add_route("/", Page())
+    app.add_route("/ui/{name}", PageAsset())
+    app.add_route("/v1/openapi.json", OpenApi(app, limits=limits_from(settings), base_url=settings.base_url))
     return app

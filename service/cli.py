@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from service import client_cli
 from service.settings import ConfigError, Settings, new_signing_key
 
 #: How long `exportd run` lets the API and the workers stop before killing them.
@@ -58,8 +59,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "--config", "python:service.gunicorn_config",
         "--bind", f"{settings.host}:{settings.port}",
         "--workers", str(settings.api_processes),
-        "--threads", str(settings.api_threads),
-        "--worker-class", "gthread",
+        # gevent greenlets with paced client sockets (service/server.py): a slow client or a
+        # waiting request costs a greenlet, not a thread.
+        "--worker-class", "service.server.ExportdWorker",
+        "--worker-connections", str(settings.api_connections),
         "--log-level", settings.log_level.lower(),
         # No control socket: it lives under $HOME, which a hardened container does not have.
         "--no-control-socket",
@@ -333,7 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check-worker", help="exit 0 when the worker pool on this host is alive (liveness probe)")
     keygen = sub.add_parser("keygen", help="print a new signing key for EXPORTD_SIGNING_KEYS")
     keygen.add_argument("--kid", default="k1", help="key id (letters and digits)")
+    client_cli.add_parsers(sub)  # export, job, formats: a client of a running service
     args = parser.parse_args(argv)
+    if args.command in client_cli.VERBS:
+        return client_cli.run(args)
     commands = {
         "run": cmd_run,
         "serve": cmd_serve,

@@ -3,11 +3,13 @@
 import signal
 from typing import Any
 
+import gevent
+
 from service.logs import GUNICORN_LOGCONFIG
-from service.waiting import answer_all_now
 
 logconfig_dict = GUNICORN_LOGCONFIG
-# Uploads stream through a worker thread; a slow client must not be cut off mid-upload too soon.
+# How long a worker process may go without telling the arbiter it lives (its loop blocked).
+# Slow clients are cut off by EXPORTD_API_READ_TIMEOUT_S and EXPORTD_API_MIN_BODY_BYTES_PER_S.
 timeout = 120
 graceful_timeout = 30
 keepalive = 5
@@ -16,10 +18,15 @@ keepalive = 5
 def post_worker_init(worker: Any) -> None:
     """On SIGTERM, requests waiting for a job (?wait) are answered at once, then gunicorn stops as
     it would: a rolling update does not wait for them, nor cut them off at graceful_timeout."""
+    # Imported here, in the worker once gevent has patched it: Redis's client, imported in the
+    # arbiter, would keep unpatched names (gevent warns on stderr, which must hold JSON lines only).
+    from service.waiting import answer_all_now
+
     stop_gracefully = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum: int, frame: Any) -> None:
-        answer_all_now()
+        # In a greenlet of its own: the signal may interrupt a greenlet that holds a waiter's lock.
+        gevent.spawn(answer_all_now)
         if callable(stop_gracefully):
             stop_gracefully(signum, frame)
 

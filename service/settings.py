@@ -38,8 +38,13 @@ class Settings:
     log_level: str = "INFO"
     # Number of gunicorn worker processes serving the API.
     api_processes: int = 2
-    # Threads per API process (gthread worker).
-    api_threads: int = 4
+    # Open connections per API process (gevent worker): each being read, kept alive or waiting
+    # for its job (?wait) costs a greenlet, not a thread; at most half of them wait at once.
+    api_connections: int = 1000
+    # Longest the API waits for the next bytes of a request (head or body), and for a whole head.
+    api_read_timeout_s: int = 20
+    # Slowest average a request's bytes may arrive at once its first api_read_timeout_s have passed.
+    api_min_body_bytes_per_s: int = 500
 
     # -- redis ---------------------------------------------------------------------------------
     # Redis for the queue and the job records. Unset: `exportd run` starts a local one under data_dir.
@@ -102,6 +107,9 @@ class Settings:
     worker_processes: int = 2
     # Threads per worker process.
     worker_threads: int = 4
+    # Memory for jobs in each worker process, in bytes; jobs wait (queued) until their estimated peak
+    # fits. 0: the container's memory limit (cgroup) shared among the processes, less each one's base.
+    worker_memory_bytes: int = 0
     # Longest idle poll of the queue: bounds the latency from submit to start when the pool is idle.
     worker_poll_ms: int = 50
     # A worker process silent this long is presumed dead and its unfinished messages are requeued
@@ -170,11 +178,14 @@ class Settings:
         for name in ("port", "link_ttl_s", "max_upload_bytes", "max_inputs", "retention_s", "max_frames",
                      "max_json_bytes", "max_output_side_px",
                      "max_total_pixels", "max_table_pages", "job_time_limit_s", "worker_processes", "worker_threads", "worker_poll_ms",
-                     "api_processes", "api_threads", "sweep_interval_s", "sweep_grace_s"):  # fmt: skip
+                     "api_processes", "api_connections", "api_read_timeout_s", "api_min_body_bytes_per_s",
+                     "sweep_interval_s", "sweep_grace_s"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
         if not 0 <= self.worker_metrics_port <= 65535:
             raise ConfigError("EXPORTD_WORKER_METRICS_PORT must be a port number, or 0 for none")
+        if self.worker_memory_bytes < 0:
+            raise ConfigError(f"{PREFIX}WORKER_MEMORY_BYTES must be 0 (from the cgroup) or positive")
         # In development (`exportd run`) Ctrl-C must not wait minutes: jobs cut off run again later.
         if not self.development and self.job_time_limit_s >= self.worker_shutdown_timeout_s:
             raise ConfigError(

@@ -5,8 +5,9 @@ that writes the record (storage/jobs.py), so waking costs no extra Redis round t
 process keeps one subscription, on a thread of its own started by the first waiting request, and
 wakes the requests waiting for that id.
 
-A waiting request holds one of the process's threads, so at most `max_waiting` wait at once; past
-that, while the subscription is down, and once the process is stopping (answer_all_now, called on
+Under the API's gevent worker (service/server.py, which patches threading) a waiting request
+costs a greenlet and its connection, not a thread; at most `max_waiting` wait at once. Past that,
+while the subscription is down, and once the process is stopping (answer_all_now, called on
 SIGTERM by service/gunicorn_config.py), a request is answered at once, as without `wait`.
 """
 

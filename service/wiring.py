@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from actors.admission import MemoryAdmission, MemoryBudget, container_memory_limit, worker_budget_bytes
 from actors.broker import build_broker, build_redis
 from actors.export import ACTOR_OF_QUEUE, ExportTask, declare_export_actor
 from actors.outcomes import JobOutcomes
@@ -38,13 +39,23 @@ def build_worker_broker(settings: Settings) -> Any:
     """The broker of one worker process, with the export actor declared on it."""
     client = build_redis(settings.redis_url)
     records = build_records(client, settings)
+    storage, limits = build_storage(settings), limits_from(settings)
+    budget = MemoryBudget(
+        worker_budget_bytes(
+            override_bytes=settings.worker_memory_bytes,
+            processes=settings.worker_processes,
+            limit_bytes=container_memory_limit(),
+        )
+    )
+    admission = MemoryAdmission(budget, records_for=lambda: records, storage=storage, limits=limits)
     broker = build_broker(
         client,
         namespace=settings.redis_namespace,
         heartbeat_timeout_ms=settings.worker_heartbeat_timeout_ms,
-        extra_middleware=[JobOutcomes(lambda: records, frozenset(ACTOR_OF_QUEUE.values()))],
+        # JobOutcomes first: its after-hooks run last; admission before TimeLimit: waits are not timed.
+        extra_middleware=[JobOutcomes(lambda: records, frozenset(ACTOR_OF_QUEUE.values())), admission],
     )
-    task = ExportTask(records=records, storage=build_storage(settings), limits=limits_from(settings),
+    task = ExportTask(records=records, storage=storage, limits=limits,
                       time_limit_s=settings.job_time_limit_s, sealer=Sealer(settings.signing_keys))  # fmt: skip
     declare_export_actor(
         broker, task, time_limit_s=settings.job_time_limit_s, max_retries=settings.job_max_retries

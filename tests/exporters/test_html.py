@@ -937,3 +937,27 @@ def test_a_picture_declaring_too_many_pixels_is_refused_from_its_header(
     (output,) = html_to_pdf(inputs, out_dir, options(), limits=Limits(max_pixels=50_000_000))
     reasons = [item["reason"] for item in output.details["unresolved_references"]]
     assert len(reasons) == 2 and all("12000 × 10000 pixels, over the limit" in r for r in reasons), reasons
+
+
+# -- memory admission ----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak RSS is read from /proc (Linux)")
+def test_the_memory_estimate_covers_a_real_html_conversion(tmp_path: Path) -> None:
+    from benchmarks.memory import run_case
+    from exporters.estimate import EstimateInput, estimate_job
+
+    path = tmp_path / "table.html"
+    rows = "".join(f"<tr><td>{i}</td><td>name {i}</td><td>{i * 3}</td><td>x</td></tr>" for i in range(2400))
+    path.write_text(f"<table>{rows}</table>", encoding="utf-8")  # 12,000 elements, about 58 pages
+    added = run_case(HTML_TYPE, "pdf", {}, path)
+    estimate = estimate_job(
+        "html", "pdf", [EstimateInput(HTML_TYPE, path.stat().st_size, lambda: path.open("rb"))], {}
+    )
+    assert added < estimate.peak_bytes < 3 * added, (added >> 20, estimate.peak_mib)
+    # A template's loops make elements its text does not have: its data counts too.
+    data = EstimateInput("application/json", 200_000, lambda: io.BytesIO(b"[]"))
+    small = (tmp_path / "t.html").write_text("<p>{{ x }}</p>") and tmp_path / "t.html"
+    template = EstimateInput(HTML_TYPE, small.stat().st_size, lambda: small.open("rb"))
+    filled = estimate_job("html", "pdf", [template, data], {"template": True})
+    assert filled.peak_bytes > estimate_job("html", "pdf", [template, data], {}).peak_bytes

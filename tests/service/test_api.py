@@ -574,11 +574,11 @@ def test_waiting_on_an_unknown_job_is_404(api: Api) -> None:
     _problem(api.client.simulate_get("/v1/exports/" + "0" * 32, params={"wait": "5"}), 404, "not_found")
 
 
-def test_a_process_holds_at_most_its_threads_but_one_waiting(
+def test_a_process_lets_at_most_half_its_connections_wait(
     settings: Settings, records: Records, storage: LocalStorage
 ) -> None:
     app = create_app(
-        replace(settings, api_threads=2), records=records, storage=storage, enqueue=lambda *_: None
+        replace(settings, api_connections=2), records=records, storage=storage, enqueue=lambda *_: None
     )
     api = Api(
         falcon.testing.TestClient(app), None, Clock(), records, storage, records.redis, records.namespace

@@ -1,0 +1,1 @@
+"""exportd's Python client package: `from exportd.client import Client` (needs only httpx)."""
