@@ -29,7 +29,7 @@ from exporters.base import (
 )
 from exporters.charsets import detect_encoding
 from exporters.templates import Template
-from exporters.typeset import HTML_TYPE, PageOptions, Typesetter
+from exporters.typeset import HTML_TYPE, PageOptions, Typesetter, check_elements
 
 #: Records one template run may render: an invoice run of ten thousand documents in one export.
 MAX_RECORDS = 10_000
@@ -126,7 +126,7 @@ def _from_template(
     what = _describe(source)
     template = Template(_read_text(source), strict=options.strict, what=what)
     try:
-        data = json.loads(_read_text(data_input))
+        data = json.loads(_read_text(data_input, document=False))
     except json.JSONDecodeError as exc:
         raise CorruptInput(f"{_describe(data_input)} is not valid JSON: {exc}") from None
     except RecursionError:
@@ -231,9 +231,14 @@ def _entry(name: str, *, compress: bool) -> zipfile.ZipInfo:
     return info
 
 
-def _read_text(source: InputFile) -> str:
-    """The text of an input: UTF-8, or the code page its bytes show (as text inputs are read)."""
+def _read_text(source: InputFile, *, document: bool = True) -> str:
+    """The text of an input: UTF-8, or the code page its bytes show (as text inputs are read).
+
+    Raises CorruptInput, InputTooLarge (more elements than a document may have: counted on the
+    bytes, so that a huge file is refused before it is decoded)."""
     data = source.path.read_bytes()
+    if document:
+        check_elements(data, what=_describe(source))
     encoding = detect_encoding(data)
     if encoding is None:
         raise CorruptInput(f"{_describe(source)} is not text in UTF-8 or a code page this service reads")

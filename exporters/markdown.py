@@ -156,9 +156,9 @@ def markdown_to_pdf(
     """
     if options.engine == "html":
         return _markdown_via_html(inputs, out_dir, options, limits=limits)
-    documents = [s for s in inputs if s.content_type == MARKDOWN_TYPE]
-    if len(documents) + sum(s.content_type.startswith("image/") for s in inputs) < len(inputs):
+    if any(s.content_type == "text/css" or s.content_type.startswith("font/") for s in inputs):
         raise InvalidOptions('stylesheets and fonts style Markdown only with engine: "html"')
+    documents = [s for s in inputs if not s.content_type.startswith("image/")]
     pictures = {s.filename.rsplit("/", 1)[-1]: s for s in inputs if s.content_type.startswith("image/")}
     if not documents:
         raise UnsupportedConversion("a Markdown export needs a Markdown file; only images were given")

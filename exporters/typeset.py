@@ -281,9 +281,21 @@ def _cap_pagination() -> None:
         layout.make_all_pages = make_all_pages
 
 
-def count_elements(text: str) -> int:
+def check_elements(data: bytes | str, *, what: str) -> None:
+    """Refuse a document of more than MAX_ELEMENTS elements, from a count of its tags (works on the
+    raw bytes, before a large file is decoded). Raises InputTooLarge."""
+    elements = count_elements(data)
+    if elements > MAX_ELEMENTS:
+        raise InputTooLarge(
+            f"{what} has {elements:,} elements; the limit is {MAX_ELEMENTS:,} (split it into several documents)"
+        )
+
+
+def count_elements(text: str | bytes) -> int:
     """An upper bound of the elements in an HTML text, counted without parsing: its `<` that open no
     end tag (comments and a stray `<` in text count too, which only makes the bound safer)."""
+    if isinstance(text, bytes):
+        return text.count(b"<") - text.count(b"</")
     return text.count("<") - text.count("</")
 
 
@@ -341,12 +353,7 @@ class Typesetter:
         Raises InputTooLarge (too many elements, nested too deep, more than limits.max_pages pages).
         """
         weasyprint = self._weasyprint
-        elements = count_elements(html)
-        if elements > MAX_ELEMENTS:
-            raise InputTooLarge(
-                f"{what} has {elements:,} elements; the limit is {MAX_ELEMENTS:,} "
-                "(split it into several documents)"
-            )
+        check_elements(html, what=what)
         references = References()
         fetcher = make_fetcher(self._by_name, references, max_pixels=self._limits.max_pixels)
         document = weasyprint.HTML(string=html, base_url=BASE_URL, url_fetcher=fetcher)
