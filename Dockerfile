@@ -26,9 +26,11 @@ FROM ${BASE_IMAGE} AS runtime
 ARG WITH_LIBREOFFICE=false
 # tini reaps zombies and forwards signals, so SIGTERM reaches gunicorn and the worker supervisor.
 # fonts-droid-fallback: a TrueType CJK font the PDF converters fall back to for Chinese and Japanese.
+# Pango, HarfBuzz's subsetter and DejaVu: what WeasyPrint (HTML -> PDF) loads at run time.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tini fonts-droid-fallback \
+       libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core \
     && if [ "$WITH_LIBREOFFICE" = "true" ]; then \
          apt-get install -y --no-install-recommends \
            libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui fonts-dejavu-core; \

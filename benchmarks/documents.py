@@ -8,14 +8,22 @@ Not a test: it prints figures. Every case runs in a fresh Python process, so tha
 - CSV -> XLSX at 10k and 100k rows (xlsxwriter constant-memory), against openpyxl's ordinary workbook;
 - 1 MB of text -> PDF (exporters.text), against a Platypus Paragraph per line;
 - a 50-page PDF -> PNG at 150 DPI (exporters.pdfdocs, fast compression) against Pillow's default PNG settings;
-- 20 pages of Markdown -> PDF (exporters.markdown), against the same text as plain text -> PDF.
+- 20 pages of Markdown -> PDF (exporters.markdown), against the same text as plain text -> PDF;
+- HTML -> PDF (exporters.html): a 2-page invoice, a 50-page report with tables and images, and
+  1,000 invoices from one template and a JSON array, against headless Chromium's --print-to-pdf
+  (Debian's `chromium`, as Gotenberg runs it) on the same HTML, one document per run. Memory here
+  is the peak of the summed PSS of the case's whole process tree (Chromium runs several processes;
+  PSS counts a shared page once), sampled every 50 ms. Chromium is sealed too: a dead proxy and a
+  resolver that finds nothing, so it reaches nothing off this machine.
 
-    python benchmarks/documents.py [--rows 100000] [--baseline-rows 10000]
+    python benchmarks/documents.py [--rows 100000] [--baseline-rows 10000] [--only html]
+        [--invoices 1000] [--chromium-invoices 1000]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -87,6 +95,145 @@ def make_markdown(path: Path, sections: int) -> Path:
     return path
 
 
+INVOICE_TEMPLATE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Invoice {{ number }}</title>
+<style>
+@page { size: A4; margin: 18mm 15mm;
+  @bottom-right { content: "page " counter(page) " of " counter(pages); font: 8pt sans-serif } }
+body { font: 10pt sans-serif } h1 { font-size: 18pt; margin: 0 }
+header { display: flex; justify-content: space-between; align-items: center; border-bottom: 1pt solid #333 }
+table { width: 100%; border-collapse: collapse; margin-top: 8mm } thead { display: table-header-group }
+th { background: #e4e8ee; text-align: left } th, td { padding: 3pt 5pt; border-bottom: 0.5pt solid #ccc }
+td.n { text-align: right } .total { font-weight: bold; text-align: right; margin-top: 4mm }
+</style></head><body>
+<header><img src="logo.png" style="width: 40mm"><div><h1>Invoice {{ number }}</h1>{{ date }}</div></header>
+<p>Bill to: <b>{{ customer }}</b><br>{{ address }}</p>
+<table><thead><tr><th>#</th><th>Article</th><th>Qty</th><th>Price</th><th>Amount</th></tr></thead><tbody>
+{% for line in lines %}<tr><td>{{ loop.index }}</td><td>{{ line.item }}</td><td class="n">{{ line.qty }}</td>
+<td class="n">{{ "%.2f"|format(line.price) }}</td><td class="n">{{ "%.2f"|format(line.qty * line.price) }}</td></tr>
+{% endfor %}</tbody></table>
+<p class="total">Total: {{ "%.2f"|format(total) }} EUR</p>
+</body></html>
+"""
+
+
+def invoice_record(n: int, lines: int) -> dict[str, Any]:
+    items = [
+        {
+            "item": f"{WORDS[(n + k) % len(WORDS)]} widget {k}",
+            "qty": 1 + (n + k) % 5,
+            "price": 3.5 + (k * 7 % 40),
+        }
+        for k in range(lines)
+    ]
+    return {
+        "number": f"INV-{n:05d}",
+        "date": f"2026-11-{n % 28 + 1:02d}",
+        "customer": f"Customer {n} — {WORDS[n % len(WORDS)]}",
+        "address": f"{n} Main Street, {WORDS[(n + 3) % len(WORDS)]}",
+        "lines": items,
+        "total": sum(i["qty"] * i["price"] for i in items),
+    }
+
+
+def make_html_inputs(work: Path, invoices: int) -> None:
+    """The HTML cases' inputs: logo and chart images, the invoices, the report, the JSON records."""
+    import jinja2
+    from PIL import Image, ImageDraw
+
+    html_dir = work / "html"
+    html_dir.mkdir()
+    logo = Image.new("RGB", (600, 200), (30, 60, 120))
+    ImageDraw.Draw(logo).text((40, 80), "ACME", fill="white")
+    logo.save(html_dir / "logo.png")
+    template = jinja2.Environment(autoescape=True).from_string(INVOICE_TEMPLATE)
+    (html_dir / "invoice.html").write_text(template.render(invoice_record(1, 60)), encoding="utf-8")
+    (html_dir / "template.html").write_text(INVOICE_TEMPLATE, encoding="utf-8")
+    records = [invoice_record(n, 6 + n % 10) for n in range(1, invoices + 1)]
+    (html_dir / "records.json").write_text(json.dumps(records), encoding="utf-8")
+    one_by_one = work / "html-each"
+    one_by_one.mkdir()
+    (one_by_one / "logo.png").write_bytes((html_dir / "logo.png").read_bytes())
+    for n, record in enumerate(records, start=1):
+        (one_by_one / f"invoice-{n}.html").write_text(template.render(record), encoding="utf-8")
+    parts = [
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Annual report</title><style>'
+        '@page { size: A4; margin: 20mm; @top-center { content: "ACME annual report"; font: 8pt sans-serif }'
+        ' @bottom-right { content: "page " counter(page) " of " counter(pages); font: 8pt sans-serif } }'
+        "body { font: 10pt/1.4 serif } h2 { break-before: page } table { width: 100%; border-collapse: collapse }"
+        "thead { display: table-header-group } th { background: #dde } td, th { border: 0.5pt solid #aaa; padding: 2pt }"
+        "img { width: 120mm; display: block; margin: 4mm auto }</style></head><body><h1>Annual report</h1>"
+    ]
+    for chapter in range(1, 26):
+        chart = Image.new("RGB", (800, 400), "white")
+        draw = ImageDraw.Draw(chart)
+        for bar in range(12):
+            height = 40 + (chapter * 37 + bar * 53) % 320
+            draw.rectangle((30 + bar * 62, 380 - height, 70 + bar * 62, 380), fill=(40 + bar * 15, 90, 160))
+        chart.save(html_dir / f"chart-{chapter}.png")
+        parts.append(f"<h2>Chapter {chapter}: {WORDS[chapter % len(WORDS)]}</h2>")
+        for p in range(3):
+            parts.append("<p>" + " ".join(WORDS[(chapter + p + k) % len(WORDS)] for k in range(80)) + "</p>")
+        parts.append(f'<img src="chart-{chapter}.png" alt="Chart {chapter}">')
+        parts.append(
+            "<table><thead><tr><th>Region</th><th>Q1</th><th>Q2</th><th>Q3</th><th>Q4</th></tr></thead><tbody>"
+        )
+        for row in range(30):
+            cells = "".join(f"<td>{(chapter * row * q) % 997}.{q}0</td>" for q in range(1, 5))
+            parts.append(f"<tr><td>{WORDS[(row + chapter) % len(WORDS)]} {row}</td>{cells}</tr>")
+        parts.append("</tbody></table>")
+    parts.append("</body></html>")
+    (html_dir / "report.html").write_text("".join(parts), encoding="utf-8")
+    for name in ("invoice.html", "report.html"):
+        (one_by_one / name).write_text((html_dir / name).read_text(encoding="utf-8"), encoding="utf-8")
+    for chart in html_dir.glob("chart-*.png"):
+        (one_by_one / chart.name).write_bytes(chart.read_bytes())
+
+
+#: Chromium as Gotenberg runs it (headless, no sandbox as root, no header or footer), and sealed:
+#: every host name resolves to nothing and any connection would go to a dead local proxy.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-pdf-header-footer",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-breakpad",
+    "--proxy-server=127.0.0.1:9",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+)
+
+
+def _chromium(sources: list[Path], out: Path) -> int:
+    """Each HTML file through a fresh headless Chromium with --print-to-pdf, one after another."""
+    import shutil
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        raise SystemExit("chromium is not installed (Debian: apt-get install chromium)")
+    pages = 0
+    for source in sources:
+        target = out / (source.stem + ".pdf")
+        profile = out / "profile"
+        subprocess.run(
+            [
+                binary,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                f"--print-to-pdf={target}",
+                source.as_uri(),
+            ],
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
+        pages += _pages(target)
+    return pages
+
+
 # -- cases (each run in a child process) -----------------------------------------------------
 
 
@@ -154,6 +301,33 @@ def case(name: str, work: Path, arg: int) -> dict[str, Any]:
             [InputFile(source, "doc.txt", "text/plain")], out, TextPdfOptions(), limits=limits
         )
         units = _pages(output.path)
+    elif name in ("html_invoice", "html_report"):
+        from exporters.html import HtmlPdfOptions, html_to_pdf
+
+        html_dir = work / "html"
+        source = html_dir / ("invoice.html" if name == "html_invoice" else "report.html")
+        companions = [InputFile(p, p.name, "image/png") for p in sorted(html_dir.glob("*.png"))]
+        (output,) = html_to_pdf(
+            [InputFile(source, source.name, "text/html"), *companions], out, HtmlPdfOptions(), limits=limits
+        )
+        units = output.details["pages"]
+    elif name == "html_invoices":
+        from exporters.html import HtmlPdfOptions, html_to_pdf
+
+        html_dir = work / "html"
+        inputs = [
+            InputFile(html_dir / "template.html", "invoice.html", "text/html"),
+            InputFile(html_dir / "records.json", "records.json", "application/json"),
+            InputFile(html_dir / "logo.png", "logo.png", "image/png"),
+        ]
+        options = HtmlPdfOptions(template=True, per_record=True, name_field="number")
+        outputs = html_to_pdf(inputs, out, options, limits=limits)
+        units = sum(o.details["pages"] for o in outputs)
+    elif name in ("chromium_invoice", "chromium_report"):
+        source = work / "html-each" / ("invoice.html" if name == "chromium_invoice" else "report.html")
+        units = _chromium([source], out)
+    elif name == "chromium_invoices":
+        units = _chromium([work / "html-each" / f"invoice-{n}.html" for n in range(1, arg + 1)], out)
     else:
         raise SystemExit(f"unknown case {name}")
     seconds = time.perf_counter() - started
@@ -265,6 +439,37 @@ def run(name: str, work: Path, arg: int = 0) -> dict[str, Any]:
     return figures
 
 
+def run_sampled(name: str, work: Path, arg: int = 0) -> dict[str, Any]:
+    """run(), with the peak of the summed PSS of the case's process tree, sampled every 50 ms."""
+    import psutil
+
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--case", name, "--work", str(work), "--arg", str(arg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    peak = 0
+    root = psutil.Process(process.pid)
+    while process.poll() is None:
+        total = 0
+        try:
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            break
+        for member in tree:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                total += member.memory_full_info().pss
+        peak = max(peak, total)
+        time.sleep(0.05)
+    stdout, stderr = process.communicate()
+    if process.returncode != 0:
+        raise SystemExit(f"case {name} failed:\n{stderr}")
+    figures: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    figures["peak_mb"] = peak / 2**20
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -274,9 +479,21 @@ def main() -> None:
     parser.add_argument("--case")
     parser.add_argument("--work", type=Path)
     parser.add_argument("--arg", type=int, default=0)
+    parser.add_argument("--only", choices=("html",), help="run only the HTML cases")
+    parser.add_argument("--invoices", type=int, default=1000)
+    parser.add_argument(
+        "--chromium-invoices",
+        type=int,
+        default=None,
+        help="how many of them Chromium renders (all by default)",
+    )
     args = parser.parse_args()
     if args.case:
         print(json.dumps(case(args.case, args.work, args.arg)))
+        return
+    if args.only == "html":
+        with tempfile.TemporaryDirectory(prefix="exportd-bench-html-") as tmp:
+            html_cases(Path(tmp), args.invoices, args.chromium_invoices or args.invoices)
         return
 
     with tempfile.TemporaryDirectory(prefix="exportd-bench-docs-") as tmp:
@@ -350,6 +567,47 @@ def main() -> None:
         rate = line("exportd.markdown (Platypus)", run("markdown_pdf", work), "pages")
         base_rate = line("same file as plain text (exportd.text)", run("markdown_as_text", work), "pages")
         print(f"  -> {rate / base_rate:.2f}x the pages per second of plain text")
+
+        html_cases(work, args.invoices, args.chromium_invoices or args.invoices)
+
+
+def html_cases(work: Path, invoices: int, chromium_invoices: int) -> None:
+    """HTML -> PDF beside Chromium's --print-to-pdf on the same HTML, in this run."""
+    make_html_inputs(work, invoices)
+
+    def line(label: str, figures: dict[str, Any], documents: int) -> float:
+        rate = figures["units"] / figures["seconds"]
+        print(f"  {label:<44} {documents:>5} docs {figures['units']:>6} pages {figures['seconds']:8.2f} s "
+              f"{rate:7.1f} pages/s  peak {figures['peak_mb']:7.1f} MB")  # fmt: skip
+        return rate
+
+    for title, ours_case, theirs_case in (
+        ("HTML -> PDF: a 2-page invoice", "html_invoice", "chromium_invoice"),
+        ("HTML -> PDF: a 50-page report with tables and images", "html_report", "chromium_report"),
+    ):
+        print(title)
+        ours = run_sampled(ours_case, work)
+        theirs = run_sampled(theirs_case, work)
+        line("exportd (WeasyPrint)", ours, 1)
+        line("Chromium --print-to-pdf", theirs, 1)
+        print(f"  -> {theirs['seconds'] / ours['seconds']:.2f}x Chromium's speed, "
+              f"{ours['peak_mb'] / theirs['peak_mb']:.2f}x its peak memory")  # fmt: skip
+
+    print(f"HTML -> PDF: {invoices:,} invoices from one template and a JSON array")
+    ours = run_sampled("html_invoices", work)
+    theirs = run_sampled("chromium_invoices", work, chromium_invoices)
+    line("exportd, one export (template, per_record)", ours, invoices)
+    line("Chromium, one --print-to-pdf per invoice", theirs, chromium_invoices)
+    per_doc_ours = ours["seconds"] / invoices
+    per_doc_theirs = theirs["seconds"] / chromium_invoices
+    speed = per_doc_theirs / per_doc_ours
+    memory = ours["peak_mb"] / theirs["peak_mb"]
+    scope = (
+        "" if chromium_invoices == invoices else f" (Chromium timed on {chromium_invoices:,}, per document)"
+    )
+    print(f"  -> {speed:.2f}x Chromium's documents per second{scope}, {memory:.2f}x its peak memory")
+    print(f"  goal (at least as fast, at most 0.20x the memory): speed {'met' if speed >= 1 else 'NOT met'}, "
+          f"memory {'met' if memory <= 0.2 else 'NOT met'}")  # fmt: skip
 
 
 if __name__ == "__main__":

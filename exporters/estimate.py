@@ -78,6 +78,13 @@ FACTORS: dict[str, float] = {
     "document": 4.0,
     # Markdown to PDF: × the input's bytes (typeset whole), capped by MARKDOWN_PAGE_BYTES × max_pages.
     "markdown": 400.0,
+    # HTML to PDF (WeasyPrint): bytes per element of one document (its start tags, counted), its box
+    # tree while it lays out; measured with exporters.typeset on tables: 20,000 elements, 96 pages,
+    # 305 MiB added (16,000 bytes each). Capped at typeset.MAX_ELEMENTS, which it refuses past.
+    "html_element": 16_500.0,
+    # A template's JSON data, parsed whole for the run: × its bytes (16 MiB of invoice records
+    # parsed to 78 MiB: 4.8).
+    "html_data": 5.0,
 }
 #: What one page of typeset Markdown holds until the document is built (27.7 MiB for 134 pages, above).
 MARKDOWN_PAGE_BYTES = 256 * 1024
@@ -206,6 +213,8 @@ def estimate_job(
     Reads headers only. Raises whatever reading a header raises (a damaged file: the caller lets
     the converter give its own error).
     """
+    if kind == "html":
+        return _html_estimate(inputs, options, max_frames=max_frames)
     best = 0
     basis = "nothing to decode"
     for item in inputs:
@@ -213,6 +222,44 @@ def estimate_job(
         if peak > best:
             best, basis = peak, why
     return Estimate(JOB_BASE_BYTES + best, basis)
+
+
+#: A template's data that one document of a per_record run shows, assumed (the records are not
+#: counted, which would mean parsing the data): a generous invoice.
+HTML_RECORD_BYTES = 64 * 1024
+#: Bytes of template data that make one element when rendered, assumed generously (`<td>{{ v }}</td>`).
+HTML_DATA_BYTES_PER_ELEMENT = 16
+#: WeasyPrint, Pango and the fonts' configuration, loaded by a process's first HTML job (measured:
+#: 30 MiB for the import alone; a 12,000-element table added 206 MiB in all, 17 MiB above its elements).
+HTML_ENGINE_BYTES = 40 * MiB
+
+
+def _html_estimate(
+    inputs: Sequence[EstimateInput], options: Mapping[str, Any], *, max_frames: int
+) -> Estimate:
+    """HTML to PDF: one document's box tree, the pictures it shows and the template's data, all at once."""
+    from exporters.typeset import CSS_TYPE, HTML_TYPE, MAX_ELEMENTS, count_elements
+
+    elements = 0
+    pictures = 0
+    data_bytes = 0
+    for item in inputs:
+        if item.content_type == HTML_TYPE:
+            with item.open() as file:
+                elements = max(elements, count_elements(file.read().decode("latin-1")))
+        elif item.content_type.startswith("image/"):
+            with item.open() as file:
+                header = image_header(file, kept_frames=False, max_frames=max_frames)
+            pictures += math.ceil(header.decoded_bytes * FACTORS["image"])
+        elif item.content_type != CSS_TYPE and not item.content_type.startswith("font/"):
+            data_bytes += item.size
+    if options.get("template"):
+        shown = min(data_bytes, HTML_RECORD_BYTES) if options.get("per_record") else data_bytes
+        elements += shown // HTML_DATA_BYTES_PER_ELEMENT
+    elements = min(elements, MAX_ELEMENTS)  # the typesetter refuses a document past it
+    data = data_bytes * FACTORS["html_data"] if options.get("template") else 0
+    peak = math.ceil(HTML_ENGINE_BYTES + elements * FACTORS["html_element"] + pictures + data)
+    return Estimate(JOB_BASE_BYTES + peak, f"{elements:,} HTML elements")
 
 
 def _input_peak(

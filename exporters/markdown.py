@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,12 @@ class MarkdownPdfOptions:
         None, 'Text at the bottom of every page; "{page}" and "{pages}" become the page number and count.'
     )
     page_numbers: bool = option(True, 'Print "page N of M" at the bottom right of every page.')
+    engine: str = option(
+        "reportlab",
+        "reportlab: the built-in typesetter. html: Markdown made HTML and typeset with print CSS like "
+        "HTML exports, styled further by any .css input of the same export (a user stylesheet).",
+        choices=("reportlab", "html"),
+    )
 
 
 def markdown_to_pdf(
@@ -147,6 +154,10 @@ def markdown_to_pdf(
     Raises UnsupportedConversion (no Markdown input), CorruptInput (not UTF-8), InputTooLarge (more
     than limits.max_pages pages, pictures over the pixel limit), InvalidOptions.
     """
+    if options.engine == "html":
+        return _markdown_via_html(inputs, out_dir, options, limits=limits)
+    if any(s.content_type == "text/css" or s.content_type.startswith("font/") for s in inputs):
+        raise InvalidOptions('stylesheets and fonts style Markdown only with engine: "html"')
     documents = [s for s in inputs if not s.content_type.startswith("image/")]
     pictures = {s.filename.rsplit("/", 1)[-1]: s for s in inputs if s.content_type.startswith("image/")}
     if not documents:
@@ -590,3 +601,95 @@ def _build(
 def _one_line(text: str) -> str:
     """A header or footer as one line (drawn with drawString: never parsed as markup)."""
     return " ".join(text.split())
+
+
+# -- engine "html": Markdown as HTML, typeset with print CSS ----------------------------------------
+
+_FONT_FACES = {  # the bundled DejaVu faces, so the output is the same wherever it is made
+    ("normal", "normal"): "DejaVuSans.ttf",
+    ("bold", "normal"): "DejaVuSans-Bold.ttf",
+    ("normal", "italic"): "DejaVuSans-Oblique.ttf",
+    ("bold", "italic"): "DejaVuSans-BoldOblique.ttf",
+}
+
+
+def _css_string(text: str) -> str:
+    """A CSS string literal of `text`: quotes, backslashes and line breaks escaped."""
+    return '"' + "".join(f"\\{ord(c):x} " if c in '"\\\n\r' else c for c in text) + '"'
+
+
+def _markdown_via_html(
+    inputs: Sequence[InputFile], out_dir: Path, options: MarkdownPdfOptions, *, limits: Limits
+) -> list[OutputFile]:
+    """markdown_to_pdf with `engine: "html"`: the same inputs, options and errors, typeset by WeasyPrint."""
+    from exporters.typeset import CSS_TYPE, PageOptions, Typesetter
+
+    documents = [s for s in inputs if s.content_type == MARKDOWN_TYPE or s.content_type == "text/plain"]
+    if not documents:
+        raise UnsupportedConversion("a Markdown export needs a Markdown file; none of the inputs is one")
+    user_css = [s.path.read_bytes().decode("utf-8", "replace") for s in inputs if s.content_type == CSS_TYPE]
+    fonts = [
+        InputFile(_FONT_DIR / file, f"exportd-{file}", "font/ttf")
+        for file in sorted(set(_FONT_FACES.values()))
+    ]
+    faces = "".join(
+        f'@font-face {{ font-family: exportd-sans; font-weight: {weight}; font-style: {style}; src: url("exportd-{file}") }}'
+        for (weight, style), file in _FONT_FACES.items()
+    )
+    width, height = PAGE_SIZES[options.page_size]
+    if options.orientation == "landscape":
+        width, height = height, width
+    size = options.font_size
+    margin_boxes = ""
+    if options.header:
+        margin_boxes += f"@top-center {{ content: {_css_string(options.header)} }}"
+    if options.footer:
+        parts = re.split(r"(\{page\}|\{pages\})", options.footer)
+        content = " ".join(
+            "counter(page)" if p == "{page}" else "counter(pages)" if p == "{pages}" else _css_string(p)
+            for p in parts
+            if p
+        )
+        margin_boxes += f"@bottom-center {{ content: {content} }}"
+    if options.page_numbers:
+        margin_boxes += '@bottom-right { content: "page " counter(page) " of " counter(pages) }'
+    stylesheet = (
+        f"{faces}"
+        f"@page {{ size: {width:.2f}pt {height:.2f}pt; margin: {options.margin_mm:g}mm;"
+        f" font: {size * 0.8:.1f}pt exportd-sans; color: #555; {margin_boxes} }}"
+        f"body {{ font: {size:g}pt/1.4 exportd-sans; }}"
+        "h1, h2, h3, h4, h5, h6 { break-after: avoid; line-height: 1.25 }"
+        "pre, code { font-family: monospace; font-size: 0.85em } pre { white-space: pre-wrap; background: #f4f4f4; padding: 6pt }"
+        "table { border-collapse: collapse } th, td { border: 0.5pt solid #999; padding: 2pt 4pt }"
+        "thead { display: table-header-group } img { max-width: 100% } blockquote { color: #444; border-left: 2pt solid #ccc; padding-left: 8pt; margin-left: 0 }"
+    )
+    companions = [s for s in inputs if s not in documents] + fonts
+    typesetter = Typesetter(
+        companions=companions,
+        options=PageOptions(title=options.title),
+        limits=limits,
+        stylesheets=[stylesheet, *user_css],
+    )
+    parser = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+    names = UniqueNames()
+    outputs: list[OutputFile] = []
+    for source in documents:
+        data = source.path.read_bytes()
+        encoding = detect_encoding(data)
+        if encoding is None:
+            raise CorruptInput(f"{describe(source)} is not text in any encoding this service reads")
+        tokens = parser.parse(data.decode(encoding, "replace"))
+        heading = next(
+            (tokens[i + 1].content for i, t in enumerate(tokens[:-1]) if t.type == "heading_open"), None
+        )
+        title = options.title if options.title is not None else heading
+        head = f"<title>{escape(title)}</title>" if title else ""
+        if options.author:
+            head += f'<meta name="author" content="{escape(options.author, {chr(34): "&quot;"})}">'
+        html = f"<!DOCTYPE html><html><head><meta charset='utf-8'>{head}</head><body>{parser.renderer.render(tokens, parser.options, {})}</body></html>"
+        name = names.add(source.filename, "pdf", fallback="document")
+        result = typesetter.typeset(html, out_dir / name, what=describe(source))
+        outputs.append(
+            OutputFile(out_dir / name, name, "application/pdf", {"pages": result.pages, **result.details})
+        )
+    return outputs

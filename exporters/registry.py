@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from exporters import archive, contact, images, markdown, office, pdf, pdfdocs, tables, text
+from exporters import archive, contact, html, images, markdown, office, pdf, pdfdocs, tables, text, typeset
 from exporters.base import Converter, Limits, UnsupportedConversion, UnsupportedInput, describe_options
 
 #: What each accepted media type is, for choosing a conversion.
@@ -28,6 +28,10 @@ KIND_OF_CONTENT_TYPE: dict[str, str] = {
     tables.TSV_TYPE: "table",
     tables.JSON_TYPE: "table",
     "application/pdf": "pdf",
+    # HTML pages, and what they link to: stylesheets and fonts join them (or Markdown) as companions.
+    typeset.HTML_TYPE: "html",
+    typeset.CSS_TYPE: "stylesheet",
+    **{content_type: "font" for content_type in sorted(set(typeset.FONT_TYPES.values()))},
     # Office documents: converted only by worker pools that have LibreOffice (their capabilities).
     **{content_type: "office" for content_type in office.OFFICE_TYPES},
 }
@@ -101,7 +105,14 @@ CONVERSIONS: tuple[Conversion, ...] = (
                "(Latin, Cyrillic, Greek)."),
     Conversion("markdown", "pdf", markdown.markdown_to_pdf, markdown.MarkdownPdfOptions, "one_per_input",
                "Markdown (.md) as a typeset PDF: headings with bookmarks, lists, tables, code, quotes, and "
-               "pictures that are other inputs of the same export.", companions=("image",)),
+               "pictures that are other inputs of the same export.", companions=("image", "stylesheet", "font")),
+    Conversion("html", "pdf", html.html_to_pdf, html.HtmlPdfOptions, "one_per_input",
+               "HTML and CSS typeset as a PDF with print CSS (@page size, margins, running headers and footers, "
+               "page counters, page breaks, repeated table headers). Relative URLs (images, stylesheets, fonts) "
+               "name other inputs of the same export by file name; nothing else is fetched (no network, no "
+               "file://), and references left unresolved are listed in the output's details. Scripts are not "
+               "run. With template: true, the HTML is a Jinja2 template filled with a JSON input (one PDF, or "
+               "one per record).", companions=("image", "stylesheet", "font", "table", "text"), needs=("pango",)),
     Conversion("table", "pdf", tables.table_to_pdf, tables.TablePdfOptions, "one_per_input",
                "Each CSV, TSV or JSON table as a PDF table: header on every page, columns fitted, long "
                "cells wrapped."),
@@ -150,6 +161,7 @@ _ACCEPTED = "; ".join(
         "photos (JPEG, PNG, GIF, WebP, TIFF, BMP, AVIF" + (", HEIC" if images.HEIF_READS else "") + ")",
         "text (UTF-8 or a common code page)",
         "Markdown (.md)",
+        "HTML (.html, with its stylesheets and fonts)",
         "tables (.csv, .tsv, JSON arrays of objects)",
         "PDF",
         "Office documents (DOCX, XLSX, PPTX, ODT, ODS, ODP, RTF, DOC, XLS, PPT)",
@@ -191,7 +203,13 @@ def find(content_types: Sequence[str], target: str) -> Conversion:
 
 def probe_capabilities() -> dict[str, bool]:
     """What this process can run, probed now (a worker pool publishes it; the API never probes)."""
-    return {"office": office.find_soffice() is not None}
+    import ctypes.util
+
+    return {
+        "office": office.find_soffice() is not None,
+        # WeasyPrint lays HTML out with Pango, a system library (libpango-1.0-0).
+        "pango": ctypes.util.find_library("pango-1.0") is not None,
+    }
 
 
 def describe(*, limits: Limits) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from exporters.charsets import detect_encoding, is_binary
 from exporters.markdown import sniff_markdown
 from exporters.office import sniff_office
 from exporters.tables import sniff_table
+from exporters.typeset import sniff_web
 
 # How much of the head `sniff` looks at: Office documents name their parts in the first few KB.
 SNIFF_BYTES = 64 * 1024
@@ -166,6 +167,10 @@ def sniff(head: bytes, *, complete: bool = False, filename: str = "", path: Path
     table = sniff_table(head, filename)  # before text: CSV exports are often not UTF-8
     if table:
         return table
-    if head and not is_binary(head) and detect_encoding(head, complete=complete) is not None:
+    web = sniff_web(head, filename)  # fonts by their bytes; HTML and CSS only when they are text
+    is_text = bool(head) and not is_binary(head) and detect_encoding(head, complete=complete) is not None
+    if web and (web.startswith("font/") or is_text):
+        return web
+    if is_text:
         return sniff_markdown(filename) or "text/plain"
     return OCTET_STREAM

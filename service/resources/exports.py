@@ -25,7 +25,7 @@ from storage.signing import Signer
 log = logging.getLogger("exportd.api")
 
 #: What a worker capability is, in words (conversion_unavailable's sentence).
-NEED_NAMES = {"office": "LibreOffice"}
+NEED_NAMES = {"office": "LibreOffice", "pango": "Pango, for HTML layout"}
 
 
 def _iso(ts: float | None) -> str | None:

@@ -89,7 +89,7 @@ def live_pool(redis_client: redis.Redis, namespace: str) -> Any:
 
 @pytest.fixture
 def api(settings: Settings, records: Records, storage: LocalStorage, redis_client: redis.Redis,
-        namespace: str) -> Iterator[Api]:  # fmt: skip
+        namespace: str, live_pool: Any) -> Iterator[Api]:  # fmt: skip
     broker = build_broker(redis_client, namespace=namespace, heartbeat_timeout_ms=30_000,
                           extra_middleware=[JobOutcomes(lambda: records, frozenset(ACTOR_OF_QUEUE.values()))])  # fmt: skip
     task = ExportTask(records=records, storage=storage, limits=limits_from(settings),
