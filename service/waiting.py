@@ -48,6 +48,7 @@ class JobWaiter:
         self._lock = threading.Lock()
         self._waiting: dict[str, set[threading.Event]] = {}
         self._subscribed = threading.Event()
+        self._connecting = False  # the first subscription is being made: requests wait for it
         self._thread: threading.Thread | None = None
         self._stopping = False
         _WAITERS.add(self)
@@ -64,9 +65,10 @@ class JobWaiter:
         Read the job's record inside the block, after this: a finish published in between still
         sets the event, so it is never missed.
         """
-        # Only the request that starts the subscription waits for it to be in place; while it is
-        # down later on, requests are answered at once.
-        if not self._subscribed.wait(SUBSCRIBE_TIMEOUT_S if self._start() else 0):
+        # Requests wait for the subscription to be in place while it is being made (the one that
+        # starts it, and any arriving meanwhile); while it is down later on, they are answered at once.
+        started = self._start()
+        if not self._subscribed.wait(SUBSCRIBE_TIMEOUT_S if started or self._connecting else 0):
             yield None
             return
         event = threading.Event()
@@ -92,6 +94,7 @@ class JobWaiter:
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return False
+            self._connecting = True  # until the first subscription is confirmed or fails
             self._thread = threading.Thread(target=self._listen, name="exportd-job-waiter", daemon=True)
             self._thread.start()
             return True
@@ -120,9 +123,11 @@ class JobWaiter:
                         continue
                     if message["type"] == "subscribe":  # Redis confirmed it: no finish is missed from here
                         self._subscribed.set()
+                        self._connecting = False
                     elif message["type"] == "message":
                         self._wake(message["data"].decode("ascii", "replace"))
             except Exception as exc:  # Redis went away, or its client was closed: subscribe again
+                self._connecting = False
                 self._subscribed.clear()
                 self._wake_all()
                 log.warning("job finish subscription lost; subscribing again", extra={"error": str(exc)})

@@ -931,3 +931,33 @@ def test_a_queue_scaled_to_zero_keeps_taking_jobs_once_a_pool_has_served_it(
     assert not Availability(redis_client, f"{namespace}-never", scale_from_zero=["office"]).can_run(
         "office", ()
     )
+
+
+class _SlowToSubscribe(redis.Redis):
+    """A real Redis client whose subscriptions take half a second to start, as on a loaded server."""
+
+    def pubsub(self, **kwargs: Any) -> Any:
+        time.sleep(0.5)
+        return super().pubsub(**kwargs)
+
+
+def test_requests_arriving_while_the_first_subscription_is_made_wait_for_it(
+    redis_url: str, records: Records
+) -> None:
+    """Only a subscription that was up and broke answers requests at once; one being made is waited for
+    (requests arriving together at a fresh process were answered 'queued' at once)."""
+    from service.waiting import JobWaiter
+
+    waiter = JobWaiter(_SlowToSubscribe.from_url(redis_url), records.finished_channel, max_waiting=10)
+    got: dict[str, Any] = {}
+
+    def watch(name: str) -> None:
+        with waiter.watch(f"job-{name}") as event:
+            got[name] = event
+
+    first = threading.Thread(target=watch, args=("first",))
+    first.start()
+    time.sleep(0.1)  # the subscription is being made
+    watch("second")
+    first.join(10)
+    assert got["first"] is not None and got["second"] is not None
