@@ -15,7 +15,7 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import falcon
 import falcon.inspect
@@ -519,6 +519,8 @@ def build_document(app: falcon.App[Any, Any], *, limits: Limits, base_url: str) 
 
 class OpenApi:
     """The document, built from the app on the first request (every route is in place by then)."""
+
+    scopes: ClassVar[dict[str, str]] = {"GET": ""}  # any valid key (service.auth.ANY)
 
     def __init__(self, app: falcon.App[Any, Any], *, limits: Limits, base_url: str) -> None:
         self._app = app

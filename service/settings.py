@@ -89,6 +89,23 @@ class Settings:
     # Most pixels across all decoded frames of one input (width × height × frames).
     max_total_pixels: int = 500_000_000
 
+    # -- tenants ---------------------------------------------------------------------------------
+    # "keys": every /v1/ route but the signed links needs an API key; "disabled": none does, all
+    # callers are one tenant "default" (production then logs a warning at start).
+    auth: str = "keys"
+    # API keys from a Secret, as "TENANT:SCOPE+SCOPE:KEY" entries separated by commas; KEY is the
+    # key (exk_...) or its hash ("sha256:<hex>"). Keys made by `exportd keys create` live in Redis.
+    api_keys: str = field(default="", repr=False)
+    # Default quotas of a tenant (`exportd tenants set` overrides them per tenant): requests per
+    # second on /v1/ routes (a token bucket shared by every API process, bursts of one second),
+    tenant_requests_per_second: int = 50
+    # jobs queued or running at once (a submit past it is refused with 429),
+    tenant_max_queued: int = 1000
+    # jobs dispatched to the workers at once (the rest wait their turn: fair scheduling),
+    tenant_max_running: int = 8
+    # and bytes uploaded per UTC day.
+    tenant_upload_bytes_per_day: int = 10 * 1024**3
+
     # -- jobs and workers ----------------------------------------------------------------------
     # How long job and upload records stay in Redis; download links never outlive it.
     retention_s: int = 7 * 24 * 3600
@@ -133,8 +150,8 @@ class Settings:
         return self.env == "development"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Settings from EXPORTD_* variables. Raises ConfigError."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, links: bool = True) -> Settings:
+        """Settings from EXPORTD_* variables (`links=False`: for commands that sign none). Raises ConfigError."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
@@ -144,7 +161,7 @@ class Settings:
             values[f.name] = _parse(f.name, f.type, raw)
         settings = cls(**values)
         settings.validate()
-        if not settings.signing_keys:
+        if not settings.signing_keys and links:
             if not settings.development:
                 raise ConfigError(
                     "EXPORTD_SIGNING_KEYS is not set. Outside development mode exportd needs a signing "
@@ -162,6 +179,14 @@ class Settings:
             raise ConfigError(f"EXPORTD_STORAGE must be local or s3, not {self.storage!r}")
         if self.storage == "s3" and not self.s3_bucket:
             raise ConfigError("EXPORTD_S3_BUCKET is required when EXPORTD_STORAGE=s3")
+        if self.auth not in ("keys", "disabled"):
+            raise ConfigError(f"EXPORTD_AUTH must be keys or disabled, not {self.auth!r}")
+        from storage.keys import InvalidKeySpec, parse_configured_keys
+
+        try:
+            parse_configured_keys(self.api_keys)
+        except InvalidKeySpec as exc:
+            raise ConfigError(f"EXPORTD_API_KEYS: {exc}") from None
         if self.s3_addressing_style not in ("auto", "path", "virtual"):
             raise ConfigError("EXPORTD_S3_ADDRESSING_STYLE must be auto, path or virtual")
         unknown = set(self.queues) - set(QUEUES)
@@ -170,7 +195,9 @@ class Settings:
         for name in ("port", "link_ttl_s", "max_upload_bytes", "max_inputs", "retention_s", "max_frames",
                      "max_json_bytes", "max_output_side_px",
                      "max_total_pixels", "max_table_pages", "job_time_limit_s", "worker_processes", "worker_threads", "worker_poll_ms",
-                     "api_processes", "api_threads", "sweep_interval_s", "sweep_grace_s"):  # fmt: skip
+                     "api_processes", "api_threads", "sweep_interval_s", "sweep_grace_s",
+                     "tenant_requests_per_second", "tenant_max_queued", "tenant_max_running",
+                     "tenant_upload_bytes_per_day"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
         if not 0 <= self.worker_metrics_port <= 65535:
