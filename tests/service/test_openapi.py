@@ -18,18 +18,18 @@ from service.openapi import OPERATIONS, options_schema_name, problem_codes, undo
 from service.settings import Settings, parse_signing_keys
 from storage.jobs import Records
 from storage.local import LocalStorage
-from tests.conftest import TEST_KEYS
+from tests.conftest import AUTH, TEST_API_KEYS, TEST_KEYS
 
 
 @pytest.fixture
 def app(tmp_path: Path, records: Records, storage: LocalStorage) -> falcon.App[Any, Any]:
-    settings = Settings(signing_keys=parse_signing_keys(TEST_KEYS), data_dir=tmp_path,
+    settings = Settings(signing_keys=parse_signing_keys(TEST_KEYS), data_dir=tmp_path, api_keys=TEST_API_KEYS,
                         public_url="http://exportd.test")  # fmt: skip
     return create_app(settings, records=records, storage=storage, enqueue=lambda job_id, queue: None)
 
 
 def _document(app: falcon.App[Any, Any]) -> dict[str, Any]:
-    result = falcon.testing.TestClient(app).simulate_get("/v1/openapi.json")
+    result = falcon.testing.TestClient(app, headers=AUTH).simulate_get("/v1/openapi.json")
     assert result.status_code == 200 and result.headers["content-type"] == "application/json"
     return dict(result.json)
 
@@ -90,7 +90,10 @@ def test_option_bounds_follow_the_service_limits(
     tmp_path: Path, records: Records, storage: LocalStorage
 ) -> None:
     settings = Settings(
-        signing_keys=parse_signing_keys(TEST_KEYS), data_dir=tmp_path, max_output_side_px=1234
+        signing_keys=parse_signing_keys(TEST_KEYS),
+        data_dir=tmp_path,
+        max_output_side_px=1234,
+        api_keys=TEST_API_KEYS,
     )
     document = _document(create_app(settings, records=records, storage=storage, enqueue=lambda j, q: None))
     width = document["components"]["schemas"]["image_to_webp_Options"]["properties"]["width"]
@@ -109,7 +112,7 @@ def test_problem_codes_come_from_the_error_table(app: falcon.App[Any, Any]) -> N
 
 
 def test_the_page_is_served_with_a_strict_policy(app: falcon.App[Any, Any]) -> None:
-    client = falcon.testing.TestClient(app)
+    client = falcon.testing.TestClient(app, headers=AUTH)
     page = client.simulate_get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     csp = page.headers["content-security-policy"]
