@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from storage.jobs import Records
-from tests.conftest import TEST_KEYS
+from tests.conftest import AUTH, TEST_API_KEYS, TEST_KEYS
 from tests.helpers import free_port, jpeg_bytes, multipart
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,9 @@ class Server:
     def call(self, method: str, path: str, body: bytes | None = None, ctype: str = "") -> tuple[int, Any]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         try:
-            conn.request(method, path, body=body, headers={"Content-Type": ctype} if ctype else {})
+            conn.request(
+                method, path, body=body, headers={**AUTH, **({"Content-Type": ctype} if ctype else {})}
+            )
             resp = conn.getresponse()
             return resp.status, json.loads(resp.read())
         finally:
@@ -48,7 +50,8 @@ def server(tmp_path: Path, redis_url: str, namespace: str) -> Iterator[Server]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTD_")}
     env.update({"PYTHONPATH": str(ROOT), "EXPORTD_REDIS_URL": redis_url, "EXPORTD_REDIS_NAMESPACE": namespace,
                 "EXPORTD_DATA_DIR": str(tmp_path), "EXPORTD_PORT": str(port), "EXPORTD_API_PROCESSES": "1",
-                "EXPORTD_SIGNING_KEYS": TEST_KEYS, "EXPORTD_LOG_LEVEL": "WARNING"})  # fmt: skip
+                "EXPORTD_SIGNING_KEYS": TEST_KEYS, "EXPORTD_LOG_LEVEL": "WARNING",
+                "EXPORTD_API_KEYS": TEST_API_KEYS})  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
@@ -146,7 +149,7 @@ def _post_json_headers(
 ) -> tuple[int, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
-        conn.request("POST", "/v1/exports", body=body, headers={"Content-Type": "application/json", **headers},
+        conn.request("POST", "/v1/exports", body=body, headers={"Content-Type": "application/json", **AUTH, **headers},
                      **kwargs)  # fmt: skip
         resp = conn.getresponse()
         return resp.status, json.loads(resp.read())
@@ -159,6 +162,7 @@ def test_a_json_export_declaring_2_gb_is_refused_before_a_byte_of_it_is_sent(ser
     try:
         conn.putrequest("POST", "/v1/exports")
         conn.putheader("Content-Type", "application/json")
+        conn.putheader("Authorization", AUTH["Authorization"])
         conn.putheader("Content-Length", str(2 * 1024**3))
         conn.endheaders()  # and not one byte of the body
         resp = conn.getresponse()
