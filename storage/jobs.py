@@ -181,7 +181,8 @@ class JobEvent:
     code: str  # the error code of a failed job, "" otherwise
 
 
-def _text(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
+    """A Redis reply as text (clients may decode replies or not)."""
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -309,11 +310,13 @@ class Records:
         found: list[Job] = []
         offset = 0
         while len(found) <= limit:
-            batch = self.redis.zrevrangebyscore(index, top, "-inf", start=offset, num=200, withscores=True)
+            batch: Any = self.redis.zrevrangebyscore(
+                index, top, "-inf", start=offset, num=200, withscores=True
+            )
             if not batch:
                 break
             offset += len(batch)
-            members = [(m.decode(), s) for m, s in batch]
+            members = [(text(m), s) for m, s in batch]
             if after_id is not None:  # equal scores come in reverse order of id: skip up to the cursor's
                 members = [(m, s) for m, s in members if repr(s) != top or m < after_id]
             raws = self.redis.mget([self._job_key(m) for m, _ in members]) if members else []
@@ -361,9 +364,9 @@ class Records:
         )
         out = []
         for entry_id, fields in entries:
-            data = {_text(k): _text(v) for k, v in fields.items()}
+            data = {text(k): text(v) for k, v in fields.items()}
             out.append(
-                JobEvent(id=_text(entry_id), type=data["type"], job_id=data["job_id"], code=data["code"])
+                JobEvent(id=text(entry_id), type=data["type"], job_id=data["job_id"], code=data["code"])
             )
         return out
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import redis
 
+from storage.jobs import text
+
 PREFIX = "exk_"
 #: What a key lets its holder do, within its own tenant.
 SUBMIT, READ, ADMIN = "submit", "read", "admin"
@@ -125,7 +127,7 @@ class KeyStore:
 
     def list(self) -> list[ApiKey]:
         """Every stored key (never the key itself), oldest first."""
-        hashes = [h.decode() for h in self.redis.hvals(self._index)]
+        hashes = [text(h) for h in self.redis.hvals(self._index)]
         raws = self.redis.mget([self._record_key(h) for h in hashes]) if hashes else []
         found = [ApiKey(**{**json.loads(r), "scopes": tuple(json.loads(r)["scopes"])}) for r in raws if r]
         return sorted(found, key=lambda k: k.created_at)
@@ -135,7 +137,7 @@ class KeyStore:
         if digest is None:
             return False
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(self._record_key(digest.decode()))
+        pipe.delete(self._record_key(text(digest)))
         pipe.hdel(self._index, key_id)
         pipe.execute()
         return True

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 
-from storage.jobs import RecordNotFound, Records
+from storage.jobs import RecordNotFound, Records, text
 
 QUOTA_FIELDS = ("requests_per_second", "max_queued", "max_running", "upload_bytes_per_day")
 
@@ -151,7 +151,7 @@ class Tenants:
 
     def quotas(self, tenant: str) -> Quotas:
         raw = self.redis.hgetall(self._key(tenant, "quotas"))
-        stored = {k.decode(): int(v) for k, v in raw.items() if k.decode() in QUOTA_FIELDS}
+        stored = {text(k): int(v) for k, v in raw.items() if text(k) in QUOTA_FIELDS}
         return dataclasses.replace(self.defaults, **stored)
 
     def set_quotas(self, tenant: str, **values: int) -> Quotas:
@@ -199,13 +199,13 @@ class Tenants:
 
     def dispatch(self, tenant: str, job_id: str) -> bool:
         """True: queue the job's message now; False: it is held in the tenant's backlog."""
-        args = [job_id, self.defaults.max_running, tenant]
+        args: list[str | int] = [job_id, self.defaults.max_running, tenant]
         return bool(self._dispatch(keys=self._dispatch_keys(tenant), args=args))
 
     def release(self, tenant: str, job_id: str) -> list[str]:
         """The ended job leaves the dispatched set; returns the held jobs to queue now, in order."""
-        args = [job_id, self.defaults.max_running, tenant]
-        return [i.decode() for i in self._release(keys=self._dispatch_keys(tenant), args=args)]
+        args: list[str | int] = [job_id, self.defaults.max_running, tenant]
+        return [text(i) for i in self._release(keys=self._dispatch_keys(tenant), args=args)]
 
     def undispatch(self, tenant: str, job_id: str) -> None:
         """Forget a dispatched job whose submit was refused after all (its message never queued)."""
@@ -216,7 +216,7 @@ class Tenants:
         """Every job waiting in a backlog: open, with no message, and not lost."""
         held: set[str] = set()
         for tenant in self.redis.smembers(self._with_backlog):
-            held.update(i.decode() for i in self.redis.lrange(self._key(tenant.decode(), "backlog"), 0, -1))
+            held.update(text(i) for i in self.redis.lrange(self._key(text(tenant), "backlog"), 0, -1))
         return held
 
     def repair(self, enqueue: Callable[[str], None]) -> int:
@@ -224,9 +224,9 @@ class Tenants:
         (a worker that died between the two). Returns how many jobs were queued."""
         queued = 0
         for raw in self.redis.smembers(self._with_backlog):
-            tenant = raw.decode()
+            tenant = text(raw)
             for member in self.redis.smembers(self._key(tenant, "dispatched")):
-                job_id = member.decode()
+                job_id = text(member)
                 try:
                     gone = self.records.get_job(job_id).finished
                 except RecordNotFound:
