@@ -72,6 +72,12 @@ def test_run_starts_api_workers_and_redis_and_ctrl_c_stops_them_all(tmp_path: Pa
         for _ in range(8):  # every API process, on new connections too
             assert _get(base + "/readyz")["status"] == "ready"
 
+        # `exportd keys` finds the Redis of this run under var/ (no EXPORTD_REDIS_URL): the dev key is there.
+        listed = subprocess.run([sys.executable, "-m", "service.cli", "keys", "list"], env=env, cwd=ROOT,
+                                capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert listed.returncode == 0, listed.stderr
+        assert "\tdev\tsubmit+read+admin\t" in listed.stdout and key not in listed.stdout
+
         # A resize goes through libvips, which must not log a line per operation.
         body, ctype = multipart([("file", ("p.jpg", jpeg_bytes())), ("format", "jpeg"),
                                  ("options", '{"width": 200}')])  # fmt: skip
