@@ -193,11 +193,14 @@ def releaser(tenants: Tenants, broker: Any) -> Callable[[Job], None]:
     """What end_job calls when a job ends: its tenant's held jobs, released, get their messages."""
 
     def release(ended: Job) -> None:
-        for job_id in tenants.release(ended.tenant, ended.id):
-            try:
-                queue = tenants.records.get_job(job_id).queue
-            except RecordNotFound:
-                continue
-            enqueue_export(broker, job_id, queue if queue in ACTOR_OF_QUEUE else EXPORT_QUEUE)
+        freed = [ended.id]
+        while freed:
+            for job_id in tenants.release(ended.tenant, freed.pop()):
+                try:
+                    queue = tenants.records.get_job(job_id).queue
+                except RecordNotFound:  # held past its retention: its slot goes to the next one
+                    freed.append(job_id)
+                    continue
+                enqueue_export(broker, job_id, queue if queue in ACTOR_OF_QUEUE else EXPORT_QUEUE)
 
     return release

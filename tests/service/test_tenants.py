@@ -366,3 +366,19 @@ def test_the_sweeper_leaves_held_jobs_alone_and_releases_a_stalled_backlog(
     sweeper.sweep(now=later + 1)
     assert tenants.held_job_ids() == set()
     assert redis_client.hlen(f"{namespace}:dramatiq:exports.msgs") == 2  # first's sweep, then held's release
+
+
+def test_a_held_job_past_its_retention_passes_its_turn_to_the_next(
+    client: Any, records: Records, settings: Settings, redis_client: Any, namespace: str
+) -> None:
+    tenants = _tenants(records, settings)
+    tenants.set_quotas("a", max_running=1)
+    upload_id = _upload(client, KEY_A)
+    first, expired, third = (_export(client, KEY_A, upload_id).json["id"] for _ in range(3))
+    redis_client.delete(f"{namespace}:job:{expired}")
+    broker = build_broker(redis_client, namespace=namespace, heartbeat_timeout_ms=30_000)
+    releaser(tenants, broker)(records.finish_job(first))
+    queued = [m.decode() for m in redis_client.lrange(f"{namespace}:dramatiq:exports", 0, -1)]
+    messages = [json.loads(redis_client.hget(f"{namespace}:dramatiq:exports.msgs", m)) for m in queued]
+    assert [m["args"] for m in messages] == [[third]]
+    assert tenants.counts("a") == {"open": 2, "dispatched": 1, "held": 0}
