@@ -86,9 +86,10 @@ class Sweeper:
         candidates = self.records.open_job_ids(created_before=now - self.grace_s, limit=10_000)
         if not candidates:
             return SweepReport()
-        live = self._jobs_with_messages()
-        if self.tenants is not None:
-            live |= self.tenants.held_job_ids()  # waiting their turn in a backlog, on purpose
+        # Held jobs first, then messages: a job released in between is still seen, as held or by
+        # its message (the release queues it right after leaving the backlog).
+        held = self.tenants.held_job_ids() if self.tenants is not None else set()
+        live = self._jobs_with_messages() | held  # held: waiting their turn in a backlog, on purpose
         requeued = failed = 0
         for job_id in candidates:
             if job_id in live:

@@ -382,3 +382,27 @@ def test_a_held_job_past_its_retention_passes_its_turn_to_the_next(
     messages = [json.loads(redis_client.hget(f"{namespace}:dramatiq:exports.msgs", m)) for m in queued]
     assert [m["args"] for m in messages] == [[third]]
     assert tenants.counts("a") == {"open": 2, "dispatched": 1, "held": 0}
+
+
+def test_a_job_released_while_the_sweeper_looks_is_not_queued_twice(
+    client: Any, records: Records, settings: Settings, redis_client: Any, namespace: str
+) -> None:
+    tenants = _tenants(records, settings)
+    tenants.set_quotas("a", max_running=1)
+    upload_id = _upload(client, KEY_A)
+    first, held = (_export(client, KEY_A, upload_id).json["id"] for _ in range(2))
+    broker = build_broker(redis_client, namespace=namespace, heartbeat_timeout_ms=30_000)
+    enqueue_export(broker, first)  # the test app's enqueue kept the first's message: queue it for real
+
+    class Racing(Sweeper):
+        def _jobs_with_messages(self) -> set[str]:
+            seen = super()._jobs_with_messages()
+            # Right after the scan, the first ends and the held one is released with its message.
+            releaser(tenants, broker)(records.finish_job(first))
+            return seen
+
+    sweeper = Racing(records=records, broker=broker, actor_of_queue=ACTOR_OF_QUEUE, interval_s=0.01, grace_s=0,
+                     tenants=tenants)  # fmt: skip
+    sweeper.sweep(now=time.time() + 5)
+    assert records.get_job(held).sweeps == 0  # seen as held: not judged lost, not queued a second time
+    assert redis_client.llen(f"{namespace}:dramatiq:exports") == 2  # first's message, held's release
