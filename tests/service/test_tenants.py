@@ -26,6 +26,7 @@ from service.settings import Settings, parse_signing_keys
 from storage.jobs import Records
 from storage.keys import KeyStore, hash_key, parse_configured_keys
 from storage.local import LocalStorage
+from storage.retention import cleanup
 from storage.tenants import Tenants
 from tests.conftest import TEST_KEYS
 from tests.helpers import jpeg_bytes, multipart, png_bytes
@@ -406,3 +407,19 @@ def test_a_job_released_while_the_sweeper_looks_is_not_queued_twice(
     sweeper.sweep(now=time.time() + 5)
     assert records.get_job(held).sweeps == 0  # seen as held: not judged lost, not queued a second time
     assert redis_client.llen(f"{namespace}:dramatiq:exports") == 2  # first's message, held's release
+
+
+def test_revoking_a_tenants_keys_leaves_no_file_behind_cleanup(
+    client: Any, records: Records, storage: LocalStorage
+) -> None:
+    store = KeyStore(records.redis, namespace=records.namespace)
+    record, key = store.create("gone", ("submit", "read"))
+    upload_id = _upload(client, key)
+    assert _export(client, key, upload_id).status_code == 202
+    store.revoke(record.id)
+    assert storage.exists(f"uploads/{upload_id}")
+    # The job is open: its upload is kept. Once past the retention with the job ended, it goes.
+    (job,) = [j for j in records.list_jobs("gone")[0]]
+    records.finish_job(job.id)
+    report = cleanup(storage, records, retention_s=3600, now=time.time() + 3601)
+    assert report.deleted >= 1 and not storage.exists(f"uploads/{upload_id}")
