@@ -123,3 +123,31 @@ def test_the_page_is_served_with_a_strict_policy(app: falcon.App[Any, Any]) -> N
     assert client.simulate_get("/ui/app.js").headers["content-type"].startswith("text/javascript")
     missing = client.simulate_get("/ui/..%2Fapp.py")
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+
+
+def test_every_keyed_operation_documents_the_bearer_scheme_and_its_refusals(
+    app: falcon.App[Any, Any],
+) -> None:
+    document = _document(app)
+    assert document["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer", "description": document["components"]["securitySchemes"]["bearer"]["description"]
+    }  # fmt: skip
+    keyed = 0
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            if path.startswith("/v1/") and not path.startswith("/v1/files/"):
+                keyed += 1
+                assert operation["security"] == [{"bearer": []}], (method, path)
+                answers = operation["responses"]
+                assert {"401", "403", "429"} <= set(answers), (method, path)
+                assert "WWW-Authenticate" in answers["401"]["headers"]
+                assert {"Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} <= set(
+                    answers["429"]["headers"]
+                )
+                assert "`unauthorized`" in answers["401"]["description"]
+                assert "`rate_limited`" in answers["429"]["description"]
+                assert "`quota_exceeded`" in answers["429"]["description"]
+            else:
+                assert "security" not in operation and "401" not in operation["responses"], (method, path)
+    assert keyed >= 7
+    assert "get" in document["paths"]["/v1/exports"]
