@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from exporters.base import ConversionError, InputFile, Limits, parse_options, se
 from storage.base import ObjectNotFound, Storage
 from storage.jobs import Job, Output, RecordNotFound, Records
 from storage.sealing import Sealer, Unsealable, is_sealed
+from storage.tenants import Tenants
 
 EXPORT_ACTOR = "export"
 #: One actor per queue, all running ExportTask: a queue's workers, concurrency and time limit are
@@ -51,6 +53,7 @@ class ExportTask:
         work_dir: Path | None = None,
         time_limit_s: int | None = None,
         sealer: Sealer | None = None,
+        release: Callable[[Job], None] | None = None,
     ) -> None:
         self.records = records
         self.storage = storage
@@ -58,6 +61,7 @@ class ExportTask:
         self.work_dir = work_dir
         self.time_limit_s = time_limit_s  # named in time_limit_exceeded messages
         self.sealer = sealer  # unseals secret options (storage/sealing.py)
+        self.release = release  # queues the tenant's held jobs when one ends (storage/tenants.py)
 
     def __call__(self, job_id: str) -> None:
         ctx = {"job_id": job_id}
@@ -77,9 +81,11 @@ class ExportTask:
             with running.marked(job_id):
                 outputs = self._convert(job)
         except NOT_RETRIED as exc:
-            end_job(self.records, job, error=job_error(exc, time_limit_s=self.time_limit_s))
+            end_job(
+                self.records, job, error=job_error(exc, time_limit_s=self.time_limit_s), release=self.release
+            )
             return
-        end_job(self.records, job, outputs=outputs)
+        end_job(self.records, job, outputs=outputs, release=self.release)
 
     def _convert(self, job: Job) -> tuple[Output, ...]:
         conversion = registry.find([u.content_type for u in job.inputs], job.format)
@@ -180,3 +186,20 @@ def enqueue_export(broker: Any, job_id: str, queue: str = EXPORT_QUEUE) -> None:
         queue_name=queue, actor_name=ACTOR_OF_QUEUE[queue], args=(job_id,), kwargs={}, options={}
     )
     broker.enqueue(message)
+
+
+def releaser(tenants: Tenants, broker: Any) -> Callable[[Job], None]:
+    """What end_job calls when a job ends: its tenant's held jobs, released, get their messages."""
+
+    def release(ended: Job) -> None:
+        freed = [ended.id]
+        while freed:
+            for job_id in tenants.release(ended.tenant, freed.pop()):
+                try:
+                    queue = tenants.records.get_job(job_id).queue
+                except RecordNotFound:  # held past its retention: its slot goes to the next one
+                    freed.append(job_id)
+                    continue
+                enqueue_export(broker, job_id, queue if queue in ACTOR_OF_QUEUE else EXPORT_QUEUE)
+
+    return release

@@ -98,10 +98,13 @@ def end_job(
     *,
     outputs: tuple[Output, ...] = (),
     error: JobError | None = None,
+    release: Callable[[Job], None] | None = None,
 ) -> Job:
     """End the job (succeeded without `error`): terminal record, its event and its wake-up, once.
 
     `job`: the record as this caller last saw it (tried first, which saves a read), or its id.
+    `release`: called once with the ended job, to queue its tenant's held jobs (fair scheduling);
+    should it fail, the sweeper releases them later (storage/tenants.py).
     A job that had already ended is returned unchanged. Raises RecordNotFound, RecordsUnavailable.
     """
     seen = job if isinstance(job, Job) else None
@@ -118,6 +121,13 @@ def end_job(
         log.info("job failed", extra={**ctx, "code": ended.error.code, "reason": ended.error.message})
     else:
         log.info("job succeeded", extra={**ctx, "outputs": len(ended.outputs)})
+    if release is not None:
+        try:
+            release(ended)
+        except (RecordsUnavailable, redis.ConnectionError, redis.TimeoutError):
+            log.warning(
+                "could not release the tenant's held jobs; the sweeper will", extra={"job_id": job_id}
+            )
     return ended
 
 
@@ -147,9 +157,15 @@ class JobOutcomes(Middleware):
     are never retried).
     """
 
-    def __init__(self, records_for: Callable[[], Records], actor_names: frozenset[str]) -> None:
+    def __init__(
+        self,
+        records_for: Callable[[], Records],
+        actor_names: frozenset[str],
+        release: Callable[[Job], None] | None = None,
+    ) -> None:
         self._records_for = records_for
         self._actor_names = actor_names
+        self._release = release
 
     @property
     def actor_options(self) -> set[str]:
@@ -210,7 +226,7 @@ class JobOutcomes(Middleware):
             return
         job_id = message.args[0]
         try:
-            end_job(self._records_for(), job_id, error=INTERNAL_ERROR)
+            end_job(self._records_for(), job_id, error=INTERNAL_ERROR, release=self._release)
         except RecordNotFound:
             pass
         except (RecordsUnavailable, redis.ConnectionError, redis.TimeoutError) as exc:

@@ -19,10 +19,11 @@ jobs are safe to run twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,8 @@ from dramatiq import Message
 from dramatiq.common import dq_name
 
 from actors.outcomes import end_job
-from storage.jobs import JobError, RecordNotFound, Records
+from storage.jobs import Job, JobError, RecordNotFound, Records
+from storage.tenants import Tenants
 
 log = logging.getLogger("exportd.sweeper")
 
@@ -55,6 +57,8 @@ class Sweeper:
         interval_s: float,
         grace_s: float,
         max_sweeps: int = 3,
+        tenants: Tenants | None = None,
+        release: Callable[[Job], None] | None = None,
     ) -> None:
         self.records = records
         self.broker = broker
@@ -63,6 +67,8 @@ class Sweeper:
         self.grace_s = grace_s
         self.max_sweeps = max_sweeps
         self._token = uuid.uuid4().hex
+        self.tenants = tenants  # held jobs are not lost; backlogs left behind are released
+        self.release = release
 
     def sweep(self, *, now: float | None = None) -> SweepReport | None:
         """One sweep, unless another supervisor made one within the interval (then None)."""
@@ -75,10 +81,15 @@ class Sweeper:
         for queue in self.actor_of_queue:
             for name in (queue, dq_name(queue)):
                 self._requeue_dead_workers(name, now)
+        if self.tenants is not None:
+            self.tenants.repair(self._enqueue_id)
         candidates = self.records.open_job_ids(created_before=now - self.grace_s, limit=10_000)
         if not candidates:
             return SweepReport()
-        live = self._jobs_with_messages()
+        # Held jobs first, then messages: a job released in between is still seen, as held or by
+        # its message (the release queues it right after leaving the backlog).
+        held = self.tenants.held_job_ids() if self.tenants is not None else set()
+        live = self._jobs_with_messages() | held  # held: waiting their turn in a backlog, on purpose
         requeued = failed = 0
         for job_id in candidates:
             if job_id in live:
@@ -101,24 +112,28 @@ class Sweeper:
                         f"the job was lost from the queue {job.sweeps + 1} times (Redis restarts) "
                         "and was given up; submit it again",
                     ),
+                    release=self.release,
                 )
                 log.error("job lost from the queue again; failed", extra=ctx)
                 failed += 1
                 continue
-            queue = job.queue if job.queue in self.actor_of_queue else next(iter(self.actor_of_queue))
             self.records.sweep_job(job_id)
-            self.broker.enqueue(
-                Message(
-                    queue_name=queue,
-                    actor_name=self.actor_of_queue[queue],
-                    args=(job_id,),
-                    kwargs={},
-                    options={},
-                )
-            )
+            self._enqueue(job_id, job.queue)
             log.warning("job was open with no message behind it; queued again", extra=ctx)
             requeued += 1
         return SweepReport(checked=len(candidates), requeued=requeued, failed=failed)
+
+    def _enqueue(self, job_id: str, queue: str) -> None:
+        queue = queue if queue in self.actor_of_queue else next(iter(self.actor_of_queue))
+        self.broker.enqueue(
+            Message(
+                queue_name=queue, actor_name=self.actor_of_queue[queue], args=(job_id,), kwargs={}, options={}
+            )
+        )
+
+    def _enqueue_id(self, job_id: str) -> None:
+        with contextlib.suppress(RecordNotFound):
+            self._enqueue(job_id, self.records.get_job(job_id).queue)
 
     def _requeue_dead_workers(self, queue_name: str, now: float) -> None:
         # Dramatiq's own maintenance pass (the dispatch script's documented arguments), made certain.

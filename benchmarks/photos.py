@@ -400,7 +400,9 @@ def service_throughput(
         os.sched_setaffinity(0, {1})  # this client, and Redis and the API started from here
     redis_proc, redis_url = start_local_redis(work)
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "EXPORTD_ENV": "development", "EXPORTD_DATA_DIR": str(work),
+    # Without API keys: this measures the pipeline (a key costs each request a few Redis round trips).
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EXPORTD_ENV": "development", "EXPORTD_AUTH": "disabled",
+           "EXPORTD_DATA_DIR": str(work),
            "EXPORTD_REDIS_URL": redis_url, "EXPORTD_PORT": str(port), "EXPORTD_WORKER_PROCESSES": str(processes),
            "EXPORTD_WORKER_THREADS": str(threads), "EXPORTD_API_PROCESSES": "1",  # logs at the default level (INFO), to /dev/null
            "EXPORTD_WORKER_ALIVE_FILE": str(work / "alive"), "EXPORTD_WORKER_METRICS_PORT": "0",

@@ -17,6 +17,7 @@ import falcon.media
 from actors.capabilities import Availability
 from exporters.base import Limits
 from service import errors
+from service.auth import Authenticate
 from service.bodies import strict_loads
 from service.logs import request_id_var
 from service.openapi import OpenApi
@@ -30,8 +31,10 @@ from service.settings import Settings
 from service.waiting import JobWaiter
 from storage.base import Storage
 from storage.jobs import Records
+from storage.keys import KeyStore, parse_configured_keys
 from storage.sealing import Sealer
 from storage.signing import Signer
+from storage.tenants import Quotas, Tenants
 
 log = logging.getLogger("exportd.api")
 
@@ -124,6 +127,12 @@ def limits_from(settings: Settings) -> Limits:
     )
 
 
+def quotas_from(settings: Settings) -> Quotas:
+    """A tenant's quotas when `exportd tenants set` gave it none."""
+    return Quotas(requests_per_second=settings.tenant_requests_per_second, max_queued=settings.tenant_max_queued,
+                  max_running=settings.tenant_max_running, upload_bytes_per_day=settings.tenant_upload_bytes_per_day)  # fmt: skip
+
+
 def create_app(
     settings: Settings,
     *,
@@ -135,7 +144,12 @@ def create_app(
 ) -> falcon.App[falcon.Request, falcon.Response]:
     """The WSGI app. `enqueue(job_id, queue)` queues a job's message; `availability` tells what the
     live worker pools can run (by default read from Redis, as the pools publish it)."""
-    middleware: list[RequestContext | LargeBodies] = [RequestContext(), LargeBodies()]
+    tenants = Tenants(records, defaults=quotas_from(settings))
+    keys = KeyStore(
+        records.redis, namespace=records.namespace, configured=parse_configured_keys(settings.api_keys)
+    )
+    authenticate = Authenticate(keys=keys, tenants=tenants, enabled=settings.auth != "disabled")
+    middleware: list[Any] = [RequestContext(), LargeBodies(), authenticate]
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     multipart = cast(
@@ -149,7 +163,7 @@ def create_app(
 
     signer = Signer(settings.signing_keys)
     receiver = UploadReceiver(
-        storage=storage, records=records, max_bytes=settings.max_upload_bytes, clock=clock
+        storage=storage, records=records, max_bytes=settings.max_upload_bytes, clock=clock, tenants=tenants
     )
     view = JobView(
         signer=signer,
@@ -175,7 +189,7 @@ def create_app(
         Exports(receiver=receiver, records=records, enqueue=enqueue, view=view, waiter=waiter,
                 max_inputs=settings.max_inputs, max_json_bytes=settings.max_json_bytes,
                 limits=limits_from(settings), sealer=Sealer(settings.signing_keys), availability=availability,
-                clock=clock),
+                clock=clock, tenants=tenants),
     )  # fmt: skip
     app.add_route("/v1/exports/{job_id}", ExportItem(records=records, view=view, waiter=waiter))
     app.add_route("/v1/files/outputs/{job_id}/{name}", Files(storage=storage, signer=signer, clock=clock))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import functools
+import json
 import os
 import shutil
 import signal
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from service import client_cli
 from service.settings import ConfigError, Settings, new_signing_key
@@ -51,9 +54,31 @@ def _require_redis(settings: Settings) -> None:
 # -- serve and worker ------------------------------------------------------------------------------
 
 
+def _check_auth(settings: Settings) -> None:
+    """Production refuses to start with no way to authenticate, unless auth is disabled on purpose."""
+    if settings.auth == "disabled":
+        if not settings.development:
+            print(json.dumps({"level": "WARNING", "msg": "EXPORTD_AUTH=disabled: every caller can use the API "
+                              "as one tenant; do not expose this service"}), file=sys.stderr, flush=True)  # fmt: skip
+        return
+    if settings.development:
+        return
+    from actors.broker import build_redis
+    from storage.keys import KeyStore, parse_configured_keys
+
+    store = KeyStore(build_redis(settings.redis_url), namespace=settings.redis_namespace,
+                     configured=parse_configured_keys(settings.api_keys))  # fmt: skip
+    if not store.has_any():
+        print("exportd: configuration error: no API key exists, so nobody could use the API. Create one with "
+              "`exportd keys create --tenant NAME`, or give keys in EXPORTD_API_KEYS (a Secret), or set "
+              "EXPORTD_AUTH=disabled to run without authentication.", file=sys.stderr)  # fmt: skip
+        raise SystemExit(2)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
     _require_redis(settings)
+    _check_auth(settings)
     argv = [
         sys.executable, "-m", "gunicorn", "service.wsgi:app",
         "--config", "python:service.gunicorn_config",
@@ -155,6 +180,93 @@ def cmd_check_worker(args: argparse.Namespace) -> int:
     return 1
 
 
+# -- keys and tenants: against EXPORTD_REDIS_URL, or the Redis of a running `exportd run` --------------
+
+
+def _admin_redis() -> tuple[Settings, Any]:
+    """The Redis to manage: EXPORTD_REDIS_URL, else the one a running `exportd run` started under data_dir."""
+    import fcntl
+
+    import redis
+
+    try:
+        settings = Settings.from_env(links=False)
+    except ConfigError as exc:
+        print(f"exportd: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    url = settings.redis_url
+    if not url:
+        lock = settings.data_dir / RUN_LOCK
+        running = False
+        if lock.exists():
+            with open(lock) as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    running = True
+        sock = (settings.data_dir / "redis" / "redis.sock").resolve()
+        if not running or not sock.exists():
+            print(f"exportd: no Redis to manage: set EXPORTD_REDIS_URL, or start `make run` (no `exportd run` "
+                  f"holds {lock})", file=sys.stderr)  # fmt: skip
+            raise SystemExit(2)
+        url = f"unix://{sock}"
+    return settings, redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from storage.keys import InvalidKeySpec, KeyStore
+
+    settings, client = _admin_redis()
+    store = KeyStore(client, namespace=settings.redis_namespace)
+    if args.keys_command == "create":
+        try:
+            record, key = store.create(args.tenant, tuple(args.scope or ("submit", "read")))
+        except InvalidKeySpec as exc:
+            print(f"exportd: {exc}", file=sys.stderr)
+            return 2
+        print(f"key {record.id} for tenant {record.tenant}, scopes {'+'.join(record.scopes)}; "
+              "it is shown this once, store it now:")  # fmt: skip
+        print(key)
+        return 0
+    if args.keys_command == "list":
+        for record in store.list():
+            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created_at))
+            print(f"{record.id}\t{record.tenant}\t{'+'.join(record.scopes)}\t{created}")
+        return 0
+    if store.revoke(args.id):
+        print(f"key {args.id} revoked")
+        return 0
+    print(f"exportd: no key with id {args.id!r}", file=sys.stderr)
+    return 1
+
+
+def cmd_tenants(args: argparse.Namespace) -> int:
+    from service.app import quotas_from
+    from storage.jobs import Records
+    from storage.keys import InvalidKeySpec, check_tenant
+    from storage.tenants import Tenants
+
+    settings, client = _admin_redis()
+    records = Records(client, namespace=settings.redis_namespace, retention_s=settings.retention_s)
+    tenants = Tenants(records, defaults=quotas_from(settings))
+    try:
+        name = check_tenant(args.name)
+    except InvalidKeySpec as exc:
+        print(f"exportd: {exc}", file=sys.stderr)
+        return 2
+    if args.tenants_command == "set":
+        values = {f: getattr(args, f) for f in ("requests_per_second", "max_queued", "max_running",
+                                                 "upload_bytes_per_day") if getattr(args, f) is not None}  # fmt: skip
+        try:
+            tenants.set_quotas(name, **values)
+        except ValueError as exc:
+            print(f"exportd: {exc}", file=sys.stderr)
+            return 2
+    quotas = tenants.quotas(name)
+    print(json.dumps({"tenant": name, **dataclasses.asdict(quotas), **tenants.counts(name)}))
+    return 0
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     print(new_signing_key(args.kid))
     return 0
@@ -245,6 +357,26 @@ def _stop(procs: list[tuple[str, subprocess.Popen[bytes]]], timeout_s: float) ->
 
 
 RUN_LOCK = "run.lock"
+#: The development API key, made once by `exportd run` and printed at each start.
+DEV_API_KEY_FILE = "dev-api-key"
+
+
+def _dev_api_key(settings: Settings, redis_url: str) -> str:
+    """The key under data_dir (made the first time), registered in Redis if Redis lost it."""
+    import redis
+
+    from storage.keys import SCOPES, KeyStore, new_key
+
+    path = settings.data_dir / DEV_API_KEY_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(new_key() + "\n")
+    key = path.read_text().strip()
+    store = KeyStore(redis.Redis.from_url(redis_url), namespace=settings.redis_namespace)
+    if not store.holds(key):
+        store.create("dev", SCOPES, key=key)
+    return key
 
 
 def _lock_data_dir(data_dir: Path) -> object:
@@ -321,6 +453,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv = [sys.executable, "-m", "service.cli", command]
         return name, subprocess.Popen(argv, env=env, start_new_session=True, preexec_fn=_die_with_parent)
 
+    if settings.auth != "disabled":
+        # On a line of its own on stdout, for scripts and the README's examples.
+        print(f"API key: {_dev_api_key(settings, env['EXPORTD_REDIS_URL'])}", flush=True)
     # Worker metrics on a free port unless one was chosen: two local runs (or a run and the
     # tests) must not fight over the default.
     if not os.environ.get("EXPORTD_WORKER_METRICS_PORT"):
@@ -365,6 +500,26 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check-worker", help="exit 0 when the worker pool on this host is alive (liveness probe)")
     keygen = sub.add_parser("keygen", help="print a new signing key for EXPORTD_SIGNING_KEYS")
     keygen.add_argument("--kid", default="k1", help="key id (letters and digits)")
+    keys = sub.add_parser(
+        "keys", help="API keys: create, list, revoke (EXPORTD_REDIS_URL, or a running `make run`)"
+    )
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="a new key; printed alone on the last line, this once")
+    create.add_argument("--tenant", required=True, help="the tenant the key acts for")
+    create.add_argument("--scope", action="append", choices=("submit", "read", "admin"),
+                        help="repeat for several (default: submit and read)")  # fmt: skip
+    keys_sub.add_parser("list", help="one line per key: id, tenant, scopes, created (never the key)")
+    revoke = keys_sub.add_parser("revoke", help="refuse the key from now on, on every API process")
+    revoke.add_argument("id")
+    tenants = sub.add_parser("tenants", help="a tenant's quotas: set, show")
+    tenants_sub = tenants.add_subparsers(dest="tenants_command", required=True)
+    tenant_set = tenants_sub.add_parser("set", help="set some of a tenant's quotas, then show them")
+    tenant_set.add_argument("name")
+    for flag in ("--requests-per-second", "--max-queued", "--max-running", "--upload-bytes-per-day"):
+        tenant_set.add_argument(flag, type=int)
+    tenants_sub.add_parser(
+        "show", help="a tenant's quotas and its open, dispatched and held jobs"
+    ).add_argument("name")
     client_cli.add_parsers(sub)  # export, job, formats: a client of a running service
     args = parser.parse_args(argv)
     if args.command in client_cli.VERBS:
@@ -376,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
         "check-worker": cmd_check_worker,
         "cleanup": cmd_cleanup,
         "keygen": cmd_keygen,
+        "keys": cmd_keys,
+        "tenants": cmd_tenants,
     }
     return commands[args.command](args)
 

@@ -10,10 +10,12 @@ import falcon
 import redis
 
 from exporters.base import ConversionError, InputTooLarge, UnsupportedInput
+from service.auth import Forbidden, RateLimited, Unauthorized, rate_headers
 from service.logs import request_id_var
 from storage.base import ObjectNotFound, ObjectTooLarge, StorageUnavailable
-from storage.jobs import RecordNotFound, RecordsUnavailable
+from storage.jobs import QueueFull, RecordNotFound, RecordsUnavailable
 from storage.signing import BadSignature, LinkExpired
+from storage.tenants import QuotaExceeded
 
 log = logging.getLogger("exportd.api")
 
@@ -58,8 +60,16 @@ class ConversionUnavailable(Exception):
     """No live worker pool serves the conversion's queue with what it needs (LibreOffice, ...)."""
 
 
+#: Seconds a client whose open jobs fill its quota should wait before submitting again.
+QUEUE_FULL_RETRY_AFTER_S = 5
+
 # Most specific first: the first matching row wins.
 _TABLE: list[tuple[type[BaseException], int, str, str]] = [
+    (Unauthorized, 401, "unauthorized", "Unauthorized"),
+    (Forbidden, 403, "forbidden", "Forbidden"),
+    (RateLimited, 429, "rate_limited", "Too many requests"),
+    (QuotaExceeded, 429, "quota_exceeded", "Quota exceeded"),
+    (QueueFull, 429, "quota_exceeded", "Quota exceeded"),
     (ObjectTooLarge, 413, "payload_too_large", "Payload too large"),
     (BodyTooLarge, 413, "payload_too_large", "Payload too large"),
     (InputTooLarge, 413, "input_too_large", "Input too large"),
@@ -118,6 +128,20 @@ def _write(resp: falcon.Response, status: int, body: dict[str, Any]) -> None:
         resp.set_header("Retry-After", str(RETRY_AFTER_S))
 
 
+def _tenant_headers(resp: falcon.Response, exc: Exception) -> None:
+    """WWW-Authenticate on a 401; Retry-After and the RateLimit fields on a 429."""
+    if isinstance(exc, Unauthorized):
+        resp.set_header("WWW-Authenticate", 'Bearer realm="exportd"')
+    elif isinstance(exc, RateLimited):
+        resp.set_headers({**rate_headers(exc.state), "Retry-After": str(max(1, exc.state.retry_after_s))})
+    elif isinstance(exc, QuotaExceeded):
+        resp.set_headers({"Retry-After": str(exc.retry_after_s), "RateLimit-Limit": str(exc.limit),
+                          "RateLimit-Remaining": "0", "RateLimit-Reset": str(exc.reset_s)})  # fmt: skip
+    elif isinstance(exc, QueueFull):
+        resp.set_headers({"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S), "RateLimit-Limit": str(exc.max_queued),
+                          "RateLimit-Remaining": "0", "RateLimit-Reset": str(QUEUE_FULL_RETRY_AFTER_S)})  # fmt: skip
+
+
 def _discard_rest_of_body(req: falcon.Request, resp: falcon.Response) -> None:
     resp.set_header("Connection", "close")
     declared = req.content_length
@@ -149,6 +173,7 @@ def handle_domain_error(
             else:
                 detail = getattr(exc, "message", None) or str(exc)
             _write(resp, status, problem(status, code, title, detail, req))
+            _tenant_headers(resp, exc)
             return
     log.exception("unhandled error", extra={"path": req.path, "method": req.method})
     _write(resp, 500, problem(500, "internal_error", "Internal error", "an unexpected error occurred", req))

@@ -15,7 +15,7 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import falcon
 import falcon.inspect
@@ -236,6 +236,20 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         description="The options depend on the conversion, chosen by the inputs' kind and `format`: "
         "see the `*Options` schemas and GET /v1/formats.",
     ),
+    ("Exports", "GET"): Operation(
+        "listExports", "The caller's jobs, newest first", "exports",
+        {200: Answer("A page of jobs; `next_cursor` fetches the next one (null: no more).", _json(_ref("JobList")),
+                     ("Cache-Control",))},
+        problems=(400, 503),
+        parameters=(
+            {"name": "status", "in": "query", "required": False, "description": "Only jobs in this status.",
+             "schema": {"type": "string", "enum": [jobs.QUEUED, jobs.RUNNING, jobs.SUCCEEDED, jobs.FAILED]}},
+            {"name": "limit", "in": "query", "required": False, "description": "Jobs per page.",
+             "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
+            {"name": "cursor", "in": "query", "required": False,
+             "description": "The `next_cursor` of the previous page.", "schema": {"type": "string"}},
+        ),
+    ),
     ("ExportItem", "GET"): Operation(
         "getExport", "A job: its status, error or download links", "exports",
         {200: _JOB},
@@ -292,7 +306,22 @@ HEADERS: dict[str, dict[str, Any]] = {
     "Content-Range": {"description": "The range sent, of the whole size.", "schema": {"type": "string"}},
     "X-Request-ID": {"description": "The request's id (the client's X-Request-ID when sane); also in logs.",
                      "schema": {"type": "string"}, "required": True},
+    "WWW-Authenticate": {"description": "Bearer: send an API key.", "schema": {"type": "string"},
+                         "required": True},
+    "RateLimit-Limit": {"description": "The tenant's limit (requests per second, or the quota refused).",
+                        "schema": {"type": "string"}},
+    "RateLimit-Remaining": {"description": "What is left of it now.", "schema": {"type": "string"}},
+    "RateLimit-Reset": {"description": "Seconds until it is whole again.", "schema": {"type": "string"}},
 }  # fmt: skip
+
+#: What every /v1/ operation but the signed links may also answer (service/auth.py).
+_AUTH_PROBLEMS = (401, 403, 429)
+_PROBLEM_HEADERS = {401: ("WWW-Authenticate",), 429: ("Retry-After", "RateLimit-Limit", "RateLimit-Remaining",
+                                                      "RateLimit-Reset"), 503: ("Retry-After",)}  # fmt: skip
+
+
+def _needs_key(path: str, class_name: str) -> bool:
+    return path.startswith("/v1/") and class_name != "Files"
 
 
 # -- schemas -------------------------------------------------------------------------------------------
@@ -421,6 +450,15 @@ def _schemas(limits: Limits) -> dict[str, Any]:
         "Upload": upload,
         "Output": output,
         "Job": job,
+        "JobList": {
+            "type": "object",
+            "required": ["exports", "next_cursor"],
+            "additionalProperties": False,
+            "properties": {
+                "exports": {"type": "array", "items": _ref("Job")},
+                "next_cursor": {"type": ["string", "null"]},
+            },
+        },
         "Formats": formats,
         "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
         "Readiness": {
@@ -439,7 +477,7 @@ def _schemas(limits: Limits) -> dict[str, Any]:
     }
 
 
-def _responses(operation: Operation, codes: dict[int, list[str]]) -> dict[str, Any]:
+def _responses(operation: Operation, codes: dict[int, list[str]], *, keyed: bool = False) -> dict[str, Any]:
     answers: dict[str, Any] = {}
     for status, answer in operation.answers.items():
         entry: dict[str, Any] = {"description": answer.description}
@@ -448,9 +486,9 @@ def _responses(operation: Operation, codes: dict[int, list[str]]) -> dict[str, A
         names = ("X-Request-ID", *answer.headers)
         entry["headers"] = {name: {"$ref": f"#/components/headers/{name}"} for name in names}
         answers[str(status)] = entry
-    for status in operation.problems:
+    for status in sorted(set(operation.problems) | set(_AUTH_PROBLEMS if keyed else ())):
         listed = ", ".join(f"`{code}`" for code in codes.get(status, []))
-        headers = ("X-Request-ID", "Retry-After") if status == 503 else ("X-Request-ID",)
+        headers = ("X-Request-ID", *_PROBLEM_HEADERS.get(status, ()))
         answers[str(status)] = {
             "description": f"A problem; its code is one of: {listed}.",
             "content": {errors.PROBLEM_JSON: {"schema": _ref("Problem")}},
@@ -486,8 +524,10 @@ def build_document(app: falcon.App[Any, Any], *, limits: Limits, base_url: str) 
                     *copy.deepcopy(operation.parameters),
                     {"$ref": "#/components/parameters/RequestId"},
                 ],
-                "responses": _responses(operation, codes),
+                "responses": _responses(operation, codes, keyed=_needs_key(route.path, route.class_name)),
             }
+            if _needs_key(route.path, route.class_name):
+                entry["security"] = [{"bearer": []}]
             if operation.description:
                 entry["description"] = operation.description
             body = operation.request_body() if callable(operation.request_body) else operation.request_body
@@ -510,6 +550,8 @@ def build_document(app: falcon.App[Any, Any], *, limits: Limits, base_url: str) 
         "components": {
             "schemas": _schemas(limits),
             "headers": HEADERS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "An API key (exk_...): `exportd keys create`."}},
             "parameters": {"RequestId": _header("X-Request-ID", "Your id for this request, echoed back "
                                                 "and logged (letters, digits, . _ -; at most 64).")},
         },
@@ -519,6 +561,8 @@ def build_document(app: falcon.App[Any, Any], *, limits: Limits, base_url: str) 
 
 class OpenApi:
     """The document, built from the app on the first request (every route is in place by then)."""
+
+    scopes: ClassVar[dict[str, str]] = {"GET": ""}  # any valid key (service.auth.ANY)
 
     def __init__(self, app: falcon.App[Any, Any], *, limits: Limits, base_url: str) -> None:
         self._app = app

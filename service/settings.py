@@ -98,6 +98,23 @@ class Settings:
     # Most pixels across all decoded frames of one input (width × height × frames).
     max_total_pixels: int = _LIMITS.max_total_pixels
 
+    # -- tenants ---------------------------------------------------------------------------------
+    # "keys": every /v1/ route but the signed links needs an API key; "disabled": none does, all
+    # callers are one tenant "default" (production then logs a warning at start).
+    auth: str = field(default="keys", metadata={"choices": ("keys", "disabled")})
+    # API keys from a Secret, as "TENANT:SCOPE+SCOPE:KEY" entries separated by commas; KEY is the
+    # key (exk_...) or its hash ("sha256:<hex>"). Keys made by `exportd keys create` live in Redis.
+    api_keys: str = field(default="", repr=False)
+    # Default quotas of a tenant (`exportd tenants set` overrides them per tenant): requests per
+    # second on /v1/ routes (a token bucket shared by every API process, bursts of one second),
+    tenant_requests_per_second: int = 50
+    # jobs queued or running at once (a submit past it is refused with 429),
+    tenant_max_queued: int = 1000
+    # jobs dispatched to the workers at once (the rest wait their turn: fair scheduling),
+    tenant_max_running: int = 8
+    # and bytes uploaded per UTC day.
+    tenant_upload_bytes_per_day: int = 10 * 1024**3
+
     # -- jobs and workers ----------------------------------------------------------------------
     # How long job and upload records stay in Redis; download links never outlive it.
     retention_s: int = 7 * 24 * 3600
@@ -148,8 +165,8 @@ class Settings:
         return self.env == "development"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Settings from EXPORTD_* variables. Raises ConfigError."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, links: bool = True) -> Settings:
+        """Settings from EXPORTD_* variables (`links=False`: for commands that sign none). Raises ConfigError."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
@@ -159,7 +176,7 @@ class Settings:
             values[f.name] = _parse(f.name, f.type, raw)
         settings = cls(**values)
         settings.validate()
-        if not settings.signing_keys:
+        if not settings.signing_keys and links:
             if not settings.development:
                 raise ConfigError(
                     "EXPORTD_SIGNING_KEYS is not set. Outside development mode exportd needs a signing "
@@ -189,9 +206,16 @@ class Settings:
                     )
             choices = f.metadata.get("choices")
             if choices and value not in choices:
-                raise ConfigError(f"{var} must be one of {', '.join(choices)}, not {value!r}")
+                listed = f"{', '.join(choices[:-1])} or {choices[-1]}"
+                raise ConfigError(f"{var} must be {listed}, not {value!r}")
         if self.storage == "s3" and not self.s3_bucket:
             raise ConfigError("EXPORTD_S3_BUCKET is required when EXPORTD_STORAGE=s3")
+        from storage.keys import InvalidKeySpec, parse_configured_keys
+
+        try:
+            parse_configured_keys(self.api_keys)
+        except InvalidKeySpec as exc:
+            raise ConfigError(f"EXPORTD_API_KEYS: {exc}") from None
         unknown = set(self.queues) - set(QUEUES)
         if not self.queues or unknown:
             raise ConfigError(f"EXPORTD_WORKER_QUEUES must name queues among {', '.join(QUEUES)}")

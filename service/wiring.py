@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from actors.admission import MemoryAdmission, MemoryBudget, container_memory_limit, worker_budget_bytes
 from actors.broker import build_broker, build_redis
-from actors.export import ACTOR_OF_QUEUE, ExportTask, declare_export_actor
+from actors.export import ACTOR_OF_QUEUE, ExportTask, declare_export_actor, releaser
 from actors.outcomes import JobOutcomes
-from service.app import limits_from
+from service.app import limits_from, quotas_from
 from service.settings import Settings
 from storage.base import Storage
-from storage.jobs import Records
+from storage.jobs import Job, Records
 from storage.local import LocalStorage
 from storage.sealing import Sealer
+from storage.tenants import Tenants
 
 
 def build_storage(settings: Settings) -> Storage:
@@ -48,19 +50,30 @@ def build_worker_broker(settings: Settings) -> Any:
         )
     )
     admission = MemoryAdmission(budget, records_for=lambda: records, storage=storage, limits=limits)
+    release = _releaser(records, settings, lambda: broker)
     broker = build_broker(
         client,
         namespace=settings.redis_namespace,
         heartbeat_timeout_ms=settings.worker_heartbeat_timeout_ms,
         # JobOutcomes first: its after-hooks run last; admission before TimeLimit: waits are not timed.
-        extra_middleware=[JobOutcomes(lambda: records, frozenset(ACTOR_OF_QUEUE.values())), admission],
+        extra_middleware=[
+            JobOutcomes(lambda: records, frozenset(ACTOR_OF_QUEUE.values()), release),
+            admission,
+        ],
     )
     task = ExportTask(records=records, storage=storage, limits=limits,
-                      time_limit_s=settings.job_time_limit_s, sealer=Sealer(settings.signing_keys))  # fmt: skip
+                      time_limit_s=settings.job_time_limit_s, sealer=Sealer(settings.signing_keys),
+                      release=release)  # fmt: skip
     declare_export_actor(
         broker, task, time_limit_s=settings.job_time_limit_s, max_retries=settings.job_max_retries
     )
     return broker
+
+
+def _releaser(records: Records, settings: Settings, broker_for: Callable[[], Any]) -> Callable[[Job], None]:
+    """end_job's hook: queue the held jobs of the ended job's tenant (fair scheduling)."""
+    tenants = Tenants(records, defaults=quotas_from(settings))
+    return lambda job: releaser(tenants, broker_for())(job)
 
 
 def build_sweeper(settings: Settings) -> Any:
@@ -73,9 +86,12 @@ def build_sweeper(settings: Settings) -> Any:
     broker = build_broker(
         client, namespace=settings.redis_namespace, heartbeat_timeout_ms=settings.worker_heartbeat_timeout_ms
     )
+    records = build_records(client, settings)
     return Sweeper(
-        records=build_records(client, settings),
+        records=records,
         broker=broker,
+        tenants=Tenants(records, defaults=quotas_from(settings)),
+        release=_releaser(records, settings, lambda: broker),
         actor_of_queue=ACTOR_OF_QUEUE,
         interval_s=settings.sweep_interval_s,
         grace_s=settings.sweep_grace_s,

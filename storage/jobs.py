@@ -31,6 +31,14 @@ class RecordsUnavailable(Exception):
     """Redis cannot be reached: transient."""
 
 
+class QueueFull(Exception):
+    """The tenant has as many open jobs as its quota allows; nothing was stored."""
+
+    def __init__(self, max_queued: int) -> None:
+        super().__init__(f"this tenant already has {max_queued} jobs queued or running (its quota)")
+        self.max_queued = max_queued
+
+
 @dataclass(frozen=True)
 class Upload:
     id: str
@@ -39,6 +47,7 @@ class Upload:
     size: int
     sha256: str
     created_at: float
+    tenant: str = ""  # who uploaded it: nobody else can see it or export it
 
     @property
     def key(self) -> str:
@@ -82,6 +91,7 @@ class Job:
     crashes: int = 0
     # Times the sweeper found this job open with no message behind it and queued it again.
     sweeps: int = 0
+    tenant: str = ""  # who submitted it: nobody else can see it
 
     @property
     def finished(self) -> bool:
@@ -123,6 +133,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
   if ARGV[3] then
     redis.call('ZREM', KEYS[2], ARGV[4])
+    redis.call('ZREM', KEYS[4], ARGV[4])
     local now = redis.call('TIME')
     local oldest = (tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)) - tonumber(ARGV[6])
     redis.call('XADD', KEYS[3], 'MINID', tostring(math.max(oldest, 0)), '*',
@@ -132,6 +143,28 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0
+"""
+
+#: Stores a new job (KEYS[1]) with its place in the open-jobs index (KEYS[2]), its tenant's open
+#: jobs (KEYS[3]) and its tenant's listing (KEYS[4]), unless the tenant already has ARGV[5] open
+#: jobs (0: no limit): the check and the write are one step, so concurrent submits cannot overrun
+#: the quota. Index entries older than the retention (ARGV[6]) are dropped on the way.
+_CREATE = """
+local max_queued = tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[6])
+if max_queued > 0 and redis.call('ZCARD', KEYS[3]) >= max_queued then
+  return 0
+end
+if not redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX') then
+  return -1
+end
+redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[4], 'NX', ARGV[3], ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[6])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+redis.call('EXPIRE', KEYS[4], ARGV[2])
+return 1
 """
 
 #: The event type of each way a job ends (the names webhooks use).
@@ -148,7 +181,8 @@ class JobEvent:
     code: str  # the error code of a failed job, "" otherwise
 
 
-def _text(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
+    """A Redis reply as text (clients may decode replies or not)."""
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -179,12 +213,17 @@ class Records:
         self.namespace = namespace
         self.retention_s = retention_s
         self._swap = client.register_script(_COMPARE_AND_SET)
+        self._create = client.register_script(_CREATE)
 
     def _job_key(self, job_id: str) -> str:
         return f"{self.namespace}:job:{job_id}"
 
     def _upload_key(self, upload_id: str) -> str:
         return f"{self.namespace}:upload:{upload_id}"
+
+    def tenant_key(self, tenant: str, what: str) -> str:
+        """A key of one tenant's own: `{namespace}:tenant:{tenant}:{what}`."""
+        return f"{self.namespace}:tenant:{tenant}:{what}"
 
     @property
     def open_key(self) -> str:
@@ -222,28 +261,77 @@ class Records:
         self.redis.set(self._upload_key(upload.id), data, ex=self.retention_s)
 
     @_wrap_redis_errors
-    def get_uploads(self, upload_ids: list[str]) -> list[Upload]:
-        """Raises RecordNotFound naming the first unknown id."""
+    def get_uploads(self, upload_ids: list[str], *, tenant: str | None = None) -> list[Upload]:
+        """Raises RecordNotFound naming the first unknown id, or the first of another tenant."""
         if not upload_ids:
             return []
         raws = self.redis.mget([self._upload_key(u) for u in upload_ids])
         uploads = []
         for upload_id, raw in zip(upload_ids, raws, strict=True):
-            if raw is None:
+            upload = Upload(**_known(Upload, json.loads(raw))) if raw is not None else None
+            if upload is None or (tenant is not None and upload.tenant != tenant):
                 raise RecordNotFound(upload_id)
-            uploads.append(Upload(**json.loads(raw)))
+            uploads.append(upload)
         return uploads
 
     # -- jobs ------------------------------------------------------------------------------------
 
     @_wrap_redis_errors
-    def create_job(self, job: Job) -> None:
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self._job_key(job.id), job.to_json(), ex=self.retention_s, nx=True)
-        pipe.zadd(self.open_key, {job.id: job.created_at}, nx=True)
-        created, _ = pipe.execute()
-        if not created:
+    def create_job(self, job: Job, *, max_queued: int = 0) -> None:
+        """Store a new job, unless its tenant has `max_queued` open jobs (0: no limit).
+
+        Raises QueueFull (nothing stored), ValueError for an id that exists."""
+        keys = [self._job_key(job.id), self.open_key, self.tenant_key(job.tenant, "open"),
+                self.tenant_key(job.tenant, "jobs")]  # fmt: skip
+        cutoff = job.created_at - self.retention_s
+        created = self._create(keys=keys, args=[job.to_json(), self.retention_s, job.created_at, job.id,
+                                                max_queued, cutoff])  # fmt: skip
+        if created == 0:
+            raise QueueFull(max_queued)
+        if created != 1:
             raise ValueError(f"job {job.id} exists already")
+
+    @_wrap_redis_errors
+    def list_jobs(
+        self, tenant: str, *, status: str | None = None, limit: int = 20, cursor: str | None = None
+    ) -> tuple[list[Job], str | None]:
+        """The tenant's jobs, newest first, `limit` of them after `cursor`; and the next cursor.
+
+        A cursor is the last job's "created_at:id": jobs submitted meanwhile do not shift the pages.
+        Raises ValueError for a malformed cursor."""
+        index = self.tenant_key(tenant, "jobs")
+        top: str = "+inf"
+        after_id = None
+        if cursor:
+            score, _, after_id = cursor.partition(":")
+            top = repr(float(score))
+            if not after_id:
+                raise ValueError("malformed cursor")
+        found: list[Job] = []
+        offset = 0
+        while len(found) <= limit:
+            batch: Any = self.redis.zrevrangebyscore(
+                index, top, "-inf", start=offset, num=200, withscores=True
+            )
+            if not batch:
+                break
+            offset += len(batch)
+            members = [(text(m), s) for m, s in batch]
+            if after_id is not None:  # equal scores come in reverse order of id: skip up to the cursor's
+                members = [(m, s) for m, s in members if repr(s) != top or m < after_id]
+            raws = self.redis.mget([self._job_key(m) for m, _ in members]) if members else []
+            for (member, _), raw in zip(members, raws, strict=True):
+                if raw is None:
+                    self.redis.zrem(index, member)  # past its retention
+                    continue
+                job = Job.from_json(raw)
+                if job.tenant == tenant and (status is None or job.status == status):
+                    found.append(job)
+            if len(batch) < 200:
+                break
+        page = found[:limit]
+        more = len(found) > limit
+        return page, (f"{page[-1].created_at!r}:{page[-1].id}" if more and page else None)
 
     @_wrap_redis_errors
     def open_job_ids(self, *, created_before: float, limit: int | None = None) -> list[str]:
@@ -260,12 +348,13 @@ class Records:
         self.redis.zrem(self.open_key, job_id)
 
     @_wrap_redis_errors
-    def get_job(self, job_id: str) -> Job:
-        """Raises RecordNotFound."""
+    def get_job(self, job_id: str, *, tenant: str | None = None) -> Job:
+        """Raises RecordNotFound, also for a job of a tenant other than `tenant` (when given)."""
         raw = self.redis.get(self._job_key(job_id))
-        if raw is None:
+        job = Job.from_json(raw) if raw is not None else None
+        if job is None or (tenant is not None and job.tenant != tenant):
             raise RecordNotFound(job_id)
-        return Job.from_json(raw)
+        return job
 
     @_wrap_redis_errors
     def events(self, *, after: str = "0", count: int = 1000) -> list[JobEvent]:
@@ -275,17 +364,19 @@ class Records:
         )
         out = []
         for entry_id, fields in entries:
-            data = {_text(k): _text(v) for k, v in fields.items()}
+            data = {text(k): text(v) for k, v in fields.items()}
             out.append(
-                JobEvent(id=_text(entry_id), type=data["type"], job_id=data["job_id"], code=data["code"])
+                JobEvent(id=text(entry_id), type=data["type"], job_id=data["job_id"], code=data["code"])
             )
         return out
 
     @_wrap_redis_errors
-    def delete_job(self, job_id: str) -> None:
+    def delete_job(self, job_id: str, *, tenant: str = "") -> None:
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(self._job_key(job_id))
         pipe.zrem(self.open_key, job_id)
+        pipe.zrem(self.tenant_key(tenant, "open"), job_id)
+        pipe.zrem(self.tenant_key(tenant, "jobs"), job_id)
         pipe.execute()
 
     @_wrap_redis_errors
@@ -319,7 +410,8 @@ class Records:
                 if ends
                 else []
             )
-            if self._swap(keys=[key, self.open_key, self.events_key], args=[raw, changed.to_json(), *event]):
+            keys = [key, self.open_key, self.events_key, self.tenant_key(changed.tenant, "open")]
+            if self._swap(keys=keys, args=[raw, changed.to_json(), *event]):
                 return changed
             raw = self.redis.get(key)
 

@@ -15,6 +15,10 @@ from storage.jobs import Records
 from storage.local import LocalStorage
 
 TEST_KEYS = "t1:" + "test-signing-secret-" + "x" * 24
+#: The API key of the tests' tenant "tests" (every scope), given to the app as if from a Secret.
+TEST_API_KEY = "exk_" + "test-api-key-" + "k" * 32
+TEST_API_KEYS = f"tests:submit+read+admin:{TEST_API_KEY}"
+AUTH = {"Authorization": f"Bearer {TEST_API_KEY}"}
 
 
 @pytest.fixture(scope="session")

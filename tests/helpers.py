@@ -75,7 +75,7 @@ def publish_pool(client: Any, namespace: str, queues: tuple[str, ...] = ("export
     return publisher
 
 
-def wait_for_pool(base_url: str, timeout_s: float = 60) -> None:
+def wait_for_pool(base_url: str, timeout_s: float = 60, headers: dict[str, str] | None = None) -> None:
     """Until the API offers photo conversions, i.e. a worker pool has published that it runs them
     (an API and a pool started side by side come up in either order)."""
     import json
@@ -85,7 +85,8 @@ def wait_for_pool(base_url: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            with urllib.request.urlopen(base_url + "/v1/formats", timeout=5) as resp:
+            request = urllib.request.Request(base_url + "/v1/formats", headers=headers or {})
+            with urllib.request.urlopen(request, timeout=5) as resp:
                 conversions = json.loads(resp.read())["conversions"]
             if any(c["from"] == "image" and c["available"] for c in conversions):
                 return

@@ -25,7 +25,7 @@ import pytest
 
 from service.settings import parse_signing_keys
 from storage.signing import Signer
-from tests.conftest import TEST_KEYS
+from tests.conftest import AUTH, TEST_API_KEYS, TEST_KEYS
 from tests.helpers import RUSSIAN, free_port, jpeg_bytes, multipart, wait_for_pool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +42,9 @@ class Service:
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
-        req = urllib.request.Request(self.base + path, data=body, method=method, headers=headers or {})
+        req = urllib.request.Request(
+            self.base + path, data=body, method=method, headers={**AUTH, **(headers or {})}
+        )
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
@@ -88,6 +90,7 @@ def service(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "PYTHONPATH": str(ROOT),
         "EXPORTD_ENV": "production",
         "EXPORTD_SIGNING_KEYS": TEST_KEYS,
+        "EXPORTD_API_KEYS": TEST_API_KEYS,
         "EXPORTD_REDIS_URL": redis_url,
         "EXPORTD_REDIS_NAMESPACE": f"e2e-{port}",
         "EXPORTD_DATA_DIR": str(data),
@@ -117,7 +120,7 @@ def service(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         if time.monotonic() > deadline or api.poll() is not None:
             raise RuntimeError("API did not come up:\n" + (logs / "api.log").read_text())
         time.sleep(0.1)
-    wait_for_pool(svc.base)
+    wait_for_pool(svc.base, headers=AUTH)
     yield svc
     for proc in (api, worker):
         proc.send_signal(signal.SIGTERM)
@@ -193,7 +196,7 @@ def test_chunked_upload_over_the_limit_is_cut_off_with_413(service: Service) -> 
     # No Content-Length: the limit is enforced while streaming.
     conn = http.client.HTTPConnection(urlsplit(service.base).netloc, timeout=30)
     chunks = (b"\xff\xd8\xff" + b"0" * 65_533 for _ in range(MAX_UPLOAD // 65_536 + 2))
-    conn.request("POST", "/v1/uploads", body=chunks, encode_chunked=True)
+    conn.request("POST", "/v1/uploads", body=chunks, encode_chunked=True, headers=AUTH)
     resp = conn.getresponse()
     assert resp.status == 413
     assert json.loads(resp.read())["code"] == "payload_too_large"
@@ -252,7 +255,7 @@ def test_chunked_upload_within_the_limit_is_stored_whole(service: Service) -> No
     data = jpeg_bytes(700, 500)
     conn = http.client.HTTPConnection(urlsplit(service.base).netloc, timeout=30)
     conn.request("POST", "/v1/uploads?filename=c.jpg", body=(data[i : i + 4096] for i in range(0, len(data), 4096)),
-                 encode_chunked=True)  # fmt: skip
+                 encode_chunked=True, headers=AUTH)  # fmt: skip
     resp = conn.getresponse()
     body = json.loads(resp.read())
     conn.close()

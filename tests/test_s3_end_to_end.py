@@ -22,7 +22,7 @@ import pypdfium2
 import pytest
 
 from storage.s3 import build_client
-from tests.conftest import TEST_KEYS
+from tests.conftest import AUTH, TEST_API_KEYS, TEST_KEYS
 from tests.helpers import free_port, jpeg_bytes, multipart, wait_for_pool
 from tests.storage.s3_server import S3TestServer, s3_test_server
 
@@ -47,7 +47,7 @@ def cluster(
                 os.environ.pop(name)
         port = free_port()
         base_env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTD_", "AWS_"))}
-        env = {**base_env, **aws, "PYTHONPATH": str(ROOT), "EXPORTD_SIGNING_KEYS": TEST_KEYS,
+        env = {**base_env, **aws, "PYTHONPATH": str(ROOT), "EXPORTD_SIGNING_KEYS": TEST_KEYS, "EXPORTD_API_KEYS": TEST_API_KEYS,
                "EXPORTD_REDIS_URL": redis_url, "EXPORTD_REDIS_NAMESPACE": f"s3e2e-{port}",
                "EXPORTD_STORAGE": "s3", "EXPORTD_S3_BUCKET": bucket, "EXPORTD_S3_PREFIX": "install-1",
                "EXPORTD_S3_ENDPOINT_URL": s3.endpoint_url, "EXPORTD_S3_REGION": s3.region,
@@ -75,7 +75,7 @@ def cluster(
                     pass
                 assert time.monotonic() < deadline, "API did not become ready"
                 time.sleep(0.1)
-            wait_for_pool(base)
+            wait_for_pool(base, headers=AUTH)
             yield base, s3, bucket
         finally:
             for proc in procs:
@@ -87,12 +87,13 @@ def cluster(
 def test_export_through_s3_hands_out_a_presigned_link(cluster: tuple[str, S3TestServer, str]) -> None:
     base, s3, bucket = cluster
     body, ctype = multipart([("file", ("trip photo.jpg", jpeg_bytes(900, 600))), ("format", "pdf")])
-    req = urllib.request.Request(base + "/v1/exports", data=body, headers={"Content-Type": ctype})
+    req = urllib.request.Request(base + "/v1/exports", data=body, headers={"Content-Type": ctype, **AUTH})
     with urllib.request.urlopen(req, timeout=10) as resp:
         job_id = json.loads(resp.read())["id"]
     deadline = time.monotonic() + 30
     while True:
-        with urllib.request.urlopen(f"{base}/v1/exports/{job_id}", timeout=10) as resp:
+        with urllib.request.urlopen(urllib.request.Request(f"{base}/v1/exports/{job_id}", headers=AUTH),
+                                    timeout=10) as resp:  # fmt: skip
             job = json.loads(resp.read())
         if job["status"] in ("succeeded", "failed"):
             break

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import falcon
 
@@ -13,14 +13,29 @@ from actors.capabilities import Availability
 from actors.queues import queue_for
 from exporters import registry
 from exporters.base import Limits, options_as_dict, parse_options, secret_options
+from service.auth import ANY
 from service.bodies import parse_json, read_at_most, read_body
 from service.errors import BadRequest, ConversionUnavailable, UnknownUpload
 from service.resources.uploads import UploadReceiver, check_declared_length, upload_view
 from service.waiting import JobWaiter
 from storage.base import Storage
-from storage.jobs import Job, Output, RecordNotFound, Records, Upload, new_id
+from storage.jobs import (
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    Job,
+    Output,
+    QueueFull,
+    RecordNotFound,
+    Records,
+    Upload,
+    new_id,
+)
+from storage.keys import READ, SUBMIT
 from storage.sealing import Sealer, is_sealed
 from storage.signing import Signer
+from storage.tenants import Quotas, Tenants
 
 log = logging.getLogger("exportd.api")
 
@@ -104,23 +119,45 @@ def wait_param(req: falcon.Request) -> float:
     return wait_s
 
 
-def read_job(records: Records, waiter: JobWaiter, job_id: str, wait_s: float) -> Job:
-    """The job's record; with wait_s, once it has finished or wait_s has passed."""
+def read_job(records: Records, waiter: JobWaiter, job_id: str, wait_s: float, *, tenant: str) -> Job:
+    """The tenant's job's record; with wait_s, once it has finished or wait_s has passed."""
     if not wait_s:
-        return records.get_job(job_id)
+        return records.get_job(job_id, tenant=tenant)
     with waiter.watch(job_id) as finished:
-        job = records.get_job(job_id)  # after watch(): a finish from here on sets `finished`
+        job = records.get_job(job_id, tenant=tenant)  # after watch(): a finish from here on sets `finished`
         if finished is not None and not job.finished:
             finished.wait(wait_s)
-            job = records.get_job(job_id)
+            job = records.get_job(job_id, tenant=tenant)
     return job
 
 
+#: Most jobs in one page of GET /v1/exports, and how many without `limit`.
+MAX_PAGE, DEFAULT_PAGE = 100, 20
+
+
+def page_params(req: falcon.Request) -> tuple[str | None, int, str | None]:
+    """`status`, `limit` and `cursor` of GET /v1/exports. Raises BadRequest."""
+    status = req.get_param("status")
+    if status is not None and status not in (QUEUED, RUNNING, SUCCEEDED, FAILED):
+        raise BadRequest(f"status must be one of queued, running, succeeded, failed, not {status[:40]!r}")
+    raw = req.get_param("limit")
+    limit = DEFAULT_PAGE
+    if raw is not None:
+        limit = int(raw) if raw.isdigit() and len(raw) < 4 else 0
+        if not 1 <= limit <= MAX_PAGE:
+            raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE}, not {raw[:40]!r}")
+    return status, limit, req.get_param("cursor")
+
+
 class Exports:
+    scopes: ClassVar[dict[str, str]] = {"POST": SUBMIT, "GET": READ}
+
     def __init__(self, *, receiver: UploadReceiver, records: Records, enqueue: Callable[[str, str], None],
                  view: JobView, waiter: JobWaiter, max_inputs: int, max_json_bytes: int, limits: Limits,
-                 sealer: Sealer, availability: Availability, clock: Callable[[], float]) -> None:  # fmt: skip
+                 sealer: Sealer, availability: Availability, clock: Callable[[], float],
+                 tenants: Tenants) -> None:  # fmt: skip
         self.availability = availability  # what the live worker pools can run
+        self.tenants = tenants  # quotas and fair dispatch
         self.receiver = receiver
         self.sealer = sealer  # seals secret options before the record is stored
         self.records = records
@@ -132,27 +169,42 @@ class Exports:
         self.limits = limits  # options bounded by a limit (width, height) are checked against these
         self.clock = clock
 
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        status, limit, cursor = page_params(req)
+        try:
+            jobs, next_cursor = self.records.list_jobs(
+                req.context.tenant, status=status, limit=limit, cursor=cursor
+            )
+        except ValueError:
+            raise BadRequest("cursor must be a next_cursor this API gave") from None
+        resp.media = {"exports": [self.view(job) for job in jobs], "next_cursor": next_cursor}
+        resp.cache_control = ["no-store"]  # the body holds freshly signed links
+
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         wait_s = wait_param(req)  # refused before anything is stored
+        tenant: str = req.context.tenant
+        quotas = self.tenants.quotas(tenant)
+        if self.tenants.counts(tenant)["open"] >= quotas.max_queued:  # before any upload is read
+            raise QueueFull(quotas.max_queued)
         received: list[Upload] = []  # files this request stored: removed again if it is refused
         try:
-            job = self._accept(req, received)
+            job = self._accept(req, received, tenant, quotas)
         except Exception:
             self.receiver.discard(received)
             raise
         log.info("job queued", extra={"job_id": job.id, "format": job.format, "inputs": len(job.inputs)})
-        job = read_job(self.records, self.waiter, job.id, wait_s) if wait_s else job
+        job = read_job(self.records, self.waiter, job.id, wait_s, tenant=tenant) if wait_s else job
         # 201 once the job has finished (succeeded or failed: its status says which), else 202.
         resp.status = falcon.HTTP_201 if job.finished else falcon.HTTP_202
         resp.location = f"/v1/exports/{job.id}"
         resp.media = self.view(job)
         resp.cache_control = ["no-store"]  # a finished job's links are signed for this answer alone
 
-    def _accept(self, req: falcon.Request, received: list[Upload]) -> Job:
+    def _accept(self, req: falcon.Request, received: list[Upload], tenant: str, quotas: Quotas) -> Job:
         if req.content_type and req.content_type.startswith("multipart/form-data"):
-            uploads, target, raw_options = self._from_multipart(req, received)
+            uploads, target, raw_options = self._from_multipart(req, received, tenant)
         elif req.content_type and req.content_type.startswith("application/json"):
-            uploads, target, raw_options = self._from_json(req)
+            uploads, target, raw_options = self._from_json(req, tenant)
         else:
             raise BadRequest(
                 "send multipart/form-data (file parts, format, options) or application/json "
@@ -190,15 +242,20 @@ class Exports:
             options=stored_options,
             created_at=self.clock(),
             queue=queue_for(conversion),
+            tenant=tenant,
         )
         # The record exists before its message: a worker never meets a message without a job.
-        self.records.create_job(job)
+        # Past the tenant's open jobs quota, nothing is stored (QueueFull).
+        self.records.create_job(job, max_queued=quotas.max_queued)
         try:
-            self.enqueue(job.id, queue_for(conversion))
+            # Past its running quota, the job waits in its tenant's backlog (storage/tenants.py).
+            if self.tenants.dispatch(tenant, job.id):
+                self.enqueue(job.id, queue_for(conversion))
         except Exception:
             # Refused: the client gets a 503 and submits again. Should this delete fail too, the
             # sweeper finds the record without a message and runs the job (actors/sweeper.py).
-            self.records.delete_job(job.id)
+            self.records.delete_job(job.id, tenant=tenant)
+            self.tenants.undispatch(tenant, job.id)
             raise
         return job
 
@@ -210,14 +267,16 @@ class Exports:
                 f"an export takes at most {self.max_inputs} inputs, not {count}", code="too_many_inputs"
             )
 
-    def _from_multipart(self, req: falcon.Request, uploads: list[Upload]) -> tuple[list[Upload], Any, Any]:
+    def _from_multipart(
+        self, req: falcon.Request, uploads: list[Upload], tenant: str
+    ) -> tuple[list[Upload], Any, Any]:
         check_declared_length(req, (self.receiver.max_bytes + 64 * 1024) * self.max_inputs)
         target: str | None = None
         raw_options: Any = None
         for part in req.get_media():
             if part.name == "file":
                 self._check_count(len(uploads) + 1)
-                uploads.append(self.receiver.receive(part.stream, part.filename))
+                uploads.append(self.receiver.receive(part.stream, part.filename, tenant=tenant))
             elif part.name == "format":
                 data = read_at_most(part.stream, MAX_FORMAT_BYTES, what="the 'format' part")
                 target = data.decode("utf-8", errors="replace")
@@ -229,7 +288,7 @@ class Exports:
         self._check_count(len(uploads))
         return uploads, target, raw_options
 
-    def _from_json(self, req: falcon.Request) -> tuple[list[Upload], Any, Any]:
+    def _from_json(self, req: falcon.Request, tenant: str) -> tuple[list[Upload], Any, Any]:
         body = parse_json(read_body(req, self.max_json_bytes, what="the JSON body"), what="the body")
         if not isinstance(body, dict):
             raise BadRequest("the JSON body must be an object")
@@ -244,24 +303,30 @@ class Exports:
             raise BadRequest("'inputs' must be a list of upload ids")
         self._check_count(len(ids))
         try:
-            uploads = self.records.get_uploads(ids)
+            # Another tenant's upload is as unknown as one never made.
+            uploads = self.records.get_uploads(ids, tenant=tenant)
         except RecordNotFound as exc:
             raise UnknownUpload(f"no upload with id {exc.args[0]!r} (never uploaded, or expired)") from None
         return uploads, body.get("format"), body.get("options")
 
 
 class ExportItem:
+    scopes: ClassVar[dict[str, str]] = {"GET": READ}
+
     def __init__(self, *, records: Records, view: JobView, waiter: JobWaiter) -> None:
         self.records = records
         self.view = view
         self.waiter = waiter
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
-        resp.media = self.view(read_job(self.records, self.waiter, job_id, wait_param(req)))
+        job = read_job(self.records, self.waiter, job_id, wait_param(req), tenant=req.context.tenant)
+        resp.media = self.view(job)
         resp.cache_control = ["no-store"]  # the body holds freshly signed links
 
 
 class Formats:
+    scopes: ClassVar[dict[str, str]] = {"GET": ANY}
+
     def __init__(self, limits: Limits, availability: Availability) -> None:
         self._body = registry.describe(limits=limits)  # the bounds the submit check uses: one source
         self._availability = availability

@@ -75,6 +75,8 @@ class _Slice:
 
 
 class Files:
+    signed_link = True  # the signature is the authorisation: no API key (service/auth.py)
+
     def __init__(self, *, storage: Storage, signer: Signer, clock: Callable[[], float]) -> None:
         self.storage = storage
         self.signer = signer

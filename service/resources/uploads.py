@@ -8,7 +8,7 @@ import tempfile
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 import falcon
 
@@ -18,6 +18,8 @@ from exporters.sniff import OCTET_STREAM, SNIFF_BYTES, needs_whole_file, sniff
 from service.errors import BadRequest
 from storage.base import ObjectTooLarge, Storage
 from storage.jobs import Records, Upload, new_id
+from storage.keys import READ, SUBMIT
+from storage.tenants import QuotaExceeded, Tenants
 
 log = logging.getLogger("exportd.api")
 
@@ -53,15 +55,22 @@ class UploadReceiver:
     """Streams one file into storage and records it; refuses what no conversion accepts."""
 
     def __init__(
-        self, *, storage: Storage, records: Records, max_bytes: int, clock: Callable[[], float]
+        self,
+        *,
+        storage: Storage,
+        records: Records,
+        max_bytes: int,
+        clock: Callable[[], float],
+        tenants: Tenants | None = None,
     ) -> None:
         self.storage = storage
         self.records = records
         self.max_bytes = max_bytes
         self.clock = clock
+        self.tenants = tenants  # counts each tenant's bytes per day against its quota
 
-    def receive(self, stream: BinaryIO | Any, filename: str | None) -> Upload:
-        """Raises ObjectTooLarge, UnsupportedInput, StorageUnavailable, RecordsUnavailable."""
+    def receive(self, stream: BinaryIO | Any, filename: str | None, *, tenant: str = "") -> Upload:
+        """Raises ObjectTooLarge, UnsupportedInput, QuotaExceeded, StorageUnavailable, RecordsUnavailable."""
         upload_id = new_id()
         recorder = _HeadRecorder(stream)
         stored = self.storage.put_stream(f"uploads/{upload_id}", recorder, max_bytes=self.max_bytes)
@@ -73,7 +82,10 @@ class UploadReceiver:
             if stored.size == 0:
                 raise UnsupportedInput("the file is empty")
             registry.kind_of(content_type)
-        except UnsupportedInput:
+            if self.tenants is not None:
+                quotas = self.tenants.quotas(tenant)
+                self.tenants.add_upload_bytes(tenant, quotas, stored.size, now=self.clock())
+        except (UnsupportedInput, QuotaExceeded):
             self.storage.delete(stored.key)
             raise
         upload = Upload(
@@ -83,6 +95,7 @@ class UploadReceiver:
             size=stored.size,
             sha256=stored.sha256,
             created_at=self.clock(),
+            tenant=tenant,
         )
         self.records.add_upload(upload)
         return upload
@@ -120,33 +133,43 @@ def check_declared_length(req: falcon.Request, max_bytes: int) -> None:
 
 
 class Uploads:
+    scopes: ClassVar[dict[str, str]] = {"POST": SUBMIT}
+
     def __init__(self, receiver: UploadReceiver) -> None:
         self.receiver = receiver
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        tenant: str = req.context.tenant
+        tenants = self.receiver.tenants
+        if tenants is not None and req.content_length:  # refused before a byte is read
+            tenants.check_upload_room(
+                tenant, tenants.quotas(tenant), req.content_length, now=self.receiver.clock()
+            )
         if req.content_type and req.content_type.startswith("multipart/form-data"):
             # Multipart framing adds a few hundred bytes; the file part itself is held to the limit.
             check_declared_length(req, self.receiver.max_bytes + 64 * 1024)
             upload = None
             for part in req.get_media():
                 if part.name == "file" and upload is None:
-                    upload = self.receiver.receive(part.stream, part.filename)
+                    upload = self.receiver.receive(part.stream, part.filename, tenant=tenant)
             if upload is None:
                 raise BadRequest("the multipart body has no part named 'file'")
         else:
             check_declared_length(req, self.receiver.max_bytes)
             # A chunked body has no Content-Length; the WSGI server's input ends at its last chunk.
             body = req.bounded_stream if req.content_length is not None else req.stream
-            upload = self.receiver.receive(body, req.get_param("filename"))
+            upload = self.receiver.receive(body, req.get_param("filename"), tenant=tenant)
         resp.status = falcon.HTTP_201
         resp.location = f"/v1/uploads/{upload.id}"
         resp.media = upload_view(upload)
 
 
 class UploadItem:
+    scopes: ClassVar[dict[str, str]] = {"GET": READ}
+
     def __init__(self, records: Records) -> None:
         self.records = records
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, upload_id: str) -> None:
-        (upload,) = self.records.get_uploads([upload_id])
+        (upload,) = self.records.get_uploads([upload_id], tenant=req.context.tenant)
         resp.media = upload_view(upload)

@@ -273,8 +273,15 @@ async function start() {
   $("format").addEventListener("change", fillOptions);
   $("export-form").addEventListener("submit", submit);
   wireDrop();
+  // The formats need a key too: until one is given (or while it is wrong), each change tries again.
+  key.addEventListener("input", () => { if (!catalogue) loadFormats(); });
+  await loadFormats();
+}
+
+async function loadFormats() {
   try {
     catalogue = await api("/v1/formats");
+    showError("");
     fillFormats();
   } catch (err) {
     showError(err.message);

@@ -26,7 +26,8 @@ from exporters.sniff import sniff
 from exporters.templates import InvalidTemplate
 from exporters.typeset import CSS_TYPE, HTML_TYPE, MAX_DEPTH, MAX_ELEMENTS, load_weasyprint
 from tests.exporters.samples import Pdf, card, save
-from tests.service.test_api import Api, _export_files, api, live_pool, settings, worker  # noqa: F401  (fixtures)
+from tests.service.conftest import live_pool  # noqa: F401  (fixture)
+from tests.service.test_api import Api, _export_files, api, settings, worker  # noqa: F401  (fixtures)
 
 FONTS = Path(__file__).parents[2] / "exporters" / "fonts"
 A4 = (595.28, 841.89)

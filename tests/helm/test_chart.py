@@ -47,7 +47,7 @@ WORKER_ONLY = {
     "EXPORTD_WORKER_ALIVE_FILE",
 }
 #: Settings that must come from a Secret, never from the ConfigMap or a literal env value.
-SECRET_SETTINGS = {"EXPORTD_SIGNING_KEYS"}
+SECRET_SETTINGS = {"EXPORTD_SIGNING_KEYS", "EXPORTD_API_KEYS"}
 #: Kinds outside core Kubernetes (KEDA CRDs): kubernetes-validate has no schema for them.
 CRD_KINDS = {("keda.sh/v1alpha1", "ScaledObject"), ("keda.sh/v1alpha1", "TriggerAuthentication")}
 METADATA_IP = ipaddress.ip_address("169.254.169.254")
@@ -1025,3 +1025,37 @@ def test_queues_keda_scales_to_zero_are_named_for_the_api() -> None:
     assert default["data"]["EXPORTD_SCALE_FROM_ZERO_QUEUES"] == ""
     (scaled,) = of_kind(render("default", *SECOND_QUEUE), "ConfigMap")
     assert scaled["data"]["EXPORTD_SCALE_FROM_ZERO_QUEUES"] == "documents"
+
+
+# -- tenants: API keys and quotas ---------------------------------------------------------------------------
+
+_HASH = "ab" * 32
+
+
+def test_api_keys_from_values_reach_the_api_in_hashed_form_through_the_secret() -> None:
+    docs = render("default", "apiKeys[0].tenant=shop", "apiKeys[0].scopes={submit,read}", f"apiKeys[0].sha256={_HASH}",
+                  "config.tenantMaxRunning=3")  # fmt: skip
+    env = container_env(docs, api_deployment(docs)["spec"]["template"]["spec"]["containers"][0])
+    assert env["EXPORTD_API_KEYS"] == f"shop:submit+read:sha256:{_HASH}"
+    assert env["EXPORTD_AUTH"] == "keys" and env["EXPORTD_TENANT_MAX_RUNNING"] == "3"
+    from storage.keys import parse_configured_keys
+
+    (key,) = parse_configured_keys(str(env["EXPORTD_API_KEYS"]))
+    assert key.tenant == "shop" and key.scopes == ("submit", "read") and key.hash == _HASH
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ("apiKeys[0].tenant=shop", "apiKeys[0].scopes={submit}", "apiKeys[0].sha256=exk_plaintext"),
+        ("apiKeys[0].tenant=shop", "apiKeys[0].scopes={write}", f"apiKeys[0].sha256={_HASH}"),
+        ("apiKeys[0].tenant=a b", "apiKeys[0].scopes={read}", f"apiKeys[0].sha256={_HASH}"),
+        ("config.auth=off",),
+        ("config.tenantMaxQueued=0",),
+    ],
+)
+def test_the_schema_refuses_plaintext_keys_unknown_scopes_and_bad_quotas(sets: tuple[str, ...]) -> None:
+    proc = template("default", *sets)
+    assert proc.returncode != 0 and "values don't meet the specifications of the schema" in proc.stderr, (
+        proc.stderr
+    )

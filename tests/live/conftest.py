@@ -25,6 +25,7 @@ class Live:
     url: str
     env: dict[str, str]  # the environment a client subprocess runs in (no EXPORTD_* of the service)
     data_dir: Path  # the service's var/
+    api_key: str  # the development key `exportd run` printed
 
     def uploads(self) -> set[str]:
         """The names of the uploaded files the service keeps."""
@@ -52,6 +53,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         "EXPORTD_WORKER_PROCESSES": "1",
         "EXPORTD_WORKER_THREADS": "2",
         "EXPORTD_API_PROCESSES": "1",
+        "EXPORTD_WORKER_METRICS_PORT": str(free_port()),  # 9101 may be taken on a shared machine
         "EXPORTD_MAX_UPLOAD_BYTES": str(20 * 1024 * 1024),
         "PYTHONPATH": str(ROOT),
     }
@@ -67,7 +69,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                     "exportd run did not come up: " + (data_dir / "run.log").read_text()[-3000:]
                 )
             time.sleep(0.2)
-        yield Live(url=url, env={**clean, "PYTHONPATH": str(ROOT)}, data_dir=data_dir / "var")
+        printed = [
+            line for line in (data_dir / "run.log").read_text().splitlines() if line.startswith("API key: ")
+        ]
+        api_key = printed[0].removeprefix("API key: ").strip()
+        # The client verbs read EXPORTD_API_KEY (a client setting, not one of the service's).
+        env = {**clean, "PYTHONPATH": str(ROOT), "EXPORTD_API_KEY": api_key}
+        yield Live(url=url, env=env, data_dir=data_dir / "var", api_key=api_key)
     finally:
         proc.send_signal(signal.SIGINT)
         try:

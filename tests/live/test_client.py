@@ -21,7 +21,7 @@ def test_export_waits_and_downloads(live: Live, tmp_path: Path) -> None:
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(jpeg_bytes(800, 600))
     seen: list[tuple[str, int, int | None]] = []
-    with Client(live.url) as client:
+    with Client(live.url, live.api_key) as client:
         job = client.export([photo], "webp", {"width": 200}, wait=True,
                             progress=lambda name, done, total: seen.append((name, done, total)))  # fmt: skip
         assert isinstance(job, Job) and job.status == "succeeded" and job.options["width"] == 200
@@ -33,7 +33,7 @@ def test_export_waits_and_downloads(live: Live, tmp_path: Path) -> None:
 
 
 def test_upload_then_export_by_id_without_waiting(live: Live) -> None:
-    with Client(live.url) as client:
+    with Client(live.url, live.api_key) as client:
         upload = client.upload(io.BytesIO(png_bytes(64, 32)), filename="logo.png")
         assert upload.content_type == "image/png" and upload.size > 0
         job = client.export([upload.id], "jpeg")
@@ -45,7 +45,7 @@ def test_upload_then_export_by_id_without_waiting(live: Live) -> None:
 def test_refusals_carry_the_problem_code(live: Live, tmp_path: Path) -> None:
     photo = tmp_path / "p.jpg"
     photo.write_bytes(jpeg_bytes())
-    with Client(live.url) as client:
+    with Client(live.url, live.api_key) as client:
         with pytest.raises(ExportdError) as refused:
             client.export([photo], "webp", {"width": 0})
         assert refused.value.code == "invalid_options" and refused.value.status == 422
@@ -94,7 +94,10 @@ def test_the_client_imports_only_httpx() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_the_readme_flask_view_hands_over_and_returns_at_once(live: Live) -> None:
+def test_the_readme_flask_view_hands_over_and_returns_at_once(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXPORTD_API_KEY", live.api_key)
     readme = (ROOT / "README.md").read_text()
     (source,) = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "Flask(" in block]
     namespace: dict[str, object] = {"__name__": "__main__"}
@@ -106,5 +109,5 @@ def test_the_readme_flask_view_hands_over_and_returns_at_once(live: Live) -> Non
     job_id = answer.get_json()["job"]
     bad = web.post("/photos/8/export", data={"photo": (io.BytesIO(b"\0 not a photo"), "x.bin")})
     assert bad.status_code == 400 and bad.get_json()["error"] == "unsupported_input"
-    with Client(live.url) as client:
+    with Client(live.url, live.api_key) as client:
         assert client.wait(job_id, timeout_s=60).outputs[0].name == "cat.webp"

@@ -24,12 +24,16 @@ CHECKS = ",".join(
 
 
 def test_schemathesis_finds_nothing_on_a_live_service(live: Live, tmp_path: Path) -> None:
-    with urllib.request.urlopen(live.url + "/v1/openapi.json", timeout=10) as resp:
+    request = urllib.request.Request(
+        live.url + "/v1/openapi.json", headers={"Authorization": f"Bearer {live.api_key}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
         document = json.loads(resp.read())
     operations = sum(len(methods) for methods in document["paths"].values())
     result = subprocess.run(
         [str(SCHEMATHESIS), "run", live.url + "/v1/openapi.json", "--checks", CHECKS,
-         "--max-examples", "20", "--workers", "2", "--request-timeout", "40", "--no-color"],
+         "--max-examples", "20", "--workers", "2", "--request-timeout", "40", "--no-color",
+         "--header", f"Authorization: Bearer {live.api_key}"],
         capture_output=True, text=True, timeout=240, env=live.env, cwd=tmp_path,
     )  # fmt: skip
     out = result.stdout + result.stderr

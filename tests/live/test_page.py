@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,8 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def page(browser: Any, live: Live) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 390, "height": 844}, accept_downloads=True)  # a phone
+    # The key as if typed earlier in this tab's session (the page keeps it in sessionStorage).
+    context.add_init_script(f"sessionStorage.setItem('exportd.apiKey', {json.dumps(live.api_key)})")
     page = context.new_page()
     page.console_errors = []
     page.on("console", lambda msg: page.console_errors.append(msg.text) if msg.type == "error" else None)
@@ -97,17 +100,17 @@ def test_the_api_key_goes_as_bearer_and_lasts_the_browser_session(page: Any, bro
     page.on(
         "request", lambda r: sent.append(r.headers.get("authorization")) if "/v1/exports" in r.url else None
     )
-    page.fill("#api-key", "k-123")
+    page.fill("#api-key", live.api_key)
     photo = tmp_path / "p.jpg"
     photo.write_bytes(jpeg_bytes(200, 100))
     page.set_input_files("#files", str(photo))
     page.select_option("#format", "png")
     page.click("#submit")
     page.wait_for_selector("#outputs a", timeout=60_000)
-    assert sent and set(sent) == {"Bearer k-123"}
+    assert sent and set(sent) == {f"Bearer {live.api_key}"}
     page.reload()
     page.wait_for_selector("#format option[value=png]", state="attached")
-    assert page.input_value("#api-key") == "k-123"  # same tab: sessionStorage
+    assert page.input_value("#api-key") == live.api_key  # same tab: sessionStorage
     other = browser.new_context().new_page()
     other.goto(live.url + "/")
     assert other.input_value("#api-key") == ""  # another session: gone

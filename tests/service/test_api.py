@@ -30,7 +30,7 @@ from storage.jobs import Records
 from storage.local import LocalStorage
 from storage.sealing import Sealer
 from storage.signing import Signer
-from tests.conftest import TEST_KEYS
+from tests.conftest import AUTH, TEST_API_KEYS, TEST_KEYS
 from tests.helpers import RUSSIAN, jpeg_bytes, multipart, png_bytes, publish_pool
 
 
@@ -72,19 +72,13 @@ class Api:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(
+        api_keys=TEST_API_KEYS,
         signing_keys=parse_signing_keys(TEST_KEYS),
         data_dir=tmp_path,
         max_upload_bytes=300_000,
         max_inputs=5,
         public_url="http://exportd.test",
     )
-
-
-@pytest.fixture(autouse=True)
-def live_pool(redis_client: redis.Redis, namespace: str) -> Any:
-    """A worker pool published as a pool supervisor publishes one (the in-process workers here run
-    its queues): the API offers a conversion only while a live pool can run it."""
-    return publish_pool(redis_client, namespace)
 
 
 @pytest.fixture
@@ -98,7 +92,9 @@ def api(settings: Settings, records: Records, storage: LocalStorage, redis_clien
     clock = Clock()
     app = create_app(settings, records=records, storage=storage,
                      enqueue=lambda job_id, queue: enqueue_export(broker, job_id, queue), clock=clock)  # fmt: skip
-    yield Api(falcon.testing.TestClient(app), broker, clock, records, storage, redis_client, namespace)
+    yield Api(
+        falcon.testing.TestClient(app, headers=AUTH), broker, clock, records, storage, redis_client, namespace
+    )
     broker.close()
 
 
@@ -364,7 +360,7 @@ def test_redis_down_gives_503_with_retry_after(settings: Settings, storage: Loca
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     records = Records(dead, namespace="x", retention_s=60)
     client = falcon.testing.TestClient(
-        create_app(settings, records=records, storage=storage, enqueue=lambda *_: None)
+        create_app(settings, records=records, storage=storage, enqueue=lambda *_: None), headers=AUTH
     )
     ready = client.simulate_get("/readyz")
     assert ready.status_code == 503 and ready.json["checks"]["redis"].startswith("unavailable")
@@ -381,7 +377,7 @@ def test_enqueue_failure_leaves_no_orphan_job(
         raise redis.ConnectionError("broker down")
 
     client = falcon.testing.TestClient(
-        create_app(settings, records=records, storage=storage, enqueue=broken_enqueue)
+        create_app(settings, records=records, storage=storage, enqueue=broken_enqueue), headers=AUTH
     )
     body, ctype = multipart([("file", ("a.jpg", jpeg_bytes())), ("format", "png")])
     _problem(client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype}), 503,
@@ -407,7 +403,8 @@ def test_settings_replace_keeps_app_factory_pure(
     small = falcon.testing.TestClient(
         create_app(
             replace(settings, max_upload_bytes=10), records=records, storage=storage, enqueue=lambda *_: None
-        )
+        ),
+        headers=AUTH,
     )
     _problem(small.simulate_post("/v1/uploads", body=png_bytes()), 413, "payload_too_large")
 
@@ -588,7 +585,13 @@ def test_a_process_lets_at_most_half_its_connections_wait(
         replace(settings, api_connections=2), records=records, storage=storage, enqueue=lambda *_: None
     )
     api = Api(
-        falcon.testing.TestClient(app), None, Clock(), records, storage, records.redis, records.namespace
+        falcon.testing.TestClient(app, headers=AUTH),
+        None,
+        Clock(),
+        records,
+        storage,
+        records.redis,
+        records.namespace,
     )
     first_id, second_id = _queued_job(api), _queued_job(api)
     first, _ = _get_in_thread(api, f"/v1/exports/{first_id}", {"wait": "3"})
@@ -710,7 +713,7 @@ def test_a_json_body_whose_declared_length_is_too_large_is_refused_before_it_is_
 def test_the_json_limit_is_a_setting(settings: Settings, records: Records, storage: LocalStorage) -> None:
     app = create_app(replace(settings, max_json_bytes=100), records=records, storage=storage,
                      enqueue=lambda job_id, queue: None)  # fmt: skip
-    client = falcon.testing.TestClient(app)
+    client = falcon.testing.TestClient(app, headers=AUTH)
     body = json.dumps({"inputs": ["0" * 32], "format": "pdf", "options": {"title": "x" * 100}})
     _problem(client.simulate_post("/v1/exports", body=body, headers={"Content-Type": "application/json"}),
              413, "payload_too_large")  # fmt: skip
@@ -812,7 +815,7 @@ def test_formats_advertises_the_output_side_limit_the_submit_check_uses(
 ) -> None:
     app = create_app(replace(settings, max_output_side_px=5000), records=records, storage=storage,
                      enqueue=lambda job_id, queue: None)  # fmt: skip
-    client = falcon.testing.TestClient(app)
+    client = falcon.testing.TestClient(app, headers=AUTH)
     conversions = client.simulate_get("/v1/formats").json["conversions"]
     sides = {(c["from"], c["to"], name): spec["maximum"] for c in conversions
              for name, spec in c["options"].items() if name in ("width", "height", "sheet_width_px")}  # fmt: skip
@@ -885,7 +888,7 @@ def test_a_conversion_no_live_pool_can_run_is_refused_and_shown_unavailable(
     availability = Availability(redis_client, namespace, clock=lambda: clock.now)
     app = create_app(settings, records=records, storage=storage, enqueue=lambda job_id, queue: None,
                      clock=clock, availability=availability)  # fmt: skip
-    client = falcon.testing.TestClient(app)
+    client = falcon.testing.TestClient(app, headers=AUTH)
 
     def try_export() -> falcon.testing.Result:
         body, ctype = multipart([("file", ("a.jpg", jpeg_bytes())), ("format", "png")])

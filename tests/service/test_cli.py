@@ -18,8 +18,9 @@ from tests.helpers import free_port, jpeg_bytes, multipart
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _get(url: str) -> dict:  # type: ignore[type-arg]
-    with urllib.request.urlopen(url, timeout=10) as resp:
+def _get(url: str, key: str = "") -> dict:  # type: ignore[type-arg]
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as resp:
         return json.loads(resp.read())  # type: ignore[no-any-return]
 
 
@@ -47,6 +48,12 @@ def test_run_starts_api_workers_and_redis_and_ctrl_c_stops_them_all(tmp_path: Pa
                 pass
             assert proc.poll() is None and time.monotonic() < deadline, "exportd run did not come up"
             time.sleep(0.2)
+        # The development key, on a line of its own, made once under var/.
+        assert proc.stdout is not None
+        first_line = proc.stdout.readline().decode()
+        assert first_line.startswith("API key: exk_"), first_line
+        key = first_line.split(": ", 1)[1].strip()
+        assert (tmp_path / "var" / "dev-api-key").read_text().strip() == key
         family = psutil.Process(proc.pid).children(recursive=True)
         names = " ".join(" ".join(p.cmdline()) for p in family)
         assert "redis-server" in names and "gunicorn" in names and "worker" in names
@@ -65,15 +72,22 @@ def test_run_starts_api_workers_and_redis_and_ctrl_c_stops_them_all(tmp_path: Pa
         for _ in range(8):  # every API process, on new connections too
             assert _get(base + "/readyz")["status"] == "ready"
 
+        # `exportd keys` finds the Redis of this run under var/ (no EXPORTD_REDIS_URL): the dev key is there.
+        listed = subprocess.run([sys.executable, "-m", "service.cli", "keys", "list"], env=env, cwd=ROOT,
+                                capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert listed.returncode == 0, listed.stderr
+        assert "\tdev\tsubmit+read+admin\t" in listed.stdout and key not in listed.stdout
+
         # A resize goes through libvips, which must not log a line per operation.
         body, ctype = multipart([("file", ("p.jpg", jpeg_bytes())), ("format", "jpeg"),
                                  ("options", '{"width": 200}')])  # fmt: skip
-        req = urllib.request.Request(base + "/v1/exports", data=body, headers={"Content-Type": ctype})
+        req = urllib.request.Request(base + "/v1/exports", data=body,
+                                     headers={"Content-Type": ctype, "Authorization": f"Bearer {key}"})  # fmt: skip
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert resp.status == 202
             job_id = json.loads(resp.read())["id"]
         deadline = time.monotonic() + 30
-        while _get(f"{base}/v1/exports/{job_id}")["status"] != "succeeded":
+        while _get(f"{base}/v1/exports/{job_id}", key)["status"] != "succeeded":
             assert time.monotonic() < deadline
             time.sleep(0.05)
     finally:
@@ -81,6 +95,7 @@ def test_run_starts_api_workers_and_redis_and_ctrl_c_stops_them_all(tmp_path: Pa
         output = proc.communicate(timeout=60)[0].decode()
     assert proc.returncode == 0, output
     assert "stopped" in output
+    assert key not in output, "the key is printed once at start-up (read above) and never logged"
     assert '"level": "critical"' not in output and '"level": "error"' not in output, output
     assert '"logger": "pyvips"' not in output, output
     _gone, alive = psutil.wait_procs(family, timeout=5)

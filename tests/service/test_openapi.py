@@ -18,18 +18,18 @@ from service.openapi import OPERATIONS, options_schema_name, problem_codes, undo
 from service.settings import Settings, parse_signing_keys
 from storage.jobs import Records
 from storage.local import LocalStorage
-from tests.conftest import TEST_KEYS
+from tests.conftest import AUTH, TEST_API_KEYS, TEST_KEYS
 
 
 @pytest.fixture
 def app(tmp_path: Path, records: Records, storage: LocalStorage) -> falcon.App[Any, Any]:
-    settings = Settings(signing_keys=parse_signing_keys(TEST_KEYS), data_dir=tmp_path,
+    settings = Settings(signing_keys=parse_signing_keys(TEST_KEYS), data_dir=tmp_path, api_keys=TEST_API_KEYS,
                         public_url="http://exportd.test")  # fmt: skip
     return create_app(settings, records=records, storage=storage, enqueue=lambda job_id, queue: None)
 
 
 def _document(app: falcon.App[Any, Any]) -> dict[str, Any]:
-    result = falcon.testing.TestClient(app).simulate_get("/v1/openapi.json")
+    result = falcon.testing.TestClient(app, headers=AUTH).simulate_get("/v1/openapi.json")
     assert result.status_code == 200 and result.headers["content-type"] == "application/json"
     return dict(result.json)
 
@@ -90,7 +90,10 @@ def test_option_bounds_follow_the_service_limits(
     tmp_path: Path, records: Records, storage: LocalStorage
 ) -> None:
     settings = Settings(
-        signing_keys=parse_signing_keys(TEST_KEYS), data_dir=tmp_path, max_output_side_px=1234
+        signing_keys=parse_signing_keys(TEST_KEYS),
+        data_dir=tmp_path,
+        max_output_side_px=1234,
+        api_keys=TEST_API_KEYS,
     )
     document = _document(create_app(settings, records=records, storage=storage, enqueue=lambda j, q: None))
     width = document["components"]["schemas"]["image_to_webp_Options"]["properties"]["width"]
@@ -109,7 +112,7 @@ def test_problem_codes_come_from_the_error_table(app: falcon.App[Any, Any]) -> N
 
 
 def test_the_page_is_served_with_a_strict_policy(app: falcon.App[Any, Any]) -> None:
-    client = falcon.testing.TestClient(app)
+    client = falcon.testing.TestClient(app, headers=AUTH)
     page = client.simulate_get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     csp = page.headers["content-security-policy"]
@@ -120,3 +123,31 @@ def test_the_page_is_served_with_a_strict_policy(app: falcon.App[Any, Any]) -> N
     assert client.simulate_get("/ui/app.js").headers["content-type"].startswith("text/javascript")
     missing = client.simulate_get("/ui/..%2Fapp.py")
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+
+
+def test_every_keyed_operation_documents_the_bearer_scheme_and_its_refusals(
+    app: falcon.App[Any, Any],
+) -> None:
+    document = _document(app)
+    assert document["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer", "description": document["components"]["securitySchemes"]["bearer"]["description"]
+    }  # fmt: skip
+    keyed = 0
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            if path.startswith("/v1/") and not path.startswith("/v1/files/"):
+                keyed += 1
+                assert operation["security"] == [{"bearer": []}], (method, path)
+                answers = operation["responses"]
+                assert {"401", "403", "429"} <= set(answers), (method, path)
+                assert "WWW-Authenticate" in answers["401"]["headers"]
+                assert {"Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} <= set(
+                    answers["429"]["headers"]
+                )
+                assert "`unauthorized`" in answers["401"]["description"]
+                assert "`rate_limited`" in answers["429"]["description"]
+                assert "`quota_exceeded`" in answers["429"]["description"]
+            else:
+                assert "security" not in operation and "401" not in operation["responses"], (method, path)
+    assert keyed >= 7
+    assert "get" in document["paths"]["/v1/exports"]

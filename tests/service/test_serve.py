@@ -26,7 +26,7 @@ import redis
 
 from storage.jobs import Output, Records
 from storage.local import LocalStorage
-from tests.conftest import TEST_KEYS
+from tests.conftest import AUTH, TEST_API_KEY, TEST_API_KEYS, TEST_KEYS
 from tests.helpers import free_port, jpeg_bytes, multipart, publish_pool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +41,9 @@ class Server:
     def call(self, method: str, path: str, body: bytes | None = None, ctype: str = "") -> tuple[int, Any]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         try:
-            conn.request(method, path, body=body, headers={"Content-Type": ctype} if ctype else {})
+            conn.request(
+                method, path, body=body, headers={**AUTH, **({"Content-Type": ctype} if ctype else {})}
+            )
             resp = conn.getresponse()
             return resp.status, json.loads(resp.read())
         finally:
@@ -53,7 +55,8 @@ def _start(tmp_path: Path, redis_url: str, namespace: str, **settings: str) -> I
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTD_")}
     env.update({"PYTHONPATH": str(ROOT), "EXPORTD_REDIS_URL": redis_url, "EXPORTD_REDIS_NAMESPACE": namespace,
                 "EXPORTD_DATA_DIR": str(tmp_path), "EXPORTD_PORT": str(port), "EXPORTD_API_PROCESSES": "1",
-                "EXPORTD_SIGNING_KEYS": TEST_KEYS, "EXPORTD_LOG_LEVEL": "WARNING"})  # fmt: skip
+                "EXPORTD_SIGNING_KEYS": TEST_KEYS, "EXPORTD_LOG_LEVEL": "WARNING",
+                "EXPORTD_API_KEYS": TEST_API_KEYS})  # fmt: skip
     env.update({f"EXPORTD_{name.upper()}": value for name, value in settings.items()})
     # No worker pool runs beside this API: one is published so that exports are accepted.
     publish_pool(redis.Redis.from_url(redis_url), namespace)
@@ -169,7 +172,7 @@ def _post_json_headers(
 ) -> tuple[int, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
-        conn.request("POST", "/v1/exports", body=body, headers={"Content-Type": "application/json", **headers},
+        conn.request("POST", "/v1/exports", body=body, headers={"Content-Type": "application/json", **AUTH, **headers},
                      **kwargs)  # fmt: skip
         resp = conn.getresponse()
         return resp.status, json.loads(resp.read())
@@ -182,6 +185,7 @@ def test_a_json_export_declaring_2_gb_is_refused_before_a_byte_of_it_is_sent(ser
     try:
         conn.putrequest("POST", "/v1/exports")
         conn.putheader("Content-Type", "application/json")
+        conn.putheader("Authorization", AUTH["Authorization"])
         conn.putheader("Content-Length", str(2 * 1024**3))
         conn.endheaders()  # and not one byte of the body
         resp = conn.getresponse()
@@ -225,6 +229,10 @@ def test_a_small_chunked_json_export_is_read_whole(server: Server) -> None:
 # -- slow clients: each costs a greenlet, not a thread, and is cut off when it stalls or trickles ----------
 
 
+#: The API key header of the raw requests below, as a client with a key sends it.
+_AUTH_LINE = f"Authorization: Bearer {TEST_API_KEY}\r\n".encode()
+
+
 def _connect(server: Server) -> socket.socket:
     return socket.create_connection(("127.0.0.1", server.port), timeout=10)
 
@@ -252,7 +260,7 @@ def test_a_client_that_stops_sending_mid_headers_is_cut_off(paced_server: Server
 def test_a_client_that_stops_sending_mid_body_gets_408_and_is_cut_off(paced_server: Server) -> None:
     sock = _connect(paced_server)
     sock.sendall(b"POST /v1/uploads?filename=a.jpg HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                 b"Content-Type: image/jpeg\r\nContent-Length: 200000\r\n\r\n")  # fmt: skip
+                 b"Content-Type: image/jpeg\r\nContent-Length: 200000\r\n" + _AUTH_LINE + b"\r\n")  # fmt: skip
     sock.sendall(jpeg_bytes()[:1000])  # then nothing
     answer = _answer_then_close(sock)
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
@@ -263,7 +271,7 @@ def test_a_body_slower_than_the_minimum_rate_is_cut_off(paced_server: Server) ->
     """A byte every 0.2 s never leaves the read timeout without bytes, but is far below 1000 bytes/s."""
     sock = _connect(paced_server)
     sock.sendall(b"POST /v1/uploads?filename=a.jpg HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                 b"Content-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n")  # fmt: skip
+                 b"Content-Type: image/jpeg\r\nContent-Length: 100000\r\n" + _AUTH_LINE + b"\r\n")  # fmt: skip
     stop = threading.Event()
 
     def trickle() -> None:
@@ -302,7 +310,7 @@ def test_with_200_slow_clients_open_healthz_and_normal_requests_still_answer(ser
                 sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
             else:
                 sock.sendall(b"POST /v1/uploads?filename=a.jpg HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                             b"Content-Type: image/jpeg\r\nContent-Length: 1000000\r\n\r\nxyz")  # fmt: skip
+                             b"Content-Type: image/jpeg\r\nContent-Length: 1000000\r\n" + _AUTH_LINE + b"\r\nxyz")  # fmt: skip
             slow.append(sock)
         time.sleep(0.5)  # let the server take them all in
         assert _established(server.worker, server.port) >= 200  # all open, none cut off yet
