@@ -37,6 +37,10 @@ CRASHES = Counter("exportd_worker_crashes", "Worker processes that died, by caus
                   ["cause"])  # fmt: skip
 DEAD_LETTERS = Counter("exportd_dead_letters", "Messages moved to the dead letters after their last retry.")
 IN_FLIGHT = Gauge("exportd_jobs_in_flight", "Jobs being converted now.", multiprocess_mode="livesum")
+MEMORY_BUDGET = Gauge("exportd_memory_budget_bytes", "Memory for jobs of the pool's processes (admission's budget).",
+                      multiprocess_mode="livesum")  # fmt: skip
+MEMORY_ADMITTED = Gauge("exportd_memory_admitted_bytes", "Estimated peak memory of the jobs admitted now.",
+                        multiprocess_mode="livesum")  # fmt: skip
 
 
 def conversion_label(kind: str, fmt: str) -> str:

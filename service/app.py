@@ -18,6 +18,7 @@ from exporters.base import Limits
 from service import errors
 from service.bodies import strict_loads
 from service.logs import request_id_var
+from service.metrics import Metrics, RequestMetrics
 from service.openapi import OpenApi
 from service.pacing import ClientTooSlow
 from service.resources.exports import ExportItem, Exports, Formats, JobView
@@ -132,7 +133,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
 ) -> falcon.App[falcon.Request, falcon.Response]:
     """The WSGI app. `enqueue(job_id, queue)` queues a job's message."""
-    middleware: list[RequestContext | LargeBodies] = [RequestContext(), LargeBodies()]
+    middleware: list[object] = [RequestMetrics(), RequestContext(), LargeBodies()]
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     multipart = cast(
@@ -158,6 +159,7 @@ def create_app(
     )
     app.add_route("/healthz", Healthz())
     app.add_route("/readyz", Readyz(records, storage))
+    app.add_route("/metrics", Metrics())  # open like /healthz: counts only, no tenant data
     app.add_route("/v1/formats", Formats(limits_from(settings)))
     app.add_route("/v1/uploads", Uploads(receiver))
     app.add_route("/v1/uploads/{upload_id}", UploadItem(records))

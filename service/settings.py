@@ -45,6 +45,9 @@ class Settings:
     api_read_timeout_s: int = 20
     # Slowest average a request's bytes may arrive at once its first api_read_timeout_s have passed.
     api_min_body_bytes_per_s: int = 500
+    # On SIGTERM, how long the API's requests in progress get to finish before gunicorn kills its
+    # processes (readiness fails at once; keep the pod's grace period above this plus its preStop delay).
+    api_graceful_timeout_s: int = 30
 
     # -- redis ---------------------------------------------------------------------------------
     # Redis for the queue and the job records. Unset: `exportd run` starts a local one under data_dir.
@@ -178,7 +181,7 @@ class Settings:
         for name in ("port", "link_ttl_s", "max_upload_bytes", "max_inputs", "retention_s", "max_frames",
                      "max_json_bytes", "max_output_side_px",
                      "max_total_pixels", "max_table_pages", "job_time_limit_s", "worker_processes", "worker_threads", "worker_poll_ms",
-                     "api_processes", "api_connections", "api_read_timeout_s", "api_min_body_bytes_per_s",
+                     "api_processes", "api_connections", "api_read_timeout_s", "api_min_body_bytes_per_s", "api_graceful_timeout_s",
                      "sweep_interval_s", "sweep_grace_s"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
