@@ -133,7 +133,8 @@ def create_app(
     clock: Callable[[], float] = time.time,
 ) -> falcon.App[falcon.Request, falcon.Response]:
     """The WSGI app. `enqueue(job_id, queue)` queues a job's message."""
-    middleware: list[object] = [RequestMetrics(), RequestContext(), LargeBodies()]
+    Middleware = RequestMetrics | RequestContext | LargeBodies
+    middleware: list[Middleware] = [RequestMetrics(), RequestContext(), LargeBodies()]
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     multipart = cast(
