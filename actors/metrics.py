@@ -95,12 +95,18 @@ class QueueCollector(Collector):
                     if data is not None:
                         age = max(0.0, time.time() - Message.decode(data).message_timestamp / 1000)
                 oldest.add_metric([queue], age)
+            memory = self.client.info("memory")
         except Exception as exc:  # Redis down: the scrape still answers, without queue figures
             log.warning("cannot read the queues for metrics", extra={"error": str(exc)})
             return
         yield waiting
         yield delayed
         yield oldest
+        # Writes fail once used reaches maxmemory (noeviction): the alert ExportdRedisMemoryHigh.
+        yield GaugeMetricFamily("exportd_redis_memory_used_bytes", "Memory Redis uses (INFO memory used_memory).",
+                                value=float(memory.get("used_memory", 0)))  # fmt: skip
+        yield GaugeMetricFamily("exportd_redis_maxmemory_bytes", "Redis's maxmemory (0: no limit).",
+                                value=float(memory.get("maxmemory", 0)))  # fmt: skip
 
 
 def serve(port: int, host: str, *, queues: QueueCollector | None) -> threading.Thread:

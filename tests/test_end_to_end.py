@@ -287,6 +287,7 @@ def test_worker_metrics_count_jobs_as_they_end_and_promtool_accepts_them(service
     assert after["exportd_memory_budget_bytes"] > 0
     assert after["exportd_memory_admitted_bytes"] == 0
     assert after['exportd_queue_messages{queue="exports"}'] == 0
+    assert after["exportd_redis_memory_used_bytes"] > 0 and "exportd_redis_maxmemory_bytes" in after
     # Bounded labels: no job id and no file name in any sample.
     assert not [s for s in after if "broken" in s or "m2.jpg" in s]
     promtool = shutil.which("promtool")
