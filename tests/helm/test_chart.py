@@ -1361,3 +1361,13 @@ def test_schema_refuses_bad_quantities_cron_strings_and_weakened_security(bad: s
 def test_schema_accepts_valid_quantities_and_cron_strings(good: str) -> None:
     proc = template("default", good)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_worker_memory_request_equals_the_limit_admission_counts_on(
+    manifests: tuple[dict[str, Any], ...],
+) -> None:
+    """Memory admission budgets the whole limit (actors/admission.py); a request below it would let
+    the node run short and evict the pod while admission still thinks the memory is there."""
+    for w in workers(manifests):
+        resources = w["spec"]["template"]["spec"]["containers"][0]["resources"]
+        assert resources["requests"]["memory"] == resources["limits"]["memory"], w["metadata"]["name"]
