@@ -5,6 +5,10 @@ sets (to a directory of its own) before any process imports prometheus_client; t
 serves the sum of all its processes on EXPORTD_WORKER_METRICS_PORT, with the queues' state read
 from Redis at each scrape. Labels are bounded: a conversion is "<input kind>_to_<format>" from the
 registry's table, an outcome is "succeeded" or a job error code; no job ids, no file names.
+
+Not yet here: webhook deliveries (issue 14). When they exist, count each attempt where the
+delivery's state machine ends it, as exportd_webhook_deliveries_total{outcome} (delivered,
+retrying, failed: bounded, never the endpoint's URL), and add it to the dashboard and the README.
 """
 
 from __future__ import annotations
