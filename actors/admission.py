@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 
 from dramatiq.middleware import Middleware, SkipMessage
 
-from actors import running
+from actors import metrics, running
 from actors.export import ACTOR_OF_QUEUE
 from actors.memory import TRIM_AFTER_BYTES, release_free_memory
 from actors.outcomes import end_job
@@ -93,6 +93,8 @@ class MemoryBudget:
     def __init__(self, capacity_bytes: int) -> None:
         self.capacity_bytes = capacity_bytes
         self._used = 0
+        metrics.MEMORY_BUDGET.set(capacity_bytes)
+        metrics.MEMORY_ADMITTED.set(0)
         self._turns: collections.deque[object] = collections.deque()
         self._changed = threading.Condition()
 
@@ -117,6 +119,7 @@ class MemoryBudget:
                     on_wait()
                 self._changed.wait_for(lambda: self._can_take(turn, nbytes))
                 self._used += nbytes
+                metrics.MEMORY_ADMITTED.set(self._used)
             finally:
                 self._turns.remove(turn)
                 self._changed.notify_all()
@@ -128,6 +131,7 @@ class MemoryBudget:
     def release(self, nbytes: int) -> None:
         with self._changed:
             self._used -= nbytes
+            metrics.MEMORY_ADMITTED.set(self._used)
             self._changed.notify_all()
 
 

@@ -108,10 +108,10 @@ class Availability:
         self._read_at = float("-inf")
         self._pools: list[PoolInfo] = []
 
-    def pools(self) -> list[PoolInfo]:
+    def pools(self, *, fresh: bool = False) -> list[PoolInfo]:
         """Raises a Redis error when Redis is down (the caller answers 503)."""
         with self._lock:
-            if self.clock() - self._read_at < CACHE_S:
+            if not fresh and self.clock() - self._read_at < CACHE_S:
                 return self._pools
         pools = live_pools(self.client, self.namespace)
         with self._lock:
@@ -119,10 +119,14 @@ class Availability:
         return pools
 
     def can_run(self, queue: str, needs: Sequence[str]) -> bool:
-        if any(
-            queue in pool.queues and all(pool.capabilities.get(need, False) for need in needs)
-            for pool in self.pools()
-        ):
+        def served(pools: list[PoolInfo]) -> bool:
+            return any(
+                queue in pool.queues and all(pool.capabilities.get(need, False) for need in needs)
+                for pool in pools
+            )
+
+        # A yes may come from the cache; a no is read again first (a pool may have just started).
+        if served(self.pools()) or served(self.pools(fresh=True)):
             return True
         if queue not in self.scale_from_zero:
             return False

@@ -5,6 +5,10 @@ sets (to a directory of its own) before any process imports prometheus_client; t
 serves the sum of all its processes on EXPORTD_WORKER_METRICS_PORT, with the queues' state read
 from Redis at each scrape. Labels are bounded: a conversion is "<input kind>_to_<format>" from the
 registry's table, an outcome is "succeeded" or a job error code; no job ids, no file names.
+
+Not yet here: webhook deliveries (issue 14). When they exist, count each attempt where the
+delivery's state machine ends it, as exportd_webhook_deliveries_total{outcome} (delivered,
+retrying, failed: bounded, never the endpoint's URL), and add it to the dashboard and the README.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ CRASHES = Counter("exportd_worker_crashes", "Worker processes that died, by caus
                   ["cause"])  # fmt: skip
 DEAD_LETTERS = Counter("exportd_dead_letters", "Messages moved to the dead letters after their last retry.")
 IN_FLIGHT = Gauge("exportd_jobs_in_flight", "Jobs being converted now.", multiprocess_mode="livesum")
+MEMORY_BUDGET = Gauge("exportd_memory_budget_bytes", "Memory for jobs of the pool's processes (admission's budget).",
+                      multiprocess_mode="livesum")  # fmt: skip
+MEMORY_ADMITTED = Gauge("exportd_memory_admitted_bytes", "Estimated peak memory of the jobs admitted now.",
+                        multiprocess_mode="livesum")  # fmt: skip
 
 
 def conversion_label(kind: str, fmt: str) -> str:
@@ -91,12 +99,18 @@ class QueueCollector(Collector):
                     if data is not None:
                         age = max(0.0, time.time() - Message.decode(data).message_timestamp / 1000)
                 oldest.add_metric([queue], age)
+            memory = self.client.info("memory")
         except Exception as exc:  # Redis down: the scrape still answers, without queue figures
             log.warning("cannot read the queues for metrics", extra={"error": str(exc)})
             return
         yield waiting
         yield delayed
         yield oldest
+        # Writes fail once used reaches maxmemory (noeviction): the alert ExportdRedisMemoryHigh.
+        yield GaugeMetricFamily("exportd_redis_memory_used_bytes", "Memory Redis uses (INFO memory used_memory).",
+                                value=float(memory.get("used_memory", 0)))  # fmt: skip
+        yield GaugeMetricFamily("exportd_redis_maxmemory_bytes", "Redis's maxmemory (0: no limit).",
+                                value=float(memory.get("maxmemory", 0)))  # fmt: skip
 
 
 def serve(port: int, host: str, *, queues: QueueCollector | None) -> threading.Thread:

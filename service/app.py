@@ -20,6 +20,7 @@ from service import errors
 from service.auth import Authenticate
 from service.bodies import strict_loads
 from service.logs import request_id_var
+from service.metrics import Metrics, RequestMetrics
 from service.openapi import OpenApi
 from service.pacing import ClientTooSlow
 from service.resources.exports import ExportItem, Exports, Formats, JobView
@@ -149,7 +150,7 @@ def create_app(
         records.redis, namespace=records.namespace, configured=parse_configured_keys(settings.api_keys)
     )
     authenticate = Authenticate(keys=keys, tenants=tenants, enabled=settings.auth != "disabled")
-    middleware: list[Any] = [RequestContext(), LargeBodies(), authenticate]
+    middleware: list[Any] = [RequestMetrics(), RequestContext(), LargeBodies(), authenticate]
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     multipart = cast(
@@ -179,6 +180,7 @@ def create_app(
     availability = availability or Availability(
         records.redis, records.namespace, scale_from_zero=scale_from_zero
     )
+    app.add_route("/metrics", Metrics())  # open like /healthz: counts only, no tenant data
     app.add_route("/v1/formats", Formats(limits_from(settings), availability))
     app.add_route("/v1/uploads", Uploads(receiver))
     app.add_route("/v1/uploads/{upload_id}", UploadItem(records))

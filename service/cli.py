@@ -76,9 +76,14 @@ def _check_auth(settings: Settings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import tempfile
+
     settings = _settings()
     _require_redis(settings)
     _check_auth(settings)
+    # Every gunicorn process counts its metrics into files here, for GET /metrics to sum; set before
+    # gunicorn starts, so no process imports prometheus_client without it (service/metrics.py).
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="exportd-api-metrics-")
     argv = [
         sys.executable, "-m", "gunicorn", "service.wsgi:app",
         "--config", "python:service.gunicorn_config",
@@ -88,6 +93,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # waiting request costs a greenlet, not a thread.
         "--worker-class", "service.server.ExportdWorker",
         "--worker-connections", str(settings.api_connections),
+        # On SIGTERM, requests in progress get this long to finish (the pod's grace period is longer).
+        "--graceful-timeout", str(settings.api_graceful_timeout_s),
         "--log-level", settings.log_level.lower(),
         # No control socket: it lives under $HOME, which a hardened container does not have.
         "--no-control-socket",

@@ -181,6 +181,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {200: Answer("Ready.", _json(_ref("Readiness"))),
          503: Answer("Not ready: `checks` says what is unavailable.", _json(_ref("Readiness")), ("Retry-After",))},
     ),
+    ("Metrics", "GET"): Operation(
+        "getMetrics", "Prometheus metrics of this pod's API processes (summed)", "operations",
+        {200: Answer("The Prometheus text exposition format.", {"text/plain": {"type": "string"}})},
+    ),
     ("OpenApi", "GET"): Operation(
         "getOpenApi", "This document", "documentation",
         {200: Answer("The OpenAPI 3.1 document.", _json({"type": "object"}))},

@@ -49,6 +49,9 @@ class Settings:
     api_read_timeout_s: int = 20
     # Slowest average a request's bytes may arrive at once its first api_read_timeout_s have passed.
     api_min_body_bytes_per_s: int = 500
+    # On SIGTERM, how long the API's requests in progress get to finish before gunicorn kills its
+    # processes (readiness fails at once; keep the pod's grace period above this plus its preStop delay).
+    api_graceful_timeout_s: int = 30
 
     # -- redis ---------------------------------------------------------------------------------
     # Redis for the queue and the job records. Unset: `exportd run` starts a local one under data_dir.

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 
 import redis
 
+from service.metrics import WAITING
+
 log = logging.getLogger("exportd.api")
 
 #: How long the first waiting request waits for the subscription to be in place.
@@ -81,7 +83,8 @@ class JobWaiter:
             yield None
             return
         try:
-            yield event
+            with WAITING.track_inprogress():
+                yield event
         finally:
             with self._lock:
                 events = self._waiting[job_id]

@@ -287,12 +287,48 @@ def test_worker_metrics_count_jobs_as_they_end_and_promtool_accepts_them(service
     assert after[bad] - before.get(bad, 0) == 1
     assert after['exportd_conversion_duration_seconds_count{conversion="image_to_png"}'] >= 2
     assert after["exportd_jobs_in_flight"] == 0
+    # Both processes' admission budgets summed; nothing admitted once the jobs ended.
+    assert after["exportd_memory_budget_bytes"] > 0
+    assert after["exportd_memory_admitted_bytes"] == 0
     assert after['exportd_queue_messages{queue="exports"}'] == 0
+    assert after["exportd_redis_memory_used_bytes"] > 0 and "exportd_redis_maxmemory_bytes" in after
     # Bounded labels: no job id and no file name in any sample.
     assert not [s for s in after if "broken" in s or "m2.jpg" in s]
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool (Debian's prometheus package) is not installed: .ci/run installs it")
     with urllib.request.urlopen(url, timeout=10) as resp:
+        checked = subprocess.run([promtool, "check", "metrics"], input=resp.read(), capture_output=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_api_metrics_sum_every_gunicorn_process_by_route_template(service: Service) -> None:
+    url = f"{service.base}/metrics"
+    formats = 'exportd_http_requests_total{method="GET",route="/v1/formats",status="200"}'
+    job_get = 'exportd_http_requests_total{method="GET",route="/v1/exports/{job_id}",status="200"}'
+    missing = 'exportd_http_requests_total{method="GET",route="/v1/exports/{job_id}",status="404"}'
+    body_bytes = 'exportd_http_request_body_bytes_total{route="/v1/exports"}'
+    before = _scrape(url)
+    # Each request on a new connection: the two API processes share them, and the page sums both.
+    for _ in range(20):
+        assert service.request("GET", "/v1/formats")[0] == 200
+    job = service.wait(service.export([("a.jpg", jpeg_bytes())], "png")["id"])
+    assert service.request("GET", "/v1/exports/no-such-job")[0] == 404
+    after = _scrape(url)
+    assert after[formats] - before.get(formats, 0) == 20
+    assert after[job_get] - before.get(job_get, 0) >= 1
+    assert after[missing] - before.get(missing, 0) == 1
+    assert after[body_bytes] - before.get(body_bytes, 0) > len(jpeg_bytes())
+    assert after['exportd_http_request_duration_seconds_count{method="GET",route="/v1/formats"}'] >= 20
+    assert after["exportd_http_requests_waiting"] == 0
+    # The scrape itself is the one request in progress.
+    assert after["exportd_http_requests_in_progress"] == 1
+    # Bounded labels: templates, never a job id or a path of its own.
+    assert not [s for s in after if job["id"] in s or "no-such-job" in s]
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool (Debian's prometheus package) is not installed: .ci/run installs it")
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain; version=")
         checked = subprocess.run([promtool, "check", "metrics"], input=resp.read(), capture_output=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import falcon
 
 from storage.base import Storage, StorageUnavailable
@@ -15,8 +17,17 @@ class Healthz:
         resp.media = {"status": "ok"}
 
 
+#: Set once this process is stopping (SIGTERM): readiness fails from then on.
+_stopping = threading.Event()
+
+
+def stop_being_ready() -> None:
+    """This process is stopping: /readyz answers 503 from now on."""
+    _stopping.set()
+
+
 class Readyz:
-    """Redis and storage are reachable, else 503 with what is wrong."""
+    """Redis and storage are reachable and the process is not stopping, else 503 with what is wrong."""
 
     def __init__(self, records: Records, storage: Storage) -> None:
         self.records = records
@@ -34,6 +45,8 @@ class Readyz:
             checks["storage"] = "ok"
         except StorageUnavailable as exc:
             checks["storage"] = f"unavailable: {exc}"
+        if _stopping.is_set():
+            checks["process"] = "stopping"
         ready = all(v == "ok" for v in checks.values())
         resp.status = 200 if ready else 503
         if not ready:

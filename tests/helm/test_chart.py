@@ -49,7 +49,13 @@ WORKER_ONLY = {
 #: Settings that must come from a Secret, never from the ConfigMap or a literal env value.
 SECRET_SETTINGS = {"EXPORTD_SIGNING_KEYS", "EXPORTD_API_KEYS"}
 #: Kinds outside core Kubernetes (KEDA CRDs): kubernetes-validate has no schema for them.
-CRD_KINDS = {("keda.sh/v1alpha1", "ScaledObject"), ("keda.sh/v1alpha1", "TriggerAuthentication")}
+CRD_KINDS = {("keda.sh/v1alpha1", "ScaledObject"), ("keda.sh/v1alpha1", "TriggerAuthentication"),
+             ("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PodMonitor"),
+             ("monitoring.coreos.com/v1", "PrometheusRule")}  # fmt: skip
+#: The openAPIV3Schema of prometheus-operator's CRDs (v0.93.0, example/prometheus-operator-crd/ at
+#: commit 6adcebc5 of github.com/prometheus-operator/prometheus-operator), copied whole as JSON.
+CRD_SCHEMAS = {kind: Path(__file__).parent / "crds" / f"monitoring.coreos.com_{kind.lower()}s_v1.json"
+               for kind in ("ServiceMonitor", "PodMonitor", "PrometheusRule")}  # fmt: skip
 METADATA_IP = ipaddress.ip_address("169.254.169.254")
 RESTRICTED_VOLUME_TYPES = {
     "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret",
@@ -769,7 +775,12 @@ def test_network_policy_isolates_every_pod(manifests: tuple[dict[str, Any], ...]
         ingress = [rule for p in mine for rule in p["spec"].get("ingress", [])]
         role = component(owner)
         if role in ("worker", "cleanup"):
-            assert ingress == [], f"{owner['metadata']['name']} must accept no traffic"
+            # Nothing but Prometheus on the workers' metrics port (a port the cleanup job does not have).
+            for rule in ingress:
+                assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}], owner["metadata"]["name"]
+            if role == "cleanup":
+                (c,) = owner["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+                assert not c.get("ports"), "the cleanup job must accept no traffic"
         elif role == "api":
             assert all(rule["ports"] == [{"port": "http", "protocol": "TCP"}] for rule in ingress)
         elif role == "redis":
@@ -879,9 +890,10 @@ def test_keda_scaled_object_reads_the_dramatiq_queue_lists(
         if so is None:
             continue
         assert "replicas" not in w["spec"]
-        lists = [t["metadata"]["listName"] for t in so["spec"]["triggers"]]
+        redis_triggers = [t for t in so["spec"]["triggers"] if t["type"] == "redis"]
+        lists = [t["metadata"]["listName"] for t in redis_triggers]
         assert lists == [f"{namespace}:dramatiq:{queue}", f"{namespace}:dramatiq:{queue}.DQ"]
-        for t in so["spec"]["triggers"]:
+        for t in redis_triggers:
             assert t["type"] == "redis"
             assert re.fullmatch(r"[^:/]+:\d+", t["metadata"]["address"])
             assert all(isinstance(v, str) for v in t["metadata"].values())
@@ -1017,6 +1029,348 @@ def test_notes_render_and_warn(notes_chart: Path, scenario: str) -> None:
     )
     assert ("WARNING: single node" in text) == pinned
     assert ("helm template" in text) == (not values["existingSecret"] and not values["signingKeys"])
+    # Rendered without a cluster, a generated signing key or Redis password is announced loudly.
+    generated = not values["existingSecret"] and not values["signingKeys"]
+    redis = values["redis"]
+    generated_redis = redis["enabled"] and redis["auth"]["enabled"] and not redis["auth"]["existingSecret"]
+    assert ("NO SECRET WAS READ FROM THE CLUSTER" in text) == (generated or generated_redis)
+
+
+# -- metrics: prometheus-operator objects, alerts, dashboard ----------------------------------------------------------
+
+
+def _strict(schema: Any) -> Any:
+    """A CRD schema as the API server applies it to a typo: fields it does not know are refused
+    (kubectl's strict field validation), so every object with properties gets additionalProperties false."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if (
+            "properties" in out
+            and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+def _crd_errors(doc: dict[str, Any]) -> list[str]:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = _strict(json.loads(CRD_SCHEMAS[doc["kind"]].read_text()))
+    validator = jsonschema.Draft7Validator(schema)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
+
+
+def test_monitoring_objects_are_valid_against_the_prometheus_operator_crds() -> None:
+    docs = render("metrics-values")
+    kinds = {d["kind"] for d in docs}
+    assert {"ServiceMonitor", "PodMonitor", "PrometheusRule"} <= kinds
+    for doc in docs:
+        if doc["kind"] in CRD_SCHEMAS:
+            assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+            assert not _crd_errors(doc), (doc["kind"], _crd_errors(doc))
+    assert not {"ServiceMonitor", "PodMonitor", "PrometheusRule"} & {d["kind"] for d in render()}
+
+
+def test_crd_validation_catches_a_misspelt_field() -> None:
+    (pm,) = of_kind(render("metrics-values"), "PodMonitor")
+    broken = json.loads(json.dumps(pm))
+    broken["spec"]["podMetricsEndpoints"][0]["portt"] = "metrics"
+    assert _crd_errors(broken)
+    broken = json.loads(json.dumps(pm))
+    broken["spec"]["podMetricsEndpoints"][0]["interval"] = "30 seconds"
+    assert _crd_errors(broken)
+
+
+def test_monitors_scrape_the_named_metrics_ports() -> None:
+    docs = render("metrics-values")
+    (sm,) = of_kind(docs, "ServiceMonitor")
+    (pm,) = of_kind(docs, "PodMonitor")
+    service = one(docs, "Service", RELEASE)
+    assert sm["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert [e["port"] for e in sm["spec"]["endpoints"]] == [p["name"] for p in service["spec"]["ports"]]
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    for w in workers(docs):
+        labels = w["spec"]["template"]["metadata"]["labels"]
+        assert pm["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        (c,) = w["spec"]["template"]["spec"]["containers"]
+        assert {p["name"] for p in c["ports"]} == {pm["spec"]["podMetricsEndpoints"][0]["port"]}
+
+
+def test_pods_are_annotated_with_their_metrics_port(manifests: tuple[dict[str, Any], ...]) -> None:
+    api = api_deployment(manifests)["spec"]["template"]
+    (c,) = api["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert api["metadata"]["annotations"]["prometheus.io/port"] == str(ports["http"])
+    assert api["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
+    for w in workers(manifests):
+        tpl = w["spec"]["template"]
+        (c,) = tpl["spec"]["containers"]
+        metrics_port = {p["name"]: p["containerPort"] for p in c["ports"]}["metrics"]
+        assert tpl["metadata"]["annotations"]["prometheus.io/port"] == str(metrics_port)
+        assert container_env(manifests, c)["EXPORTD_WORKER_METRICS_PORT"] == str(metrics_port)
+
+
+def _metric_names() -> set[str]:
+    """Every metric exportd publishes, read from the modules that define them."""
+    text = (ROOT / "actors" / "metrics.py").read_text() + (ROOT / "service" / "metrics.py").read_text()
+    return set(re.findall(r'"(exportd_[a-z_]+)"', text))
+
+
+def _series_names(expr: str) -> set[str]:
+    return {re.sub(r"_(total|bucket|count|sum)$", "", n) for n in re.findall(r"\b(exportd_[a-z_]+)", expr)}
+
+
+def _promtool_rules(groups: list[dict[str, Any]], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool (Debian's prometheus package) is not installed: .ci/run installs it")
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": groups}))
+    return subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+
+
+def test_alerts_are_valid_promql_on_metrics_that_exist(tmp_path: Path) -> None:
+    (rule,) = of_kind(render("metrics-values"), "PrometheusRule")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert set(alerts) == {"ExportdQueueStalled", "ExportdJobsFailing", "ExportdDeadLetters",
+                           "ExportdWorkersRestarting", "ExportdRedisMemoryHigh"}  # fmt: skip
+    known = _metric_names()
+    for name, r in alerts.items():
+        assert _series_names(r["expr"]) <= known, (name, _series_names(r["expr"]) - known)
+        assert f'namespace="{NAMESPACE}"' in r["expr"], name
+    checked = _promtool_rules(rule["spec"]["groups"], tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # The check can fail: a broken expression is refused.
+    broken = [{"name": "x", "rules": [{"alert": "X", "expr": "sum(rate(exportd_jobs_total[5m])"}]}]
+    assert _promtool_rules(broken, tmp_path).returncode != 0
+
+
+def test_grafana_dashboard_is_shipped_for_the_sidecar(tmp_path: Path) -> None:
+    docs = render("metrics-values")
+    cm = one(docs, "ConfigMap", f"{RELEASE}-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(cm["data"]["exportd.json"])
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(exprs) >= 15
+    known = _metric_names()
+    shown = set().union(*(_series_names(e) for e in exprs))
+    assert shown <= known, shown - known
+    # Every metric exportd publishes is on the dashboard.
+    assert shown == known, known - shown
+    # Each query is valid PromQL once Grafana's variables are filled in.
+    rules = [{"record": f"exportd:panel{i}", "expr": e.replace("$__rate_interval", "5m").replace("$namespace", "x")}
+             for i, e in enumerate(exprs)]  # fmt: skip
+    checked = _promtool_rules([{"name": "dashboard", "rules": rules}], tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert not of_kind(render(), "ConfigMap")[1:], "no dashboard unless metrics.dashboard.enabled"
+
+
+def test_keda_also_scales_on_the_oldest_messages_age() -> None:
+    docs = render("metrics-values")
+    (so,) = of_kind(docs, "ScaledObject")
+    (age,) = [t for t in so["spec"]["triggers"] if t["type"] == "prometheus"]
+    assert age["metadata"]["query"] == (
+        f'max(exportd_queue_oldest_message_age_seconds{{namespace="{NAMESPACE}",queue="exports"}})'
+    )
+    assert age["metadata"]["threshold"] == "30"
+    assert age["metadata"]["serverAddress"].startswith("http://")
+    proc = template(
+        "default", "workers.exports.keda.enabled=true", "workers.exports.keda.oldestMessageAge.enabled=true"
+    )
+    assert proc.returncode != 0 and "oldestMessageAge.serverAddress" in proc.stderr
+
+
+# -- chart defaults that survive production ----------------------------------------------------------------------------
+
+
+def test_api_stops_after_a_prestop_delay_within_its_grace_period(
+    manifests: tuple[dict[str, Any], ...], scenario: str
+) -> None:
+    api_values = values_of(scenario)["api"]
+    spec = api_deployment(manifests)["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    delay, graceful = api_values["preStopDelaySeconds"], api_values["gracefulTimeoutSeconds"]
+    assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(delay)]
+    assert delay >= 5, "the Service and ingress controllers need seconds to forget a terminating pod"
+    assert container_env(manifests, c)["EXPORTD_API_GRACEFUL_TIMEOUT_S"] == str(graceful)
+    assert spec["terminationGracePeriodSeconds"] == delay + graceful + 5
+    docs = render("default", "api.gracefulTimeoutSeconds=120", "api.preStopDelaySeconds=15")
+    spec = api_deployment(docs)["spec"]["template"]["spec"]
+    assert spec["terminationGracePeriodSeconds"] == 140
+    assert container_env(docs, spec["containers"][0])["EXPORTD_API_GRACEFUL_TIMEOUT_S"] == "120"
+
+
+def test_probes_take_overrides_over_their_defaults() -> None:
+    c = api_deployment(render("metrics-values"))["spec"]["template"]["spec"]["containers"][0]
+    assert c["readinessProbe"]["periodSeconds"] == 2
+    assert (
+        c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["readinessProbe"]["failureThreshold"] == 3
+    )
+
+
+def _chart_copy(tmp_path: Path, version: str) -> Path:
+    chart = tmp_path / version / "exportd"
+    shutil.copytree(CHART, chart)
+    meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+    meta["version"], meta["appVersion"] = version, version
+    (chart / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    return chart
+
+
+def test_redis_pod_template_is_the_same_across_chart_upgrades(tmp_path: Path) -> None:
+    """An upgrade that changes nothing about Redis must not restart it (its pod template is unchanged)."""
+    templates = []
+    for version in ("1.0.0", "1.1.0"):
+        chart = _chart_copy(tmp_path, version)
+        proc = template("default", chart=chart)
+        assert proc.returncode == 0, proc.stderr
+        (sts,) = [d for d in yaml.safe_load_all(proc.stdout) if d and d["kind"] == "StatefulSet"]
+        templates.append(sts["spec"]["template"])
+    assert templates[0] == templates[1]
+    labels = templates[0]["metadata"]["labels"]
+    assert "helm.sh/chart" not in labels and "app.kubernetes.io/version" not in labels
+
+
+def test_redis_image_is_pinned() -> None:
+    (sts,) = [d for d in of_kind(render(), "StatefulSet") if component(d) == "redis"]
+    (c,) = sts["spec"]["template"]["spec"]["containers"]
+    repository, _, tag = c["image"].rpartition(":")
+    assert repository.endswith("valkey/valkey") and re.fullmatch(r"\d+\.\d+\.\d+(-alpine)?", tag)
+    assert c["command"] == ["valkey-server"] and "valkey-cli" in c["readinessProbe"]["exec"]["command"][2]
+    digest = "sha256:" + "a" * 64
+    (sts,) = [d for d in of_kind(render("default", f"redis.image.digest={digest}"), "StatefulSet")]
+    assert sts["spec"]["template"]["spec"]["containers"][0]["image"].endswith(f"@{digest}")
+    assert template("default", "redis.image.tag=latest").returncode != 0
+
+
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30}
+    m = re.fullmatch(r"(\d+)([A-Za-z]*)", quantity)
+    assert m, quantity
+    return int(m.group(1)) * units.get(m.group(2), 1)
+
+
+def test_redis_memory_limit_leaves_room_for_the_aof_rewrite_fork(
+    manifests: tuple[dict[str, Any], ...], scenario: str
+) -> None:
+    sts = [d for d in of_kind(manifests, "StatefulSet") if component(d) == "redis"]
+    if not sts:
+        return
+    (c,) = sts[0]["spec"]["template"]["spec"]["containers"]
+    pairs = dict(zip(c["args"][::2], c["args"][1::2], strict=True))
+    assert pairs["--appendfsync"] == "always"
+    limit = _bytes(c["resources"]["limits"]["memory"])
+    assert limit >= 2 * _bytes(pairs["--maxmemory"]) + (64 << 20), "no headroom for the rewrite fork"
+
+
+def test_worker_defaults_reach_every_queue() -> None:
+    """values.yaml no longer repeats workerDefaults in workers.exports, so changing a default works."""
+    values = values_of("default")
+    assert not set(values["workers"]["exports"]) & set(values["workerDefaults"]) - {"enabled"}
+    docs = render("default", "workerDefaults.threads=3", "workerDefaults.processes=1")
+    (w,) = workers(docs)
+    env = container_env(docs, w["spec"]["template"]["spec"]["containers"][0])
+    assert env["EXPORTD_WORKER_THREADS"] == "3" and env["EXPORTD_WORKER_PROCESSES"] == "1"
+
+
+def test_ingress_nginx_lets_an_upload_of_the_limit_pass() -> None:
+    docs = render("default", "ingress.enabled=true")
+    (ingress,) = of_kind(docs, "Ingress")
+    size = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+    values = values_of("default")["config"]
+    assert _bytes(size.replace("m", "Mi")) >= values["maxUploadBytes"] + values["maxJsonBytes"]
+    docs = render("default", "ingress.enabled=true", "config.maxUploadBytes=104857600")
+    (ingress,) = of_kind(docs, "Ingress")
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "102m"
+    (ingress,) = of_kind(render("s3-values"), "Ingress")  # the operator's own value wins
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "30m"
+
+
+def test_extra_volumes_env_and_mounts_reach_every_exportd_container() -> None:
+    docs = render("metrics-values")
+    for _, spec in exportd_pods(docs):
+        (c,) = spec["containers"]
+        assert container_env(docs, c)["AWS_CA_BUNDLE"] == "/etc/ssl/custom/ca.pem"
+        assert {"name": "custom-ca", "mountPath": "/etc/ssl/custom", "readOnly": True} in c["volumeMounts"]
+        assert {"name": "custom-ca", "configMap": {"name": "corporate-ca"}} in spec["volumes"]
+    assert template("default", "extraVolumes[0].name=h", "extraVolumes[0].hostPath.path=/").returncode != 0
+
+
+def test_priority_topology_spread_and_image_digest() -> None:
+    docs = render("metrics-values")
+    api = api_deployment(docs)["spec"]["template"]
+    assert api["spec"]["priorityClassName"] == "exportd-api"
+    (spread,) = api["spec"]["topologySpreadConstraints"]
+    assert spread["labelSelector"]["matchLabels"].items() <= api["metadata"]["labels"].items()
+    for w in workers(docs):
+        tpl = w["spec"]["template"]
+        (spread,) = tpl["spec"]["topologySpreadConstraints"]
+        assert (
+            spread["labelSelector"]["matchLabels"]["exportd/queue"]
+            == tpl["metadata"]["labels"]["exportd/queue"]
+        )
+    for _, spec in exportd_pods(docs):
+        assert spec["containers"][0]["image"] == "exportd@sha256:" + "0" * 64
+
+
+def test_redis_and_the_test_pod_have_their_own_service_accounts(
+    manifests: tuple[dict[str, Any], ...],
+) -> None:
+    app_accounts = {spec["serviceAccountName"] for _, spec in exportd_pods(manifests)}
+    for owner, spec in pod_specs(manifests):
+        if component(owner) in ("redis", "test"):
+            assert spec["serviceAccountName"] not in app_accounts, component(owner)
+    docs = render(
+        "default", "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/x"
+    )
+    for sa in of_kind(docs, "ServiceAccount"):
+        assert ("annotations" in sa["metadata"]) == (sa["metadata"]["name"] == RELEASE)
+
+
+def test_cleanup_runs_in_its_time_zone() -> None:
+    (job,) = of_kind(render("metrics-values"), "CronJob")
+    assert job["spec"]["timeZone"] == "Europe/Paris"
+    (job,) = of_kind(render(), "CronJob")
+    assert "timeZone" not in job["spec"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "api.resources.limits.memory=2GB", "workerDefaults.resources.requests.cpu=half",
+        "redis.persistence.size=lots", "tmpDir.sizeLimit=2 Gi",
+        "cleanup.schedule=every hour", "cleanup.schedule=17 * * *", "cleanup.timeZone=Paris time",
+        "containerSecurityContext.allowPrivilegeEscalation=true", "containerSecurityContext.readOnlyRootFilesystem=false",
+        "containerSecurityContext.capabilities.add[0]=NET_ADMIN", "containerSecurityContext.capabilities.drop[0]=NET_RAW",
+        "containerSecurityContext.privileged=true", "podSecurityContext.runAsNonRoot=false", "podSecurityContext.runAsUser=0",
+        "podSecurityContext.seccompProfile.type=Unconfined", "redis.containerSecurityContext.runAsUser=0",
+        "redis.podSecurityContext.runAsNonRoot=false",
+    ],
+)  # fmt: skip
+def test_schema_refuses_bad_quantities_cron_strings_and_weakened_security(bad: str) -> None:
+    proc = template("default", bad)
+    assert proc.returncode != 0 and "schema" in proc.stderr.lower(), proc.stderr
+
+
+@pytest.mark.parametrize("good", ["api.resources.limits.memory=1.5Gi", "workerDefaults.resources.requests.cpu=1500m",
+                                  "cleanup.schedule=@daily", "cleanup.schedule=*/15 2-4 * * MON-FRI",
+                                  "cleanup.timeZone=America/Argentina/Buenos_Aires"])  # fmt: skip
+def test_schema_accepts_valid_quantities_and_cron_strings(good: str) -> None:
+    proc = template("default", good)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_worker_memory_request_equals_the_limit_admission_counts_on(
+    manifests: tuple[dict[str, Any], ...],
+) -> None:
+    """Memory admission budgets the whole limit (actors/admission.py); a request below it would let
+    the node run short and evict the pod while admission still thinks the memory is there."""
+    for w in workers(manifests):
+        resources = w["spec"]["template"]["spec"]["containers"][0]["resources"]
+        assert resources["requests"]["memory"] == resources["limits"]["memory"], w["metadata"]["name"]
 
 
 def test_queues_keda_scales_to_zero_are_named_for_the_api() -> None:

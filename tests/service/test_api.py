@@ -356,6 +356,48 @@ def test_health_and_readiness(api: Api) -> None:
     assert ready.status_code == 200 and ready.json["checks"] == {"redis": "ok", "storage": "ok"}
 
 
+def test_readiness_fails_once_the_process_is_stopping(api: Api) -> None:
+    """gunicorn's SIGTERM handler (service/gunicorn_config.py) calls stop_being_ready: from then on a
+    balancer that probes /readyz stops sending, while liveness still holds."""
+    from service.resources import health
+
+    try:
+        health.stop_being_ready()
+        ready = api.client.simulate_get("/readyz")
+        assert ready.status_code == 503 and ready.json["checks"]["process"] == "stopping"
+        assert ready.headers["retry-after"]
+        assert api.client.simulate_get("/healthz").status_code == 200
+    finally:
+        health._stopping.clear()
+    assert api.client.simulate_get("/readyz").status_code == 200
+
+
+def test_metrics_count_requests_by_route_template(api: Api) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def count(route: str, status: str) -> float:
+        page = api.client.simulate_get("/metrics")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/plain")
+        for family in text_string_to_metric_families(page.text):
+            for sample in family.samples:
+                labels = sample.labels
+                if sample.name == "exportd_http_requests_total" and (labels["route"], labels["status"]) == (
+                    route,
+                    status,
+                ):
+                    return sample.value
+        return 0.0
+
+    before = count("/v1/exports/{job_id}", "404")
+    api.client.simulate_get("/v1/exports/nope-1")
+    api.client.simulate_get("/v1/exports/nope-2")
+    assert count("/v1/exports/{job_id}", "404") - before == 2
+    assert "nope-1" not in api.client.simulate_get("/metrics").text
+    before = count("unmatched", "404")
+    api.client.simulate_get("/no/such/route")
+    assert count("unmatched", "404") - before == 1
+
+
 def test_redis_down_gives_503_with_retry_after(settings: Settings, storage: LocalStorage) -> None:
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     records = Records(dead, namespace="x", retention_s=60)

@@ -103,7 +103,60 @@ Create the name of the service account to use
 {{- end }}
 
 {{- define "exportd.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "exportd.redisImage" -}}
+{{- $image := .Values.redis.image }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $image.repository $image.digest }}
+{{- else }}
+{{- printf "%s:%s" $image.repository $image.tag }}
+{{- end }}
+{{- end }}
+
+{{/* ServiceAccounts of the bundled Redis and of the `helm test` pod: their own, never the app's. */}}
+{{- define "exportd.redisServiceAccountName" -}}
+{{- if .Values.serviceAccount.create }}{{ include "exportd.redisName" . }}{{ else }}default{{ end }}
+{{- end }}
+
+{{- define "exportd.testServiceAccountName" -}}
+{{- if .Values.serviceAccount.create }}{{ printf "%s-test" (include "exportd.fullname" .) | trunc 63 | trimSuffix "-" }}{{ else }}default{{ end }}
+{{- end }}
+
+{{/*
+A probe: the chart's defaults with the values' overrides merged over them.
+Call with (dict "probe" <map of the handler and defaults> "overrides" <map>); prints YAML.
+*/}}
+{{- define "exportd.probe" -}}
+{{- toYaml (mergeOverwrite (deepCopy .probe) (deepCopy (.overrides | default dict))) }}
+{{- end }}
+
+{{/*
+topologySpreadConstraints with an empty labelSelector filled with the pod's own selector labels.
+Call with (dict "constraints" <list> "labels" <map>); prints YAML (possibly "[]").
+*/}}
+{{- define "exportd.topologySpread" -}}
+{{- $out := list }}
+{{- range .constraints }}
+{{- $c := deepCopy . }}
+{{- if not $c.labelSelector }}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" $.labels) }}
+{{- end }}
+{{- $out = append $out $c }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/* The ingress-nginx body-size limit that lets an upload of config.maxUploadBytes pass, with its options part. */}}
+{{- define "exportd.proxyBodySize" -}}
+{{- $mib := 1048576 }}
+{{- $bytes := add (int64 .Values.config.maxUploadBytes) (int64 .Values.config.maxJsonBytes) $mib }}
+{{- printf "%dm" (div (add $bytes (sub $mib 1)) $mib) }}
 {{- end }}
 
 {{/* ---- settings ------------------------------------------------------------------------------ */}}
@@ -221,6 +274,9 @@ Call with (dict "root" $ "queue" "exports"); returns YAML, read it with fromYaml
 - name: data
   mountPath: /data
 {{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* volumes of every exportd pod. */}}
@@ -232,6 +288,9 @@ Call with (dict "root" $ "queue" "exports"); returns YAML, read it with fromYaml
 - name: data
   persistentVolumeClaim:
     claimName: {{ include "exportd.dataClaimName" . }}
+{{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
 {{- end }}
 {{- end }}
 
