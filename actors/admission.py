@@ -222,7 +222,7 @@ class MemoryAdmission(Middleware):
         try:
             kind = registry.find([u.content_type for u in job.inputs], job.format).kind
             inputs = [EstimateInput(u.content_type, u.size, self._opener(u.key)) for u in job.inputs]
-            return estimate_job(
+            estimate = estimate_job(
                 kind,
                 job.format,
                 inputs,
@@ -230,6 +230,9 @@ class MemoryAdmission(Middleware):
                 max_frames=self._limits.max_frames,
                 max_pages=self._limits.max_pages,
             )
+            if estimate.pixels:
+                metrics.INPUT_PIXELS.labels(metrics.conversion_label(kind, job.format)).inc(estimate.pixels)
+            return estimate
         except StorageUnavailable:
             raise  # transient: the message is retried
         except Exception as exc:  # a damaged header, a missing input: the converter's errors say it better

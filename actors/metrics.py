@@ -36,6 +36,8 @@ DURATION = Histogram("exportd_conversion_duration_seconds", "Time an attempt spe
                      ["conversion"], buckets=_DURATION_BUCKETS)  # fmt: skip
 INPUT_BYTES = Counter("exportd_input_bytes", "Bytes of the inputs of attempts started, by conversion.",
                       ["conversion"])  # fmt: skip
+INPUT_PIXELS = Counter("exportd_input_pixels", "Decoded picture pixels of the inputs of jobs admitted "
+                       "(width × height × frames, from their headers), by conversion.", ["conversion"])  # fmt: skip
 RETRIES = Counter("exportd_job_retries", "Retries scheduled after a transient fault or a bug.")
 CRASHES = Counter("exportd_worker_crashes", "Worker processes that died, by cause (crash, oom, killed, exit).",
                   ["cause"])  # fmt: skip

@@ -100,6 +100,7 @@ class Estimate:
 
     peak_bytes: int
     basis: str  # e.g. "7000×7000 pixels, RGBA"
+    pixels: int = 0  # decoded picture pixels across the inputs (width × height × frames), when known
 
     @property
     def peak_mib(self) -> int:
@@ -215,13 +216,16 @@ def estimate_job(
     """
     if kind == "html":
         return _html_estimate(inputs, options, max_frames=max_frames)
-    best = 0
+    best = pixels = 0
     basis = "nothing to decode"
     for item in inputs:
-        peak, why = _input_peak(kind, target, item, options, max_frames=max_frames, max_pages=max_pages)
+        peak, why, item_pixels = _input_peak(
+            kind, target, item, options, max_frames=max_frames, max_pages=max_pages
+        )
+        pixels += item_pixels
         if peak > best:
             best, basis = peak, why
-    return Estimate(JOB_BASE_BYTES + best, basis)
+    return Estimate(JOB_BASE_BYTES + best, basis, pixels)
 
 
 #: A template's data that one document of a per_record run shows, assumed (the records are not
@@ -270,12 +274,14 @@ def _input_peak(
     *,
     max_frames: int,
     max_pages: int,
-) -> tuple[int, str]:
+) -> tuple[int, str, int]:
+    """(peak bytes, what it rests on, decoded picture pixels) of one input."""
     if item.content_type.startswith("image/"):
         kept = target in _FRAMES_KEPT and not options.get("first_frame_only")
         with item.open() as file:
             header = image_header(file, kept_frames=kept, max_frames=max_frames)
-        return _image_peak(header, kind, target, item.size, options), header.basis
+        pixels = header.width * header.height * header.frames
+        return _image_peak(header, kind, target, item.size, options), header.basis, pixels
     if item.content_type == "application/pdf" and target in ("png", "jpeg", "webp"):
         width = options.get("width") or (256 if options.get("thumbnail") else None)
         dpi = float(options.get("dpi") or 150)
@@ -283,11 +289,11 @@ def _input_peak(
             bitmap, basis = pdf_render_bytes(
                 file, dpi=dpi, width_px=width, pages=1 if options.get("thumbnail") else max_pages
             )
-        return math.ceil(bitmap * FACTORS["pdf_render"]) + item.size, basis
+        return math.ceil(bitmap * FACTORS["pdf_render"]) + item.size, basis, 0
     if kind == "markdown":
         typeset = min(item.size * FACTORS["markdown"], MARKDOWN_PAGE_BYTES * max_pages)
-        return math.ceil(typeset), f"{item.size:,} bytes of Markdown"
-    return math.ceil(item.size * FACTORS["document"]), f"{item.size:,} bytes of {item.content_type}"
+        return math.ceil(typeset), f"{item.size:,} bytes of Markdown", 0
+    return math.ceil(item.size * FACTORS["document"]), f"{item.size:,} bytes of {item.content_type}", 0
 
 
 def _image_peak(

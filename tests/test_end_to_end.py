@@ -286,6 +286,8 @@ def test_worker_metrics_count_jobs_as_they_end_and_promtool_accepts_them(service
     assert after[ok] - before.get(ok, 0) == 2
     assert after[bad] - before.get(bad, 0) == 1
     assert after['exportd_conversion_duration_seconds_count{conversion="image_to_png"}'] >= 2
+    pixels = 'exportd_input_pixels_total{conversion="image_to_png"}'
+    assert after[pixels] - before.get(pixels, 0) >= 2 * 640 * 480  # the two good photos' headers
     assert after["exportd_jobs_in_flight"] == 0
     # Both processes' admission budgets summed; nothing admitted once the jobs ended.
     assert after["exportd_memory_budget_bytes"] > 0
