@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import AUTH, TEST_API_KEYS
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +110,7 @@ class Load:
         while not self._stop.is_set():
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
             try:
-                conn.request("GET", "/v1/formats", headers={"Connection": "close"})
+                conn.request("GET", "/v1/formats", headers={"Connection": "close", **AUTH})
                 resp = conn.getresponse()
                 resp.read()
                 if resp.status == 200:
@@ -139,6 +140,8 @@ def start_api(redis_url: str, tmp_path: Path) -> Iterator[StartApi]:
             "PYTHONPATH": str(ROOT),
             "EXPORTD_ENV": "production",
             "EXPORTD_SIGNING_KEYS": KEYS,
+            "EXPORTD_API_KEYS": TEST_API_KEYS,
+            "EXPORTD_TENANT_REQUESTS_PER_SECOND": "1000000",  # this load is not what quotas are for
             "EXPORTD_REDIS_URL": redis_url,
             "EXPORTD_REDIS_NAMESPACE": namespace,
             "EXPORTD_DATA_DIR": str(tmp_path),
