@@ -530,7 +530,11 @@ def main(argv: list[str] | None = None) -> int:
     client_cli.add_parsers(sub)  # export, job, formats: a client of a running service
     args = parser.parse_args(argv)
     if args.command in client_cli.VERBS:
-        return client_cli.run(args)
+        try:
+            return client_cli.run(args)
+        except BrokenPipeError:  # `exportd formats | head`: the reader stopped; not an error of ours
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     commands = {
         "run": cmd_run,
         "serve": cmd_serve,
