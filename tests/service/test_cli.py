@@ -24,6 +24,14 @@ def _get(url: str, key: str = "") -> dict:  # type: ignore[type-arg]
         return json.loads(resp.read())  # type: ignore[no-any-return]
 
 
+def _cmdline(process: psutil.Process) -> list[str]:
+    """A process's command line; [] for one that has just exited (a zombie until reaped)."""
+    try:
+        return process.cmdline()
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return []
+
+
 def test_run_starts_api_workers_and_redis_and_ctrl_c_stops_them_all(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTD_")}
@@ -55,13 +63,13 @@ def test_run_starts_api_workers_and_redis_and_ctrl_c_stops_them_all(tmp_path: Pa
         key = first_line.split(": ", 1)[1].strip()
         assert (tmp_path / "var" / "dev-api-key").read_text().strip() == key
         family = psutil.Process(proc.pid).children(recursive=True)
-        names = " ".join(" ".join(p.cmdline()) for p in family)
+        names = " ".join(" ".join(_cmdline(p)) for p in family)
         assert "redis-server" in names and "gunicorn" in names and "worker" in names
         # Development mode made its key, Redis keeps its data under ./var.
         assert (tmp_path / "var" / "dev-signing-key").is_file()
         assert (tmp_path / "var" / "redis").is_dir()
         # The job time limit is the setting's (300 s by default), not capped for development.
-        (pool,) = [p for p in family if p.cmdline()[-1:] == ["worker"] and p.ppid() == proc.pid]
+        (pool,) = [p for p in family if _cmdline(p)[-1:] == ["worker"] and p.ppid() == proc.pid]
         assert pool.environ()["EXPORTD_JOB_TIME_LIMIT_S"] == "300"
 
         # A second run on the same var/ refuses at once and leaves the first one whole.
