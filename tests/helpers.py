@@ -95,3 +95,16 @@ def wait_for_pool(base_url: str, timeout_s: float = 60, headers: dict[str, str] 
         if time.monotonic() > deadline:
             raise RuntimeError(f"no worker pool published itself to {base_url} within {timeout_s} s")
         time.sleep(0.1)
+
+
+def wait_finished(records: Any, job_id: str, timeout_s: float = 20) -> Any:
+    """The job's record once it has finished; fails the test if it is still open after timeout_s."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = records.get_job(job_id)
+        if job.finished:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job stuck: {records.get_job(job_id)}")

@@ -31,6 +31,7 @@ from exporters.estimate import MiB
 from storage.jobs import Job, Records, Upload, new_id
 from storage.local import LocalStorage
 from tests.helpers import jpeg_bytes
+from tests.helpers import wait_finished as _wait
 
 
 def _job(records: Records, storage: LocalStorage, data: bytes, fmt: str = "png") -> Job:
@@ -65,16 +66,6 @@ def pool_with(
     for broker, worker in started:
         worker.stop()
         broker.close()
-
-
-def _wait(records: Records, job_id: str, timeout_s: float = 20) -> Job:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = records.get_job(job_id)
-        if job.finished:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job stuck: {records.get_job(job_id)}")
 
 
 def test_a_job_waiting_for_memory_stays_queued_then_runs(

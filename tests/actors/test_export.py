@@ -20,6 +20,7 @@ from storage.base import StorageUnavailable
 from storage.jobs import Job, Records, Upload, new_id
 from storage.local import LocalStorage
 from tests.helpers import jpeg_bytes
+from tests.helpers import wait_finished as _wait
 
 
 def _job(records: Records, storage: LocalStorage, data: bytes, fmt: str = "png") -> Job:
@@ -101,16 +102,6 @@ def pool_for(records: Records, redis_client: redis.Redis, namespace: str) -> Ite
     for broker, worker in started:
         worker.stop()
         broker.close()
-
-
-def _wait(records: Records, job_id: str, timeout_s: float = 20) -> Job:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = records.get_job(job_id)
-        if job.finished:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job stuck: {records.get_job(job_id)}")
 
 
 def test_transient_storage_fault_is_retried_with_backoff(

@@ -19,6 +19,7 @@ from actors.outcomes import JobOutcomes
 from exporters.base import Limits
 from storage.jobs import Job, Records, Upload, new_id
 from storage.local import LocalStorage
+from tests.helpers import wait_finished as _wait
 
 PILLOW = Path(__file__).parent.parent / "fixtures" / "pillow"
 
@@ -46,16 +47,6 @@ def _job(records: Records, storage: LocalStorage, path: Path, content_type: str,
     job = Job(id=new_id(), format=fmt, inputs=(upload,), options={}, created_at=time.time())
     records.create_job(job)
     return job
-
-
-def _wait(records: Records, job_id: str, timeout_s: float = 20) -> Job:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = records.get_job(job_id)
-        if job.finished:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job stuck: {records.get_job(job_id)}")
 
 
 @pytest.mark.parametrize("fmt", ["png", "pdf"])

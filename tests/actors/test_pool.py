@@ -23,6 +23,7 @@ from actors.sweeper import Sweeper
 from storage.jobs import Job, Records, Upload, new_id
 from storage.local import LocalStorage
 from tests.helpers import jpeg_bytes
+from tests.helpers import wait_finished as _wait_finished
 
 ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT_MS = 2000
@@ -214,13 +215,3 @@ def test_blame_follows_how_the_process_died() -> None:
     assert blame([a, RunningJob("c", 3, 900)], exitcode=kill, oom_killed=True, crashed=None) == []
     assert blame([a, b], exitcode=term, oom_killed=False, crashed=None) == []
     assert blame([a], exitcode=1, oom_killed=True, crashed=None) == []
-
-
-def _wait_finished(records: Records, job_id: str, timeout_s: float) -> Job:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = records.get_job(job_id)
-        if job.finished:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job stuck: {records.get_job(job_id)}")
