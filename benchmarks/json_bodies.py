@@ -43,7 +43,7 @@ def _serve(
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTD_")}
     env.update({"PYTHONPATH": str(ROOT), "EXPORTD_REDIS_URL": redis_url, "EXPORTD_REDIS_NAMESPACE": namespace,
                 "EXPORTD_DATA_DIR": str(data_dir), "EXPORTD_PORT": str(port), "EXPORTD_API_PROCESSES": "1",
-                "EXPORTD_SIGNING_KEYS": KEY, "EXPORTD_LOG_LEVEL": "WARNING", "EXPORTD_AUTH": "disabled",
+                "EXPORTD_SIGNING_KEYS": KEY, "EXPORTD_LOG_LEVEL": "WARNING", "EXPORTD_AUTH": "disabled", "EXPORTD_TENANT_REQUESTS_PER_SECOND": "1000000", "EXPORTD_TENANT_MAX_RUNNING": "1000000", "EXPORTD_TENANT_MAX_QUEUED": "1000000",
                 "EXPORTD_MAX_JSON_BYTES": str(max_json_bytes)})  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip

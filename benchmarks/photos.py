@@ -402,6 +402,8 @@ def service_throughput(
     port = free_port()
     # Without API keys: this measures the pipeline (a key costs each request a few Redis round trips).
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EXPORTD_ENV": "development", "EXPORTD_AUTH": "disabled",
+           # One caller, no quotas: this measures the pipeline, not a tenant's limits.
+           "EXPORTD_TENANT_REQUESTS_PER_SECOND": "1000000", "EXPORTD_TENANT_MAX_RUNNING": "1000000", "EXPORTD_TENANT_MAX_QUEUED": "1000000",
            "EXPORTD_DATA_DIR": str(work),
            "EXPORTD_REDIS_URL": redis_url, "EXPORTD_PORT": str(port), "EXPORTD_WORKER_PROCESSES": str(processes),
            "EXPORTD_WORKER_THREADS": str(threads), "EXPORTD_API_PROCESSES": "1",  # logs at the default level (INFO), to /dev/null

@@ -167,7 +167,7 @@ def run_server(name: str, args: argparse.Namespace, redis_url: str, work: Path) 
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTD_")}
     env.update({"PYTHONPATH": os.pathsep.join(pythonpath), "EXPORTD_REDIS_URL": redis_url,
                 "EXPORTD_DATA_DIR": str(work / name), "EXPORTD_PORT": str(port),
-                "EXPORTD_API_PROCESSES": str(PROCESSES), "EXPORTD_SIGNING_KEYS": TEST_KEYS, "EXPORTD_AUTH": "disabled",
+                "EXPORTD_API_PROCESSES": str(PROCESSES), "EXPORTD_SIGNING_KEYS": TEST_KEYS, "EXPORTD_AUTH": "disabled", "EXPORTD_TENANT_REQUESTS_PER_SECOND": "1000000", "EXPORTD_TENANT_MAX_RUNNING": "1000000", "EXPORTD_TENANT_MAX_QUEUED": "1000000",
                 "EXPORTD_LOG_LEVEL": "WARNING", "EXPORTD_REDIS_NAMESPACE": f"bench-{name}"})  # fmt: skip
     if args.read_timeout_s:
         env["EXPORTD_API_READ_TIMEOUT_S"] = str(args.read_timeout_s)

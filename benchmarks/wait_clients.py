@@ -188,7 +188,8 @@ def main() -> None:
         redis_proc, redis_url = start_local_redis(work)
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTD_")}
-        env.update({"PYTHONPATH": str(ROOT), "EXPORTD_ENV": "development", "EXPORTD_AUTH": "disabled", "EXPORTD_DATA_DIR": str(work / "var"),
+        env.update({"PYTHONPATH": str(ROOT), "EXPORTD_ENV": "development", "EXPORTD_AUTH": "disabled",
+                    "EXPORTD_TENANT_REQUESTS_PER_SECOND": "1000000", "EXPORTD_TENANT_MAX_RUNNING": "1000000", "EXPORTD_TENANT_MAX_QUEUED": "1000000", "EXPORTD_DATA_DIR": str(work / "var"),
                     "EXPORTD_REDIS_URL": redis_url, "EXPORTD_PORT": str(port), "EXPORTD_API_PROCESSES": "2",
                     "EXPORTD_WORKER_PROCESSES": "2", "EXPORTD_WORKER_THREADS": "2",
                     "EXPORTD_WORKER_QUEUES": "exports", "EXPORTD_WORKER_ALIVE_FILE": str(work / "alive"),
