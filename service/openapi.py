@@ -171,6 +171,18 @@ def _export_request_body() -> dict[str, Any]:
 
 _FILE_HEADERS = ("ETag", "Accept-Ranges", "Content-Disposition", "Cache-Control")
 
+#: A signed link's parameters, the same for GET and HEAD.
+_FILE_PARAMETERS = (
+    _path("job_id", "The job's id."), _path("name", "The output's name."),
+    _signature("exp", "Expiry (Unix seconds), as in the link."),
+    _signature("kid", "Signing key id, as in the link."),
+    _signature("sig", "Signature, as in the link."),
+    _header("Range", "One byte range, e.g. bytes=0-1023."),
+    _header("If-Range", "The ETag the Range applies to."),
+    _header("If-None-Match", "ETags the client has."),
+)  # fmt: skip
+
+
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("Healthz", "GET"): Operation(
         "getHealthz", "Liveness: the process answers", "operations",
@@ -267,15 +279,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                      (*_FILE_HEADERS, "Content-Range")),
          304: Answer("Not modified (If-None-Match).", None, _FILE_HEADERS)},
         problems=(403, 404, 416, 503),
-        parameters=(
-            _path("job_id", "The job's id."), _path("name", "The output's name."),
-            _signature("exp", "Expiry (Unix seconds), as in the link."),
-            _signature("kid", "Signing key id, as in the link."),
-            _signature("sig", "Signature, as in the link."),
-            _header("Range", "One byte range, e.g. bytes=0-1023."),
-            _header("If-Range", "The ETag the Range applies to."),
-            _header("If-None-Match", "ETags the client has."),
-        ),
+        parameters=_FILE_PARAMETERS,
     ),
     ("Files", "HEAD"): Operation(
         "headOutput", "An output's size and headers, without its bytes", "files",
@@ -283,15 +287,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
          206: Answer("The range's headers.", None, (*_FILE_HEADERS, "Content-Range")),
          304: Answer("Not modified (If-None-Match).", None, _FILE_HEADERS)},
         problems=(403, 404, 416, 503),
-        parameters=(
-            _path("job_id", "The job's id."), _path("name", "The output's name."),
-            _signature("exp", "Expiry (Unix seconds), as in the link."),
-            _signature("kid", "Signing key id, as in the link."),
-            _signature("sig", "Signature, as in the link."),
-            _header("Range", "One byte range, e.g. bytes=0-1023."),
-            _header("If-Range", "The ETag the Range applies to."),
-            _header("If-None-Match", "ETags the client has."),
-        ),
+        parameters=_FILE_PARAMETERS,
     ),
 }  # fmt: skip
 
