@@ -20,7 +20,8 @@ from typing import Any, ParamSpec, TypeVar
 import redis
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
-TERMINAL = (SUCCEEDED, FAILED)
+CANCELED = "canceled"  # DELETE /v1/exports/{id}: ended by its tenant, with no outputs
+TERMINAL = (SUCCEEDED, FAILED, CANCELED)
 
 
 class RecordNotFound(Exception):
@@ -168,7 +169,7 @@ return 1
 """
 
 #: The event type of each way a job ends (the names webhooks use).
-EVENT_OF_STATUS = {SUCCEEDED: "export.succeeded", FAILED: "export.failed"}
+EVENT_OF_STATUS = {SUCCEEDED: "export.succeeded", FAILED: "export.failed", CANCELED: "export.canceled"}
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ class JobEvent:
     """One entry of the durable events stream: a job ended."""
 
     id: str  # the stream entry id, e.g. "1764470000000-0"; increasing
-    type: str  # export.succeeded, export.failed
+    type: str  # export.succeeded, export.failed, export.canceled
     job_id: str
     code: str  # the error code of a failed job, "" otherwise
 
