@@ -534,7 +534,7 @@ def _stream_to(response: httpx.Response, dest: Path, max_bytes: int, deadline: f
     size = 0
     try:
         with dest.open("wb") as fh:
-            for chunk in response.iter_raw(64 * 1024):
+            for chunk in response.iter_raw():
                 size += len(chunk)
                 if size > max_bytes:
                     raise DownloadTooLarge(f"{target.url} is larger than the limit of {max_bytes} bytes")
