@@ -100,6 +100,11 @@ class DownloadTooLarge(OutboundError):
         super().__init__("input_too_large", message, transient=False)
 
 
+def url_context(upload_id: str) -> str:
+    """What a URL input's URL is sealed to in its job record (storage/sealing.py)."""
+    return f"{upload_id}:url"
+
+
 def system_resolve(host: str, port: int) -> list[str]:
     """The addresses `host` resolves to, as getaddrinfo gives them (TCP). Raises OSError."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
