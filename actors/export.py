@@ -176,8 +176,11 @@ class ExportTask:
         def change(current: Job) -> Job | None:
             if current.finished:
                 return None
+            if not requeue:
+                return dataclasses.replace(current, inputs=fetched, queue=queue)
+            # Queued again for its conversion; downloading was part of this attempt, not one of its own.
             return dataclasses.replace(
-                current, inputs=fetched, queue=queue, status=QUEUED if requeue else current.status
+                current, inputs=fetched, queue=queue, status=QUEUED, attempts=max(0, current.attempts - 1)
             )
 
         updated = self.records.update_job(job.id, change, seen=job)

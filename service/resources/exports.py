@@ -236,6 +236,11 @@ class Exports:
             )
         job_id = new_id()
         stored_options = options_as_dict(options)
+        if any(u.to_fetch for u in uploads):
+            # The worker chooses the conversion again once it has sniffed the downloads: only the
+            # options given are kept, its own defaults are filled in then.
+            given = raw_options if isinstance(raw_options, dict) else {}
+            stored_options = {k: v for k, v in stored_options.items() if k in given}
         for name in secret_options(conversion.options):
             if stored_options.get(name) is not None:
                 stored_options[name] = self.sealer.seal(str(stored_options[name]), context=f"{job_id}:{name}")
