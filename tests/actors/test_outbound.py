@@ -151,6 +151,8 @@ REFUSED = [
     ("http://public.test\\@10.0.0.1/", "backslash"),
     ("http://public.test /", "spaces"),
     ("http:///path", "no host"),
+    ("http://%31%32%37.0.0.1/", "characters"),  # percent-encoded 127
+    ("http://127.0.0.1%2f@public.test/", "credentials"),
     ("http://public.test:99999/", "cannot be read"),
     ("http://" + "a" * 2100 + ".test/", "characters long"),
 ]
