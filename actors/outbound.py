@@ -37,6 +37,7 @@ import socket
 import ssl
 import threading
 import time
+import unicodedata
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -571,11 +572,15 @@ def _stream_to(response: httpx.Response, dest: Path, max_bytes: int, deadline: f
 
 
 def _filename(disposition: str, path: str) -> str:
+    """The file's name from Content-Disposition, else the URL path's last segment: no directories,
+    no control characters, at most 200 characters ("" if none)."""
+    name = ""
     if disposition:
         msg = Message()
         msg["content-disposition"] = disposition
-        name = msg.get_filename()
-        if name:
-            return Path(name.replace("\\", "/")).name
-    segment = urllib.parse.unquote(path.split("?", 1)[0].rsplit("/", 1)[-1])
-    return Path(segment.replace("\\", "/")).name
+        name = str(msg.get_filename() or "")
+    if not name:
+        name = urllib.parse.unquote(path.split("?", 1)[0].rsplit("/", 1)[-1])
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip(" .")
+    return name[:200]

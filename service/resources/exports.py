@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -342,7 +343,10 @@ class Exports:
             target = None
         source = (target.url if target else url).split("?", 1)[0]
         upload_id = new_id()
-        name = clean_filename(filename or source.rstrip("/").rsplit("/", 1)[-1], fallback="download")
+        # The client's name, else the URL's last path segment; else the worker takes the server's
+        # (Content-Disposition).
+        segment = urllib.parse.unquote(source.rsplit("/", 1)[-1])
+        name = clean_filename(filename or segment, fallback="")
         return Upload(
             id=upload_id,
             filename=name,

@@ -76,6 +76,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if path in ("/photo.jpg", "/no-extension", "/report.docx"):
             # The bytes decide what it is, not the name or the Content-Type.
             self._send(200, PHOTO, {"Content-Type": "application/octet-stream"})
+        elif path == "/by-id/":
+            self._send(200, PHOTO, {"Content-Disposition": 'attachment; filename="../holiday\x07.jpg"'})
         elif path == "/picture.png":
             self._send(200, png_bytes(100, 50, alpha=False), {"Content-Type": "image/png"})
         elif path == "/huge.jpg":
@@ -421,3 +423,13 @@ def test_the_output_of_a_url_input_is_a_real_conversion(
     assert job.status == "succeeded", job.error
     with Image.open(io.BytesIO(service.storage.open(job.outputs[0].key).read())) as im:
         assert (im.format, im.size) == ("WEBP", (160, 100))
+
+
+def test_without_a_name_in_the_url_the_server_names_the_file(
+    service: Service, files: Files, worker: Worker
+) -> None:
+    result = service.submit([{"url": f"{files.base}/by-id/"}], fmt="png")
+    assert result.json["inputs"][0]["filename"] == ""  # known once downloaded
+    job = service.finished(result.json["id"])
+    assert job.status == "succeeded", job.error
+    assert job.inputs[0].filename == "holiday.jpg" and job.outputs[0].name == "holiday.png"
