@@ -257,7 +257,10 @@ class OutboundPolicy:
             raise UrlNotAllowed(f"the URL cannot be read: {exc}") from None
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
-            raise UrlNotAllowed(f"only https URLs are accepted, not {scheme or 'a URL without a scheme'}")
+            accepted = "http and https" if self.allow_http else "https"
+            raise UrlNotAllowed(
+                f"only {accepted} URLs are accepted, not {scheme or 'a URL without a scheme'}"
+            )
         if scheme == "http" and not self.allow_http:
             raise UrlNotAllowed("only https URLs are accepted (http is allowed in development mode only)")
         if "@" in parts.netloc:
