@@ -532,7 +532,7 @@ def download(
                 if hop == max_redirects:
                     raise OutboundError(
                         "too_many_redirects",
-                        f"{url} redirects more than {max_redirects} times",
+                        f"{_without_query(url)} redirects more than {max_redirects} times",
                         transient=False,
                     )
                 continue
@@ -545,7 +545,7 @@ def download(
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > max_bytes:
                 raise DownloadTooLarge(
-                    f"{target.url} is {int(declared)} bytes, more than the limit of {max_bytes} bytes"
+                    f"{_without_query(target.url)} is {int(declared)} bytes, more than the limit of {max_bytes} bytes"
                 )
             size = _stream_to(response, dest, max_bytes, deadline, target)
             return DownloadResult(
@@ -564,7 +564,9 @@ def _stream_to(response: httpx.Response, dest: Path, max_bytes: int, deadline: f
             for chunk in response.iter_raw():
                 size += len(chunk)
                 if size > max_bytes:
-                    raise DownloadTooLarge(f"{target.url} is larger than the limit of {max_bytes} bytes")
+                    raise DownloadTooLarge(
+                        f"{_without_query(target.url)} is larger than the limit of {max_bytes} bytes"
+                    )
                 if time.monotonic() > deadline:
                     raise OutboundError("timeout", f"{target.host} did not send the whole file in time")
                 fh.write(chunk)
@@ -572,6 +574,11 @@ def _stream_to(response: httpx.Response, dest: Path, max_bytes: int, deadline: f
         dest.unlink(missing_ok=True)
         raise
     return size
+
+
+def _without_query(url: str) -> str:
+    """A URL as messages show it: its query (often a signature) left out."""
+    return url.split("?", 1)[0].split("#", 1)[0]
 
 
 def _filename(disposition: str, path: str) -> str:
