@@ -6,6 +6,7 @@ deterministic and written atomically under fixed keys, and the first finish wins
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from collections.abc import Callable
@@ -14,13 +15,22 @@ from typing import Any
 
 import dramatiq
 
-from actors import metrics, running
-from actors.outcomes import NOT_RETRIED, CrashedTwice, end_job, job_error
-from actors.queues import EXPORT_QUEUE, OFFICE_QUEUE
+from actors import metrics, outbound, running
+from actors.outcomes import NOT_RETRIED, CrashedTwice, RetriedFault, end_job, job_error
+from actors.queues import EXPORT_QUEUE, OFFICE_QUEUE, queue_for
 from exporters import registry
-from exporters.base import ConversionError, InputFile, Limits, parse_options, secret_options
+from exporters.base import (
+    ConversionError,
+    InputFile,
+    InputTooLarge,
+    Limits,
+    UnsupportedInput,
+    parse_options,
+    secret_options,
+)
+from exporters.sniff import SNIFF_BYTES, sniff
 from storage.base import ObjectNotFound, Storage
-from storage.jobs import Job, Output, RecordNotFound, Records
+from storage.jobs import QUEUED, Job, JobError, Output, RecordNotFound, Records, Upload
 from storage.sealing import Sealer, Unsealable, is_sealed
 from storage.tenants import Tenants
 
@@ -54,7 +64,17 @@ class ExportTask:
         time_limit_s: int | None = None,
         sealer: Sealer | None = None,
         release: Callable[[Job], None] | None = None,
+        outbound_policy: outbound.OutboundPolicy | None = None,
+        max_download_bytes: int = 25 * 1024 * 1024,
+        enqueue: Callable[[str, str], None] | None = None,
     ) -> None:
+        # URL inputs are downloaded under this policy (None: URL inputs fail as url_not_allowed),
+        # each up to max_download_bytes (EXPORTD_MAX_UPLOAD_BYTES).
+        self.outbound_policy = outbound_policy
+        self.max_download_bytes = max_download_bytes
+        # Queues a job again on a queue (declare_export_actor sets it): a job whose downloaded
+        # inputs need another queue (office) goes there.
+        self.enqueue = enqueue
         self.records = records
         self.storage = storage
         self.limits = limits
@@ -79,6 +99,10 @@ class ExportTask:
             if job.crashes >= MAX_CRASHED_ATTEMPTS:
                 raise CrashedTwice()
             with running.marked(job_id):
+                if any(u.to_fetch for u in job.inputs):
+                    job = self._fetch_inputs(job)
+                    if job.status == QUEUED:
+                        return  # queued again where its inputs are converted
                 outputs = self._convert(job)
         except NOT_RETRIED as exc:
             end_job(
@@ -132,10 +156,105 @@ class ExportTask:
                 )
             return tuple(stored)
 
+    # -- URL inputs --------------------------------------------------------------------------
+
+    def _fetch_inputs(self, job: Job) -> Job:
+        """Download the job's URL inputs into storage, sniff them, and record what they are.
+
+        With an `enqueue`, the job is then queued again (returned `queued`) on the queue its real
+        inputs need, so memory admission and the queue see the downloaded files, as for uploads;
+        without one it is returned `running`, to be converted now. Raises ConversionError
+        (url_not_allowed, input_unreachable, input_too_large, unsupported_input), or RetriedFault
+        for transient network faults (retried; after the last retry the job ends
+        input_unreachable).
+        """
+        fetched = tuple(self._fetch(job, upload) if upload.to_fetch else upload for upload in job.inputs)
+        conversion = registry.find([u.content_type for u in fetched], job.format)
+        queue = queue_for(conversion)
+        requeue = self.enqueue is not None
+
+        def change(current: Job) -> Job | None:
+            if current.finished:
+                return None
+            if not requeue:
+                return dataclasses.replace(current, inputs=fetched, queue=queue)
+            # Queued again for its conversion; downloading was part of this attempt, not one of its own.
+            return dataclasses.replace(
+                current, inputs=fetched, queue=queue, status=QUEUED, attempts=max(0, current.attempts - 1)
+            )
+
+        updated = self.records.update_job(job.id, change, seen=job)
+        if updated.finished or not requeue:
+            return updated
+        assert self.enqueue is not None
+        self.enqueue(job.id, queue if queue in ACTOR_OF_QUEUE else EXPORT_QUEUE)
+        log.info(
+            "URL inputs downloaded; job queued for its conversion", extra={"job_id": job.id, "queue": queue}
+        )
+        return updated
+
+    def _fetch(self, job: Job, upload: Upload) -> Upload:
+        url = self._url_of(job, upload)
+        shown = upload.source or "the input URL"
+        ctx = {"job_id": job.id, "upload_id": upload.id, "source": upload.source}
+        if self.outbound_policy is None:
+            raise InputUrlRefused(shown, "this worker has no outbound policy configured")
+        with tempfile.TemporaryDirectory(prefix=f"exportd-{job.id}-", dir=self.work_dir) as tmp:
+            path = Path(tmp, "download")
+            try:
+                got = outbound.download(self.outbound_policy, url, path, max_bytes=self.max_download_bytes)
+            except outbound.UrlNotAllowed as exc:
+                log.info("input URL refused by the outbound policy", extra={**ctx, "reason": exc.reason})
+                raise InputUrlRefused(shown, exc.reason) from None
+            except outbound.DownloadTooLarge:
+                raise InputTooLarge(
+                    f"the input {shown} is larger than the limit of {self.max_download_bytes} bytes "
+                    "(EXPORTD_MAX_UPLOAD_BYTES)"
+                ) from None
+            except outbound.OutboundError as exc:
+                log.info(
+                    "input URL could not be downloaded", extra={**ctx, "code": exc.code, "error": exc.message}
+                )
+                error = JobError(
+                    "input_unreachable", f"the input {shown} could not be downloaded: {exc.message}"
+                )
+                if exc.transient:
+                    raise RetriedFault(error) from None
+                raise InputUnreachable(error.message) from None
+            if got.size == 0:
+                raise UnsupportedInput(f"the input {shown} is empty")
+            with path.open("rb") as fh:
+                head = fh.read(SNIFF_BYTES)
+            filename = upload.filename or got.filename or "download"
+            content_type = sniff(head, complete=got.size <= SNIFF_BYTES, filename=filename, path=path)
+            registry.kind_of(content_type)  # UnsupportedInput names what is accepted
+            stored = self.storage.put_file(upload.key, path)
+        log.info("input URL downloaded", extra={**ctx, "bytes": got.size, "content_type": content_type})
+        return dataclasses.replace(
+            upload, filename=filename, content_type=content_type, size=stored.size, sha256=stored.sha256
+        )
+
+    def _url_of(self, job: Job, upload: Upload) -> str:
+        if not is_sealed(upload.url):
+            return upload.url
+        if self.sealer is None:
+            raise InputUrlRefused(upload.source, "this worker has no signing keys to unseal it with")
+        try:
+            return self.sealer.unseal(upload.url, context=outbound.url_context(upload.id))
+        except Unsealable as exc:
+            raise InputUrlRefused(
+                upload.source, f"it can no longer be read ({exc}); submit it again"
+            ) from None
+
     def _unsealed(self, job: Job, options_type: type) -> dict[str, Any]:
-        """The job's options with its secret ones unsealed. Raises SecretLost."""
+        """The job's options with its secret ones unsealed. Raises SecretLost.
+
+        Every sealed value is unsealed, not only the secret options of `options_type`: a job with
+        URL inputs was sealed at submit for the conversion their file names suggested, which the
+        downloaded files may have changed.
+        """
         raw = dict(job.options)
-        for name in secret_options(options_type):
+        for name in {*secret_options(options_type), *(k for k, v in raw.items() if is_sealed(v))}:
             if is_sealed(raw.get(name)):
                 if self.sealer is None:
                     raise SecretLost(name, "this worker has no signing keys to unseal it with")
@@ -153,6 +272,17 @@ class SecretLost(ConversionError):
         super().__init__(f"the {name} given with this export can no longer be read ({why}); submit it again")
 
 
+class InputUrlRefused(ConversionError):
+    code = "url_not_allowed"
+
+    def __init__(self, shown: str, reason: str) -> None:
+        super().__init__(f"the input {shown} was not downloaded: {reason}")
+
+
+class InputUnreachable(ConversionError):
+    code = "input_unreachable"
+
+
 class InputGone(ConversionError):
     code = "input_missing"
 
@@ -161,7 +291,9 @@ class InputGone(ConversionError):
 
 
 def declare_export_actor(broker: Any, task: ExportTask, *, time_limit_s: int, max_retries: int) -> None:
-    """Register the export actors (one per queue) on `broker`."""
+    """Register the export actors (one per queue) on `broker`; the task queues jobs again on it."""
+    if task.enqueue is None:
+        task.enqueue = lambda job_id, queue: enqueue_export(broker, job_id, queue)
     for queue, actor_name in ACTOR_OF_QUEUE.items():
         dramatiq.Actor(
             task,

@@ -62,6 +62,16 @@ class CrashedTwice(ConversionError):
         )
 
 
+class RetriedFault(Exception):
+    """A transient fault the job can say in words (an input URL that did not answer): retried
+    like any other fault, and if the last retry fails too, the job ends with `error` instead of
+    internal_error."""
+
+    def __init__(self, error: JobError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 #: Raised by a conversion, these end the job at once: the input's fault (ConversionError and its
 #: codes), or work that would exhaust memory or time again if retried.
 NOT_RETRIED: tuple[type[BaseException], ...] = (ConversionError, MemoryError, TimeLimitExceeded)
@@ -143,6 +153,7 @@ class RecordsOrBrokerDown(MiddlewareError, ConnectionClosed):
 class _Verdict:
     retry_in_ms: int | None  # None: no retry left, the job fails
     error: str
+    ends_as: JobError = INTERNAL_ERROR  # the job's error if no retry is left
     record_done: bool = False
     enqueued: bool = False
 
@@ -182,7 +193,8 @@ class JobOutcomes(Middleware):
         retries = message.options.get("retries", 0)
         if (throws and isinstance(exception, throws)) or retries >= actor.options.get("max_retries", 0):
             message.fail()
-            setattr(message, _VERDICT, _Verdict(retry_in_ms=None, error=error))
+            ends_as = exception.error if isinstance(exception, RetriedFault) else INTERNAL_ERROR
+            setattr(message, _VERDICT, _Verdict(retry_in_ms=None, error=error, ends_as=ends_as))
             return
         _, delay_ms = compute_backoff(
             retries,
@@ -226,7 +238,7 @@ class JobOutcomes(Middleware):
             return
         job_id = message.args[0]
         try:
-            end_job(self._records_for(), job_id, error=INTERNAL_ERROR, release=self._release)
+            end_job(self._records_for(), job_id, error=verdict.ends_as, release=self._release)
         except RecordNotFound:
             pass
         except (RecordsUnavailable, redis.ConnectionError, redis.TimeoutError) as exc:

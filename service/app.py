@@ -15,6 +15,7 @@ import falcon
 import falcon.media
 
 from actors.capabilities import Availability
+from actors.outbound import OutboundPolicy
 from exporters.base import Limits
 from service import errors
 from service.auth import Authenticate
@@ -191,7 +192,7 @@ def create_app(
         Exports(receiver=receiver, records=records, enqueue=enqueue, view=view, waiter=waiter,
                 max_inputs=settings.max_inputs, max_json_bytes=settings.max_json_bytes,
                 limits=limits_from(settings), sealer=Sealer(settings.signing_keys), availability=availability,
-                clock=clock, tenants=tenants),
+                clock=clock, tenants=tenants, outbound_policy=OutboundPolicy.from_settings(settings)),
     )  # fmt: skip
     app.add_route("/v1/exports/{job_id}", ExportItem(records=records, view=view, waiter=waiter))
     app.add_route("/v1/files/outputs/{job_id}/{name}", Files(storage=storage, signer=signer, clock=clock))

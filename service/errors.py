@@ -9,6 +9,7 @@ from typing import Any
 import falcon
 import redis
 
+from actors.outbound import UrlNotAllowed
 from exporters.base import ConversionError, InputTooLarge, UnsupportedInput
 from service.auth import Forbidden, RateLimited, Unauthorized, rate_headers
 from service.logs import request_id_var
@@ -77,6 +78,7 @@ _TABLE: list[tuple[type[BaseException], int, str, str]] = [
     (ConversionError, 422, "", "Cannot convert"),  # the exception's own code
     (BadRequest, 400, "", "Invalid request"),
     (UnknownUpload, 422, "unknown_upload", "Unknown upload"),
+    (UrlNotAllowed, 422, "url_not_allowed", "URL not allowed"),
     (ConversionUnavailable, 422, "conversion_unavailable", "Conversion unavailable"),
     (RecordNotFound, 404, "not_found", "Not found"),
     (ObjectNotFound, 404, "not_found", "Not found"),

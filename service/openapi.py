@@ -76,7 +76,8 @@ def job_error_codes() -> list[str]:
     """Codes a failed job's `error.code` can hold."""
     codes = {str(getattr(cls, "code", "")) for cls in _subclasses(ConversionError)}
     # Ends the actors give a job themselves (actors/export.py, actors/outcomes.py, actors/sweeper.py).
-    return sorted(codes | {"internal_error", "input_missing", "time_limit_exceeded", "worker_crashed"})
+    return sorted(codes | {"internal_error", "input_missing", "time_limit_exceeded", "worker_crashed",
+                           "input_unreachable", "url_not_allowed"})  # fmt: skip
 
 
 # -- operations: what the router cannot say ----------------------------------------------------------
@@ -158,8 +159,11 @@ def _export_request_body() -> dict[str, Any]:
                     "required": ["inputs", "format"],
                     "additionalProperties": False,
                     "properties": {
-                        "inputs": {"type": "array", "items": {"type": "string"}, "minItems": 1,
-                                   "description": "Upload ids (POST /v1/uploads)."},
+                        "inputs": {"type": "array", "minItems": 1, "items": {"oneOf": [
+                                       {"type": "string", "description": "An upload id (POST /v1/uploads)."},
+                                       _ref("UrlInput")]},
+                                   "description": "Upload ids (POST /v1/uploads), and URLs the worker "
+                                                  "downloads under the outbound policy."},
                         "format": {"type": "string", "enum": formats},
                         "options": _ref("ExportOptions"),
                     },
@@ -369,8 +373,26 @@ def _schemas(limits: Limits) -> dict[str, Any]:
             "content_type": {"type": "string", "description": "Sniffed from the file's bytes."},
             "size": {"type": "integer", "minimum": 0},
             "sha256": {"type": "string"},
+            "url": {
+                "type": "string",
+                "description": "A URL input: the URL without its query. Its "
+                "content_type, size and sha256 are filled in once the worker has downloaded it.",
+            },
         },
     }
+    url_input = {
+        "type": "object",
+        "required": ["url"],
+        "additionalProperties": False,
+        "properties": {
+            "url": {"type": "string", "maxLength": 2048,
+                    "description": "https (http in development only). Refused with 422 url_not_allowed "
+                                   "if it is not allowed by the outbound policy (non-public addresses, "
+                                   "credentials in the URL); checked again when the worker connects."},
+            "filename": {"type": "string", "description": "The input's name; by default the URL's last "
+                                                          "path segment. Its extension hints the type."},
+        },
+    }  # fmt: skip
     output = {
         "type": "object",
         "required": ["name", "content_type", "size", "sha256", "url", "expires_at"],
@@ -448,6 +470,7 @@ def _schemas(limits: Limits) -> dict[str, Any]:
     return {
         "Problem": problem,
         "Upload": upload,
+        "UrlInput": url_input,
         "Output": output,
         "Job": job,
         "JobList": {

@@ -118,6 +118,12 @@ class Settings:
     # and bytes uploaded per UTC day.
     tenant_upload_bytes_per_day: int = 10 * 1024**3
 
+    # -- outbound connections (webhooks, URL inputs) --------------------------------------------
+    # Networks exportd may connect to although they are not public (loopback, private, link-local
+    # ...), as comma-separated CIDRs, e.g. "10.20.0.0/16,fd12:3456::/48": a receiver inside the
+    # cluster. Empty: public addresses only (actors/outbound.py).
+    outbound_allow_nets: str = ""
+
     # -- jobs and workers ----------------------------------------------------------------------
     # How long job and upload records stay in Redis; download links never outlive it.
     retention_s: int = 7 * 24 * 3600
@@ -219,6 +225,12 @@ class Settings:
             parse_configured_keys(self.api_keys)
         except InvalidKeySpec as exc:
             raise ConfigError(f"EXPORTD_API_KEYS: {exc}") from None
+        from actors.outbound import parse_allow_nets
+
+        try:
+            parse_allow_nets(self.outbound_allow_nets)
+        except ValueError as exc:
+            raise ConfigError(f"EXPORTD_OUTBOUND_ALLOW_NETS: {exc}") from None
         unknown = set(self.queues) - set(QUEUES)
         if not self.queues or unknown:
             raise ConfigError(f"EXPORTD_WORKER_QUEUES must name queues among {', '.join(QUEUES)}")

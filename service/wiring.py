@@ -9,6 +9,7 @@ from typing import Any
 from actors.admission import MemoryAdmission, MemoryBudget, container_memory_limit, worker_budget_bytes
 from actors.broker import build_broker, build_redis
 from actors.export import ACTOR_OF_QUEUE, ExportTask, declare_export_actor, releaser
+from actors.outbound import OutboundPolicy
 from actors.outcomes import JobOutcomes
 from service.app import limits_from, quotas_from
 from service.settings import Settings
@@ -63,7 +64,8 @@ def build_worker_broker(settings: Settings) -> Any:
     )
     task = ExportTask(records=records, storage=storage, limits=limits,
                       time_limit_s=settings.job_time_limit_s, sealer=Sealer(settings.signing_keys),
-                      release=release)  # fmt: skip
+                      release=release, outbound_policy=OutboundPolicy.from_settings(settings),
+                      max_download_bytes=settings.max_upload_bytes)  # fmt: skip
     declare_export_actor(
         broker, task, time_limit_s=settings.job_time_limit_s, max_retries=settings.job_max_retries
     )

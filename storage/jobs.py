@@ -49,10 +49,21 @@ class Upload:
     sha256: str
     created_at: float
     tenant: str = ""  # who uploaded it: nobody else can see it or export it
+    # An input given by URL (POST /v1/exports {"inputs": [{"url": ...}]}): the worker downloads it
+    # under the outbound policy (actors/outbound.py) and stores it under `key`, then fills in
+    # size, sha256 and the sniffed content_type. `url` is sealed (storage/sealing.py: a URL often
+    # carries a signature); `source` is the URL without its query, what the API shows.
+    url: str = ""
+    source: str = ""
 
     @property
     def key(self) -> str:
         return f"uploads/{self.id}"
+
+    @property
+    def to_fetch(self) -> bool:
+        """A URL input not downloaded yet."""
+        return bool(self.url) and not self.sha256
 
 
 @dataclass(frozen=True)

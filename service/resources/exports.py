@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import mimetypes
+import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import falcon
 
+from actors import outbound
 from actors.capabilities import Availability
 from actors.queues import queue_for
 from exporters import registry
@@ -16,7 +19,7 @@ from exporters.base import Limits, options_as_dict, parse_options, secret_option
 from service.auth import ANY
 from service.bodies import parse_json, read_at_most, read_body
 from service.errors import BadRequest, ConversionUnavailable, UnknownUpload
-from service.resources.uploads import UploadReceiver, check_declared_length, upload_view
+from service.resources.uploads import UploadReceiver, check_declared_length, clean_filename, upload_view
 from service.waiting import JobWaiter
 from storage.base import Storage
 from storage.jobs import (
@@ -155,7 +158,9 @@ class Exports:
     def __init__(self, *, receiver: UploadReceiver, records: Records, enqueue: Callable[[str, str], None],
                  view: JobView, waiter: JobWaiter, max_inputs: int, max_json_bytes: int, limits: Limits,
                  sealer: Sealer, availability: Availability, clock: Callable[[], float],
-                 tenants: Tenants) -> None:  # fmt: skip
+                 tenants: Tenants, outbound_policy: outbound.OutboundPolicy | None = None) -> None:  # fmt: skip
+        # URL inputs are checked against it at submit (and again by the worker when it connects).
+        self.outbound_policy = outbound_policy or outbound.OutboundPolicy()
         self.availability = availability  # what the live worker pools can run
         self.tenants = tenants  # quotas and fair dispatch
         self.receiver = receiver
@@ -218,7 +223,7 @@ class Exports:
             raise BadRequest("'format' is required: the output format, e.g. pdf, png, jpeg, webp")
         if len(target) > MAX_FORMAT_BYTES:
             raise BadRequest(f"'format' must be a format name, not {len(target)} characters long")
-        conversion = registry.find([u.content_type for u in uploads], target)
+        conversion = registry.find(_types_for_choice(uploads), target)
         options: Any = parse_options(conversion.options, raw_options, limits=self.limits)
         if not self.availability.can_run(queue_for(conversion), conversion.needs):
             needs = (
@@ -232,6 +237,11 @@ class Exports:
             )
         job_id = new_id()
         stored_options = options_as_dict(options)
+        if any(u.to_fetch for u in uploads):
+            # The worker chooses the conversion again once it has sniffed the downloads: only the
+            # options given are kept, its own defaults are filled in then.
+            given = raw_options if isinstance(raw_options, dict) else {}
+            stored_options = {k: v for k, v in stored_options.items() if k in given}
         for name in secret_options(conversion.options):
             if stored_options.get(name) is not None:
                 stored_options[name] = self.sealer.seal(str(stored_options[name]), context=f"{job_id}:{name}")
@@ -297,17 +307,75 @@ class Exports:
             raise BadRequest(
                 f"unknown field(s) {', '.join(sorted(unknown))}; expected inputs, format, options"
             )
-        ids = body.get("inputs")
+        items = body.get("inputs")
         # An id is 32 hex digits; anything much longer is not one, and is not echoed back whole.
-        if not isinstance(ids, list) or not all(isinstance(i, str) and len(i) <= MAX_ID_CHARS for i in ids):
-            raise BadRequest("'inputs' must be a list of upload ids")
-        self._check_count(len(ids))
+        if not isinstance(items, list) or not all(
+            (isinstance(i, str) and len(i) <= MAX_ID_CHARS) or isinstance(i, dict) for i in items
+        ):
+            raise BadRequest("'inputs' must be a list of upload ids and {\"url\": ...} objects")
+        self._check_count(len(items))
+        ids = [i for i in items if isinstance(i, str)]
         try:
             # Another tenant's upload is as unknown as one never made.
-            uploads = self.records.get_uploads(ids, tenant=tenant)
+            by_id = {u.id: u for u in self.records.get_uploads(ids, tenant=tenant)} if ids else {}
         except RecordNotFound as exc:
             raise UnknownUpload(f"no upload with id {exc.args[0]!r} (never uploaded, or expired)") from None
+        uploads = [by_id[i] if isinstance(i, str) else self._url_input(i, tenant) for i in items]
         return uploads, body.get("format"), body.get("options")
+
+    def _url_input(self, item: dict[str, Any], tenant: str) -> Upload:
+        """A URL input, checked against the outbound policy now (the worker checks it again when it
+        connects). Raises BadRequest, UrlNotAllowed."""
+        unknown = set(item) - {"url", "filename"}
+        if unknown:
+            raise BadRequest(
+                f"unknown field(s) {', '.join(sorted(unknown))} in an input; expected url, filename"
+            )
+        url, filename = item.get("url"), item.get("filename")
+        if not isinstance(url, str) or not url:
+            raise BadRequest("an input object needs 'url', a string")
+        if filename is not None and not isinstance(filename, str):
+            raise BadRequest("an input's 'filename' must be a string")
+        try:
+            target = self.outbound_policy.check(url)
+        except outbound.OutboundError:
+            # The host does not resolve now: the worker tries again, and fails the job clearly.
+            target = None
+        source = (target.url if target else url).split("?", 1)[0]
+        upload_id = new_id()
+        # The client's name, else the URL's last path segment; else the worker takes the server's
+        # (Content-Disposition).
+        segment = urllib.parse.unquote(source.rsplit("/", 1)[-1])
+        name = clean_filename(filename or segment, fallback="")
+        return Upload(
+            id=upload_id,
+            filename=name,
+            content_type=_type_hint(name),
+            size=0,
+            sha256="",
+            created_at=self.clock(),
+            tenant=tenant,
+            url=self.sealer.seal(url, context=outbound.url_context(upload_id)),
+            source=source,
+        )
+
+
+def _type_hint(filename: str) -> str:
+    """The media type a URL input's name suggests ("" if none that exportd converts)."""
+    guessed = mimetypes.guess_type(filename, strict=False)[0] or ""
+    return guessed if guessed in registry.KIND_OF_CONTENT_TYPE else ""
+
+
+def _types_for_choice(uploads: list[Upload]) -> list[str]:
+    """The media types the conversion is chosen by at submit.
+
+    A URL input's type is known once the worker has downloaded and sniffed it. Until then, its
+    name's extension stands for it; without a usable one it is taken to be like the other inputs,
+    or a picture. The worker chooses again with the sniffed types (actors/export.py).
+    """
+    known = [u.content_type for u in uploads if u.content_type]
+    fallback = known[0] if known else "image/jpeg"
+    return [u.content_type or fallback for u in uploads]
 
 
 class ExportItem:

@@ -117,13 +117,18 @@ class UploadReceiver:
 
 
 def upload_view(upload: Upload) -> dict[str, Any]:
-    return {
+    view = {
         "id": upload.id,
         "filename": upload.filename,
         "content_type": upload.content_type,
         "size": upload.size,
         "sha256": upload.sha256,
     }
+    if upload.url:
+        # A URL input: where it came from, without its query (which may hold a signature).
+        # content_type, size and sha256 are known once the worker has downloaded it.
+        view["url"] = upload.source
+    return view
 
 
 def check_declared_length(req: falcon.Request, max_bytes: int) -> None:
