@@ -15,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +202,11 @@ def test_a_finished_job_is_posted_signed_with_the_job_as_get_shows_it(pool: Pool
     assert _without_links(payload["data"]) == _without_links(shown)
     assert payload["data"]["outputs"][0]["url"].startswith("http")
     assert payload["timestamp"] == shown["finished_at"]
+    ended = datetime.fromisoformat(shown["finished_at"].replace("Z", "+00:00")).timestamp()
+    print(
+        f"posted {request.at - ended:.3f} s after the job ended"
+    )  # the dispatcher's latency, for the report
+    assert request.at - ended < 3
     assert request.headers["webhook-id"] == webhook_id(job["id"], "export.succeeded")
     assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 30
     assert request.headers["content-type"] == "application/json"
