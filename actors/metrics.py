@@ -6,9 +6,8 @@ serves the sum of all its processes on EXPORTD_WORKER_METRICS_PORT, with the que
 from Redis at each scrape. Labels are bounded: a conversion is "<input kind>_to_<format>" from the
 registry's table, an outcome is "succeeded" or a job error code; no job ids, no file names.
 
-Not yet here: webhook deliveries (issue 14). When they exist, count each attempt where the
-delivery's state machine ends it, as exportd_webhook_deliveries_total{outcome} (delivered,
-retrying, failed: bounded, never the endpoint's URL), and add it to the dashboard and the README.
+Webhook deliveries are counted per attempt where actors/webhooks.py decides it, by outcome
+(delivered, retrying, failed, gone, refused: bounded, never the endpoint's URL).
 """
 
 from __future__ import annotations
@@ -42,6 +41,12 @@ RETRIES = Counter("exportd_job_retries", "Retries scheduled after a transient fa
 CRASHES = Counter("exportd_worker_crashes", "Worker processes that died, by cause (crash, oom, killed, exit).",
                   ["cause"])  # fmt: skip
 DEAD_LETTERS = Counter("exportd_dead_letters", "Messages moved to the dead letters after their last retry.")
+WEBHOOK_DELIVERIES = Counter("exportd_webhook_deliveries", "Webhook delivery attempts, by outcome: delivered (2xx), "
+                             "retrying (another attempt is scheduled), failed (the schedule is spent, or a re-send "
+                             "failed), gone (410, or not sent to an endpoint that answered 410), refused (the "
+                             "outbound policy refused the URL).", ["outcome"])  # fmt: skip
+WEBHOOK_DURATION = Histogram("exportd_webhook_delivery_duration_seconds", "Time a webhook delivery attempt took, "
+                             "from connecting to the end of the answer.", buckets=_DURATION_BUCKETS)  # fmt: skip
 IN_FLIGHT = Gauge("exportd_jobs_in_flight", "Jobs being converted now.", multiprocess_mode="livesum")
 MEMORY_BUDGET = Gauge("exportd_memory_budget_bytes", "Memory for jobs of the pool's processes (admission's budget).",
                       multiprocess_mode="livesum")  # fmt: skip

@@ -30,6 +30,7 @@ from dramatiq import Worker
 from actors import metrics, running
 from actors.broker import EXPORT_QUEUE
 from actors.memory import keep_large_buffers
+from actors.queues import WEBHOOK_QUEUE
 
 log = logging.getLogger("exportd.pool")
 
@@ -52,13 +53,23 @@ class PoolConfig:
     # Where each process marks the jobs it runs (one directory per process); None: no blame is told.
     run_dir: Path | None = None
     sweep_interval_s: float = 10.0
+    # Processes that deliver webhooks (the webhooks queue), beside the `processes` that convert:
+    # a slow receiver holds one of their threads, never a conversion's.
+    webhook_processes: int = 0
+    webhook_threads: int = 8
+
+    @property
+    def conversion_queues(self) -> tuple[str, ...]:
+        return tuple(q for q in self.queues if q != WEBHOOK_QUEUE)
 
 
 #: How recent an OOM kill in the cgroup must be for a process found dead of SIGKILL to count as it.
 OOM_WINDOW_S = 5.0
 
 
-def _child(boot: Callable[[], Any], config: PoolConfig, index: int) -> None:
+def _child(
+    boot: Callable[[], Any], config: PoolConfig, index: int, queues: tuple[str, ...], threads: int
+) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -67,13 +78,11 @@ def _child(boot: Callable[[], Any], config: PoolConfig, index: int) -> None:
         running.use_directory(config.run_dir / str(index))
     broker = boot()
     broker.emit_after("process_boot")
-    worker = Worker(
-        broker, queues=set(config.queues), worker_threads=config.threads, worker_timeout=config.poll_ms
-    )
+    worker = Worker(broker, queues=set(queues), worker_threads=threads, worker_timeout=config.poll_ms)
     # Prefetch no more than the threads can start: a busy process must not hold messages an idle one could run.
-    worker.queue_prefetch = config.threads
+    worker.queue_prefetch = threads
     worker.start()
-    log.info("worker process ready", extra={"worker": index, "threads": config.threads})
+    log.info("worker process ready", extra={"worker": index, "threads": threads, "queues": ",".join(queues)})
     while not stop.wait(1.0):
         pass
     log.info("worker process stopping", extra={"worker": index})
@@ -93,8 +102,10 @@ class Pool:
         note_crash: Callable[[str], None] | None = None,
         sweep: Callable[[], Any] | None = None,
         publisher: Any = None,
+        webhook_boot: Callable[[], Any] | None = None,
     ) -> None:
         self.boot = boot
+        self.webhook_boot = webhook_boot  # builds a webhook process's broker (config.webhook_processes)
         self.config = config
         self.note_crash = note_crash
         self.sweep = sweep
@@ -107,10 +118,23 @@ class Pool:
         self._oom_kills = running.oom_kills()
         self._oom_at = float("-inf")
 
+    def _indexes(self) -> list[int]:
+        """Conversion processes first (0..processes-1, none when the pool converts nothing), then
+        the webhook processes."""
+        converting = self.config.processes if self.config.conversion_queues else 0
+        webhooks = self.config.webhook_processes if self.webhook_boot is not None else 0
+        return list(range(converting)) + [10_000 + i for i in range(webhooks)]
+
     def _spawn(self, index: int) -> None:
-        proc = self._ctx.Process(
-            target=_child, args=(self.boot, self.config, index), name=f"exportd-worker-{index}"
-        )
+        if index >= 10_000:
+            assert self.webhook_boot is not None
+            args: tuple[Any, ...] = (self.webhook_boot, self.config, index, (WEBHOOK_QUEUE,),
+                                     self.config.webhook_threads)  # fmt: skip
+            name = f"exportd-webhooks-{index - 10_000}"
+        else:
+            args = (self.boot, self.config, index, self.config.conversion_queues, self.config.threads)
+            name = f"exportd-worker-{index}"
+        proc = self._ctx.Process(target=_child, args=args, name=name)
         proc.start()
         self._procs[index] = proc
 
@@ -129,7 +153,7 @@ class Pool:
             "worker pool starting",
             extra={"processes": self.config.processes, "threads": self.config.threads, "pid": os.getpid()},
         )
-        for index in range(self.config.processes):
+        for index in self._indexes():
             self._spawn(index)
         last_alive = 0.0
         next_sweep = time.monotonic()

@@ -11,8 +11,12 @@ from typing import Protocol
 
 EXPORT_QUEUE = "exports"
 OFFICE_QUEUE = "office"
+#: Webhook deliveries: their own queue, actor and worker processes (actors/webhooks.py).
+WEBHOOK_QUEUE = "webhooks"
 #: Every queue the code defines; a worker pool consumes some or all of them.
-QUEUES = (EXPORT_QUEUE, OFFICE_QUEUE)
+QUEUES = (EXPORT_QUEUE, OFFICE_QUEUE, WEBHOOK_QUEUE)
+#: The queues whose messages are conversions.
+CONVERSION_QUEUES = (EXPORT_QUEUE, OFFICE_QUEUE)
 
 
 class _Runnable(Protocol):

@@ -59,6 +59,7 @@ class Sweeper:
         max_sweeps: int = 3,
         tenants: Tenants | None = None,
         release: Callable[[Job], None] | None = None,
+        other_queues: tuple[str, ...] = (),
     ) -> None:
         self.records = records
         self.broker = broker
@@ -69,6 +70,8 @@ class Sweeper:
         self._token = uuid.uuid4().hex
         self.tenants = tenants  # held jobs are not lost; backlogs left behind are released
         self.release = release
+        # Queues of messages that are not jobs (webhook deliveries): only their dead workers' messages are returned.
+        self.other_queues = other_queues
 
     def sweep(self, *, now: float | None = None) -> SweepReport | None:
         """One sweep, unless another supervisor made one within the interval (then None)."""
@@ -78,7 +81,7 @@ class Sweeper:
             lock, self._token, nx=True, px=max(1, int(self.interval_s * 1000 * 0.9))
         ):
             return None
-        for queue in self.actor_of_queue:
+        for queue in (*self.actor_of_queue, *self.other_queues):
             for name in (queue, dq_name(queue)):
                 self._requeue_dead_workers(name, now)
         if self.tenants is not None:

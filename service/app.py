@@ -14,8 +14,10 @@ from typing import Any, cast
 import falcon
 import falcon.media
 
+from actors.broker import build_broker
 from actors.capabilities import Availability
 from actors.outbound import OutboundPolicy
+from actors.webhooks import enqueuer
 from exporters.base import Limits
 from service import errors
 from service.auth import Authenticate
@@ -24,6 +26,7 @@ from service.logs import request_id_var
 from service.metrics import Metrics, RequestMetrics
 from service.openapi import OpenApi
 from service.pacing import ClientTooSlow
+from service.resources.deliveries import Deliveries
 from service.resources.exports import ExportItem, Exports, Formats, JobView
 from service.resources.files import Files
 from service.resources.health import Healthz, Readyz
@@ -37,6 +40,7 @@ from storage.keys import KeyStore, parse_configured_keys
 from storage.sealing import Sealer
 from storage.signing import Signer
 from storage.tenants import Quotas, Tenants
+from storage.webhooks import Webhooks
 
 log = logging.getLogger("exportd.api")
 
@@ -143,9 +147,12 @@ def create_app(
     enqueue: Callable[[str, str], None],
     clock: Callable[[], float] = time.time,
     availability: Availability | None = None,
+    enqueue_webhook: Callable[[str, str, str], None] | None = None,
 ) -> falcon.App[falcon.Request, falcon.Response]:
     """The WSGI app. `enqueue(job_id, queue)` queues a job's message; `availability` tells what the
-    live worker pools can run (by default read from Redis, as the pools publish it)."""
+    live worker pools can run (by default read from Redis, as the pools publish it);
+    `enqueue_webhook(job_id, event, url)` queues one delivery now (by default on a broker over
+    `records`' Redis)."""
     tenants = Tenants(records, defaults=quotas_from(settings))
     keys = KeyStore(
         records.redis, namespace=records.namespace, configured=parse_configured_keys(settings.api_keys)
@@ -195,6 +202,16 @@ def create_app(
                 clock=clock, tenants=tenants, outbound_policy=OutboundPolicy.from_settings(settings)),
     )  # fmt: skip
     app.add_route("/v1/exports/{job_id}", ExportItem(records=records, view=view, waiter=waiter))
+    if enqueue_webhook is None:
+        broker = build_broker(records.redis, namespace=records.namespace,
+                              heartbeat_timeout_ms=settings.worker_heartbeat_timeout_ms)  # fmt: skip
+        deliver = enqueuer(broker)
+        enqueue_webhook = lambda job_id, event, url: deliver(job_id, event, url, 0, True)  # noqa: E731
+    app.add_route(
+        "/v1/exports/{job_id}/deliveries",
+        Deliveries(records=records, webhooks=Webhooks(records, Sealer(settings.signing_keys)),
+                   enqueue=enqueue_webhook),
+    )  # fmt: skip
     app.add_route("/v1/files/outputs/{job_id}/{name}", Files(storage=storage, signer=signer, clock=clock))
     app.add_route("/", Page())
     app.add_route("/ui/{name}", PageAsset())

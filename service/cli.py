@@ -114,7 +114,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from actors.broker import QUEUES, build_redis
     from actors.pool import Pool, PoolConfig
     from service import logs
-    from service.wiring import build_crash_recorder, build_publisher, build_sweeper, build_worker_broker
+    from service.wiring import (
+        build_crash_recorder,
+        build_publisher,
+        build_sweeper,
+        build_webhook_broker,
+        build_worker_broker,
+    )
 
     settings = _settings()
     _require_redis(settings)
@@ -130,6 +136,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         alive_file=settings.worker_alive_file,
         run_dir=run_dir,
         sweep_interval_s=settings.sweep_interval_s,
+        webhook_processes=settings.webhook_processes if "webhooks" in settings.queues else 0,
+        webhook_threads=settings.webhook_threads,
     )
     if settings.worker_metrics_port:
         queues = metrics.QueueCollector(build_redis(settings.redis_url), f"{settings.redis_namespace}:dramatiq",
@@ -147,6 +155,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             note_crash=build_crash_recorder(settings),
             sweep=build_sweeper(settings).sweep,
             publisher=build_publisher(settings),
+            webhook_boot=functools.partial(build_webhook_broker, settings),
         ).run()
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -271,6 +280,81 @@ def cmd_tenants(args: argparse.Namespace) -> int:
             return 2
     quotas = tenants.quotas(name)
     print(json.dumps({"tenant": name, **dataclasses.asdict(quotas), **tenants.counts(name)}))
+    return 0
+
+
+def _webhooks_tenant(settings: Settings, given: str | None) -> str:
+    """--tenant, else the one tenant of an install without keys, else `make run`'s dev tenant."""
+    from service.auth import DEFAULT_TENANT
+    from storage.keys import InvalidKeySpec, check_tenant
+
+    if given is None:
+        if settings.auth == "disabled":
+            return DEFAULT_TENANT
+        if not settings.redis_url:
+            return "dev"  # the tenant of `make run`'s key
+        print("exportd: name the tenant: --tenant NAME", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        return check_tenant(given)
+    except InvalidKeySpec as exc:
+        print(f"exportd: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    from service.settings import DEV_KEY_FILE, _dev_signing_key
+    from storage.jobs import Records
+    from storage.sealing import Sealer
+    from storage.webhooks import Webhooks
+
+    settings, client = _admin_redis()
+    tenant = _webhooks_tenant(settings, args.tenant)
+    keys = settings.signing_keys
+    if not keys and (settings.data_dir / DEV_KEY_FILE).exists():  # `make run`'s development key
+        keys = (_dev_signing_key(settings.data_dir),)
+    if not keys:
+        print("exportd: configuration error: EXPORTD_SIGNING_KEYS is not set; webhook secrets are stored sealed "
+              "with the signing key the API and the workers share", file=sys.stderr)  # fmt: skip
+        return 2
+    records = Records(client, namespace=settings.redis_namespace, retention_s=settings.retention_s)
+    webhooks = Webhooks(records, Sealer(keys))
+    if args.webhooks_command == "secret":
+        print(f"webhook signing secret of tenant {tenant} (verify deliveries with it):")
+        print(webhooks.secret(tenant))
+    elif args.webhooks_command == "rotate-secret":
+        window = settings.webhook_secret_rotation_s
+        print(f"new webhook signing secret of tenant {tenant}; for {window} s deliveries carry the old "
+              "secret's signature too (EXPORTD_WEBHOOK_SECRET_ROTATION_S):")  # fmt: skip
+        print(webhooks.rotate_secret(tenant, window_s=window))
+    elif args.webhooks_command == "set-endpoint":
+        if args.url is None and not args.clear:
+            print("exportd: give a URL, or --clear", file=sys.stderr)
+            return 2
+        if args.url is not None:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(args.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                print(f"exportd: {args.url!r} is not an absolute http or https URL", file=sys.stderr)
+                return 2
+            from actors.outbound import OutboundError, OutboundPolicy, UrlNotAllowed
+
+            # `make run`'s Redis (no EXPORTD_REDIS_URL) is a development install: http allowed.
+            policy = OutboundPolicy.from_settings(settings)
+            if not settings.redis_url:
+                policy = dataclasses.replace(policy, allow_http=True)
+            try:
+                policy.check(args.url)
+            except UrlNotAllowed as exc:
+                print(f"exportd: webhook endpoint not allowed: {exc.reason}", file=sys.stderr)
+                return 2
+            except OutboundError as exc:  # does not resolve from here: each delivery checks again
+                print(f"exportd: warning: {exc.message}", file=sys.stderr)
+        webhooks.set_endpoint(tenant, args.url)
+        print(f"default webhook endpoint of tenant {tenant}: {args.url or 'none'}")
+    else:  # show
+        print(json.dumps({"tenant": tenant, "endpoint": webhooks.endpoint(tenant)}))
     return 0
 
 
@@ -527,6 +611,19 @@ def main(argv: list[str] | None = None) -> int:
     tenants_sub.add_parser(
         "show", help="a tenant's quotas and its open, dispatched and held jobs"
     ).add_argument("name")
+    hooks = sub.add_parser("webhooks", help="webhook secrets and default endpoints of a tenant")
+    hooks_sub = hooks.add_subparsers(dest="webhooks_command", required=True)
+    for verb, text in (("secret", "print the tenant's signing secret alone on the last line (made if none)"),
+                       ("rotate-secret", "a new secret; the old one keeps signing for the rotation window"),
+                       ("set-endpoint", "the tenant's default endpoint, for jobs without webhook_url"),
+                       ("show", "the tenant's default endpoint")):  # fmt: skip
+        verb_parser = hooks_sub.add_parser(verb, help=text)
+        verb_parser.add_argument(
+            "--tenant", help="default: `make run`'s tenant dev (or default without keys)"
+        )
+        if verb == "set-endpoint":
+            verb_parser.add_argument("url", nargs="?", help="an absolute http(s) URL")
+            verb_parser.add_argument("--clear", action="store_true", help="no default endpoint")
     client_cli.add_parsers(sub)  # export, job, formats: a client of a running service
     args = parser.parse_args(argv)
     if args.command in client_cli.VERBS:
@@ -544,6 +641,7 @@ def main(argv: list[str] | None = None) -> int:
         "keygen": cmd_keygen,
         "keys": cmd_keys,
         "tenants": cmd_tenants,
+        "webhooks": cmd_webhooks,
     }
     return commands[args.command](args)
 

@@ -25,6 +25,7 @@ from exporters.base import ConversionError, Limits
 from service import errors
 from service.resources import page
 from storage import jobs
+from storage.webhooks import EVENTS
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1"
@@ -69,6 +70,9 @@ def problem_codes() -> dict[int, list[str]]:
     # BadRequest raised with a status and code of its own (service/resources/exports.py).
     by_status.setdefault(400, set()).add("too_many_inputs")
     by_status.setdefault(415, set()).add("unsupported_media_type")
+    # The webhook fields and routes (service/resources/deliveries.py).
+    by_status.setdefault(422, set()).add("url_not_allowed")
+    by_status.setdefault(409, set()).update(("job_not_finished", "no_webhook_endpoint"))
     return {status: sorted(codes) for status, codes in sorted(by_status.items())}
 
 
@@ -133,6 +137,13 @@ def _header(name: str, description: str) -> dict[str, Any]:
             "schema": {"type": "string"}}  # fmt: skip
 
 
+_WEBHOOK_URL = {
+    "type": "string", "format": "uri", "maxLength": 2048,
+    "description": "Where the job's end is posted (Standard Webhooks, signed); checked by the outbound policy "
+    "at submit (422 url_not_allowed). Default: the tenant's endpoint, if it has one.",
+}  # fmt: skip
+
+
 def _export_request_body() -> dict[str, Any]:
     formats = list(registry.FORMATS)
     return {
@@ -150,6 +161,9 @@ def _export_request_body() -> dict[str, Any]:
                         "options": {"type": "string", "contentMediaType": "application/json",
                                     "description": "A JSON object: the conversion's options "
                                                    "(see ExportOptions)."},
+                        "webhook_url": _WEBHOOK_URL,
+                        "webhook_events": {"type": "string", "description": "Event names separated by "
+                                           "commas, or a JSON array of them: " + ", ".join(EVENTS) + "."},
                     },
                 },
             },
@@ -166,6 +180,10 @@ def _export_request_body() -> dict[str, Any]:
                                                   "downloads under the outbound policy."},
                         "format": {"type": "string", "enum": formats},
                         "options": _ref("ExportOptions"),
+                        "webhook_url": _WEBHOOK_URL,
+                        "webhook_events": {"type": "array", "minItems": 1, "uniqueItems": True,
+                                           "items": {"type": "string", "enum": list(EVENTS)},
+                                           "description": "The events posted (default: all)."},
                     },
                 },
             },
@@ -275,6 +293,21 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {200: _JOB},
         problems=(400, 404, 503),
         parameters=(_path("job_id", "The job's id."), _WAIT),
+    ),
+    ("Deliveries", "GET"): Operation(
+        "listDeliveries", "A job's webhook delivery attempts, oldest first", "exports",
+        {200: Answer("Every attempt to post the job's event.", _json(_ref("DeliveryList")), ("Cache-Control",))},
+        problems=(404, 503),
+        parameters=(_path("job_id", "The job's id."),),
+    ),
+    ("Deliveries", "POST"): Operation(
+        "resendDelivery", "Re-send the job's event to its endpoint now", "exports",
+        {202: Answer("Queued: one attempt, with the event's webhook-id; see GET for its outcome.",
+                     _json(_ref("Resend")), ("Location",))},
+        problems=(404, 409, 503),
+        parameters=(_path("job_id", "The job's id."),),
+        description="409 job_not_finished: the job has not ended yet; 409 no_webhook_endpoint: neither the job "
+        "nor its tenant has an endpoint.",
     ),
     ("Files", "GET"): Operation(
         "downloadOutput", "Download an output through its signed link", "files",
@@ -483,6 +516,57 @@ def _schemas(limits: Limits) -> dict[str, Any]:
             },
         },
         "Formats": formats,
+        "Delivery": {
+            "type": "object",
+            "required": [
+                "webhook_id",
+                "event",
+                "attempt",
+                "at",
+                "status_code",
+                "error",
+                "duration_ms",
+                "next_retry_at",
+            ],
+            "properties": {
+                "webhook_id": {
+                    "type": "string",
+                    "description": "The webhook-id header: the same on every attempt of one event.",
+                },
+                "event": {"type": "string", "enum": list(EVENTS)},
+                "attempt": {"type": "integer", "minimum": 1},
+                "at": {"type": "string", "format": "date-time"},
+                "status_code": {
+                    "type": ["integer", "null"],
+                    "description": "The receiver's status (null: no answer).",
+                },
+                "error": {
+                    "type": ["string", "null"],
+                    "description": "null when delivered; else a code "
+                    "(unexpected_status, timeout, connect_failed, connection_failed, tls_failed, dns_failed, url_not_allowed, endpoint_gone), "
+                    "a colon and a sentence.",
+                },
+                "duration_ms": {"type": ["integer", "null"]},
+                "next_retry_at": {
+                    **nullable_time,
+                    "description": "When the next attempt is due (null: none).",
+                },
+            },
+        },
+        "DeliveryList": {
+            "type": "object",
+            "required": ["deliveries"],
+            "additionalProperties": False,
+            "properties": {"deliveries": {"type": "array", "items": _ref("Delivery")}},
+        },
+        "Resend": {
+            "type": "object",
+            "required": ["webhook_id", "event"],
+            "properties": {
+                "webhook_id": {"type": "string"},
+                "event": {"type": "string", "enum": list(EVENTS)},
+            },
+        },
         "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
         "Readiness": {
             "type": "object",

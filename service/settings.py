@@ -134,8 +134,9 @@ class Settings:
     # Queues whose worker pools scale to zero when idle (KEDA), comma-separated: the API takes their
     # jobs while no pool is live, if one served the queue within the retention period.
     scale_from_zero_queues: str = ""
-    # Queues this pool consumes, comma-separated: exports (photos, documents), office (LibreOffice).
-    worker_queues: str = "exports,office"
+    # Queues this pool consumes, comma-separated: exports (photos, documents), office (LibreOffice),
+    # webhooks (deliveries, in processes of their own: webhook_processes).
+    worker_queues: str = "exports,office,webhooks"
     # Worker processes in the pool.
     worker_processes: int = 2
     # Threads per worker process.
@@ -161,6 +162,22 @@ class Settings:
     # File the pool supervisor touches while all its processes live; `exportd check-worker` reads it.
     worker_alive_file: Path = Path("/tmp/exportd-worker.alive")
 
+    # -- webhooks (Standard Webhooks) -------------------------------------------------------------
+    # Seconds between the attempts of a webhook delivery that failed (not 2xx, a timeout, a connection
+    # error), comma-separated, each with ±20 % jitter; after the last one it is given up. The
+    # default spans about 27 hours.
+    webhook_retry_schedule_s: str = "5,300,1800,7200,18000,36000,36000"
+    # Longest a receiver may take to answer one delivery (connect, send and read).
+    webhook_timeout_s: int = field(default=10, metadata={"maximum": 300})
+    # After `exportd webhooks rotate-secret`, how long the previous secret still signs (both
+    # signatures are sent, space-separated).
+    webhook_secret_rotation_s: int = 24 * 3600
+    # Processes of a pool that consumes the webhooks queue that deliver webhooks (apart from the
+    # conversion processes: a slow receiver never holds a conversion worker).
+    webhook_processes: int = 1
+    # Threads per webhook process: deliveries in progress at once, per process.
+    webhook_threads: int = 8
+
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
@@ -172,6 +189,10 @@ class Settings:
     @property
     def development(self) -> bool:
         return self.env == "development"
+
+    @property
+    def webhook_retry_schedule(self) -> tuple[int, ...]:
+        return parse_retry_schedule(self.webhook_retry_schedule_s)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, links: bool = True) -> Settings:
@@ -231,6 +252,10 @@ class Settings:
             parse_allow_nets(self.outbound_allow_nets)
         except ValueError as exc:
             raise ConfigError(f"EXPORTD_OUTBOUND_ALLOW_NETS: {exc}") from None
+        try:
+            parse_retry_schedule(self.webhook_retry_schedule_s)
+        except ValueError as exc:
+            raise ConfigError(f"EXPORTD_WEBHOOK_RETRY_SCHEDULE_S: {exc}") from None
         unknown = set(self.queues) - set(QUEUES)
         if not self.queues or unknown:
             raise ConfigError(f"EXPORTD_WORKER_QUEUES must name queues among {', '.join(QUEUES)}")
@@ -284,6 +309,17 @@ def parse_signing_keys(raw: str) -> tuple[tuple[str, bytes], ...]:
     if len({kid for kid, _ in keys}) != len(keys):
         raise ValueError("key ids must be unique")
     return tuple(keys)
+
+
+def parse_retry_schedule(raw: str) -> tuple[int, ...]:
+    """ "5,300,1800" -> (5, 300, 1800): whole seconds, at least one, each at least 1. Raises ValueError."""
+    try:
+        delays = tuple(int(part.strip()) for part in raw.split(","))
+    except ValueError:
+        raise ValueError(f"expected whole seconds separated by commas, not {raw!r}") from None
+    if not delays or any(d < 1 for d in delays):
+        raise ValueError(f"every delay must be at least 1 second, not {raw!r}")
+    return delays
 
 
 def new_signing_key(kid: str) -> str:

@@ -11,6 +11,7 @@ from actors.broker import build_broker, build_redis
 from actors.export import ACTOR_OF_QUEUE, ExportTask, declare_export_actor, releaser
 from actors.outbound import OutboundPolicy
 from actors.outcomes import JobOutcomes
+from actors.queues import WEBHOOK_QUEUE
 from service.app import limits_from, quotas_from
 from service.settings import Settings
 from storage.base import Storage
@@ -95,6 +96,7 @@ def build_sweeper(settings: Settings) -> Any:
         tenants=Tenants(records, defaults=quotas_from(settings)),
         release=_releaser(records, settings, lambda: broker),
         actor_of_queue=ACTOR_OF_QUEUE,
+        other_queues=(WEBHOOK_QUEUE,),
         interval_s=settings.sweep_interval_s,
         grace_s=settings.sweep_grace_s,
     )
@@ -129,3 +131,51 @@ def build_publisher(settings: Settings) -> Any:
     return Publisher(client, settings.redis_namespace, uuid.uuid4().hex, queues=settings.queues,
                      capabilities=probe_capabilities(), ttl_s=3 * settings.sweep_interval_s,
                      seen_ttl_s=settings.retention_s)  # fmt: skip
+
+
+def build_webhook_broker(settings: Settings) -> Any:
+    """The broker of one webhook process: the deliver_webhook actor, and the dispatcher that turns
+    job events into its messages (actors/webhooks.py)."""
+    from actors.outbound import OutboundPolicy
+    from actors.webhooks import (
+        Delivery,
+        Dispatcher,
+        DispatchEvents,
+        declare_webhook_actor,
+        enqueuer,
+        new_consumer_name,
+    )
+    from storage.signing import Signer
+    from storage.webhooks import Webhooks
+
+    client = build_redis(settings.redis_url)
+    records = build_records(client, settings)
+    webhooks = Webhooks(records, Sealer(settings.signing_keys))
+
+    def dispatcher() -> Dispatcher:
+        return Dispatcher(records=records, webhooks=webhooks, enqueue=enqueuer(broker),
+                          consumer=new_consumer_name())  # fmt: skip
+
+    broker = build_broker(
+        client,
+        namespace=settings.redis_namespace,
+        heartbeat_timeout_ms=settings.worker_heartbeat_timeout_ms,
+        extra_middleware=[DispatchEvents(dispatcher)],
+    )
+    view = build_job_view(settings, build_storage(settings), Signer(settings.signing_keys))
+    delivery = Delivery(records=records, webhooks=webhooks, view=view,
+                        policy=OutboundPolicy.from_settings(settings),
+                        schedule=settings.webhook_retry_schedule, timeout_s=settings.webhook_timeout_s,
+                        enqueue=enqueuer(broker))  # fmt: skip
+    declare_webhook_actor(broker, delivery, timeout_s=settings.webhook_timeout_s)
+    return broker
+
+
+def build_job_view(settings: Settings, storage: Storage, signer: Any) -> Any:
+    """The job as GET /v1/exports/{id} shows it, for the webhooks (the API builds its own)."""
+    import time
+
+    from service.resources.exports import JobView
+
+    return JobView(signer=signer, storage=storage, base_url=settings.base_url, link_ttl_s=settings.link_ttl_s,
+                   retention_s=settings.retention_s, clock=time.time)  # fmt: skip

@@ -104,6 +104,10 @@ class Job:
     # Times the sweeper found this job open with no message behind it and queued it again.
     sweeps: int = 0
     tenant: str = ""  # who submitted it: nobody else can see it
+    # Where its end is posted (Standard Webhooks; "": the tenant's default endpoint, if any), and
+    # which events are (empty: all of them).
+    webhook_url: str = ""
+    webhook_events: tuple[str, ...] = ()
 
     @property
     def finished(self) -> bool:
@@ -120,6 +124,7 @@ class Job:
         data["inputs"] = tuple(Upload(**_known(Upload, u)) for u in data["inputs"])
         data["outputs"] = tuple(Output(**_known(Output, o)) for o in data["outputs"])
         data["error"] = JobError(**data["error"]) if data["error"] else None
+        data["webhook_events"] = tuple(data.get("webhook_events", ()))
         return cls(**data)
 
 

@@ -97,6 +97,9 @@ def service(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "EXPORTD_PORT": str(port),
         "EXPORTD_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
         "EXPORTD_WORKER_PROCESSES": "2",
+        # The conversion queues only: the pool's children are its two conversion processes (webhook
+        # delivery has processes of its own, tested in tests/actors/test_webhooks.py).
+        "EXPORTD_WORKER_QUEUES": "exports,office",
         "EXPORTD_WORKER_THREADS": "2",
         "EXPORTD_API_PROCESSES": "2",
         "EXPORTD_WORKER_ALIVE_FILE": str(data / "worker.alive"),

@@ -19,6 +19,7 @@ from exporters.base import Limits, options_as_dict, parse_options, secret_option
 from service.auth import ANY
 from service.bodies import parse_json, read_at_most, read_body
 from service.errors import BadRequest, ConversionUnavailable, UnknownUpload
+from service.resources.deliveries import MAX_URL_CHARS, check_webhook_url, parse_webhook_events
 from service.resources.uploads import UploadReceiver, check_declared_length, clean_filename, upload_view
 from service.waiting import JobWaiter
 from storage.base import Storage
@@ -159,7 +160,7 @@ class Exports:
                  view: JobView, waiter: JobWaiter, max_inputs: int, max_json_bytes: int, limits: Limits,
                  sealer: Sealer, availability: Availability, clock: Callable[[], float],
                  tenants: Tenants, outbound_policy: outbound.OutboundPolicy | None = None) -> None:  # fmt: skip
-        # URL inputs are checked against it at submit (and again by the worker when it connects).
+        # URL inputs and webhook_url are checked against it at submit (and again when the worker connects).
         self.outbound_policy = outbound_policy or outbound.OutboundPolicy()
         self.availability = availability  # what the live worker pools can run
         self.tenants = tenants  # quotas and fair dispatch
@@ -206,10 +207,11 @@ class Exports:
         resp.cache_control = ["no-store"]  # a finished job's links are signed for this answer alone
 
     def _accept(self, req: falcon.Request, received: list[Upload], tenant: str, quotas: Quotas) -> Job:
+        webhook: dict[str, Any] = {}  # webhook_url and webhook_events, as the body gave them
         if req.content_type and req.content_type.startswith("multipart/form-data"):
-            uploads, target, raw_options = self._from_multipart(req, received, tenant)
+            uploads, target, raw_options = self._from_multipart(req, received, tenant, webhook)
         elif req.content_type and req.content_type.startswith("application/json"):
-            uploads, target, raw_options = self._from_json(req, tenant)
+            uploads, target, raw_options = self._from_json(req, tenant, webhook)
         else:
             raise BadRequest(
                 "send multipart/form-data (file parts, format, options) or application/json "
@@ -225,6 +227,16 @@ class Exports:
             raise BadRequest(f"'format' must be a format name, not {len(target)} characters long")
         conversion = registry.find(_types_for_choice(uploads), target)
         options: Any = parse_options(conversion.options, raw_options, limits=self.limits)
+        webhook_events = (
+            parse_webhook_events(webhook["webhook_events"], form=webhook.get("form", False))
+            if webhook.get("webhook_events") is not None
+            else ()
+        )
+        webhook_url = (
+            check_webhook_url(webhook["webhook_url"], self.outbound_policy)
+            if webhook.get("webhook_url") is not None
+            else ""
+        )
         if not self.availability.can_run(queue_for(conversion), conversion.needs):
             needs = (
                 f" (it needs {', '.join(NEED_NAMES.get(n, n) for n in conversion.needs)})"
@@ -253,6 +265,8 @@ class Exports:
             created_at=self.clock(),
             queue=queue_for(conversion),
             tenant=tenant,
+            webhook_url=webhook_url,
+            webhook_events=webhook_events,
         )
         # The record exists before its message: a worker never meets a message without a job.
         # Past the tenant's open jobs quota, nothing is stored (QueueFull).
@@ -278,7 +292,7 @@ class Exports:
             )
 
     def _from_multipart(
-        self, req: falcon.Request, uploads: list[Upload], tenant: str
+        self, req: falcon.Request, uploads: list[Upload], tenant: str, webhook: dict[str, Any]
     ) -> tuple[list[Upload], Any, Any]:
         check_declared_length(req, (self.receiver.max_bytes + 64 * 1024) * self.max_inputs)
         target: str | None = None
@@ -293,20 +307,31 @@ class Exports:
             elif part.name == "options":
                 data = read_at_most(part.stream, self.max_json_bytes, what="the 'options' part")
                 raw_options = parse_json(data, what="'options'") if data.strip() else None
+            elif part.name in ("webhook_url", "webhook_events"):
+                data = read_at_most(part.stream, MAX_URL_CHARS + 1, what=f"the {part.name!r} part")
+                webhook[part.name] = data.decode("utf-8", errors="replace")
+                webhook["form"] = True
             else:
-                raise BadRequest(f"unexpected form field {part.name!r}; expected file, format and options")
+                raise BadRequest(
+                    f"unexpected form field {part.name!r}; expected file, format, options, webhook_url and "
+                    "webhook_events"
+                )
         self._check_count(len(uploads))
         return uploads, target, raw_options
 
-    def _from_json(self, req: falcon.Request, tenant: str) -> tuple[list[Upload], Any, Any]:
+    def _from_json(
+        self, req: falcon.Request, tenant: str, webhook: dict[str, Any]
+    ) -> tuple[list[Upload], Any, Any]:
         body = parse_json(read_body(req, self.max_json_bytes, what="the JSON body"), what="the body")
         if not isinstance(body, dict):
             raise BadRequest("the JSON body must be an object")
-        unknown = set(body) - {"inputs", "format", "options"}
+        unknown = set(body) - {"inputs", "format", "options", "webhook_url", "webhook_events"}
         if unknown:
             raise BadRequest(
-                f"unknown field(s) {', '.join(sorted(unknown))}; expected inputs, format, options"
+                f"unknown field(s) {', '.join(sorted(unknown))}; expected inputs, format, options, "
+                "webhook_url, webhook_events"
             )
+        webhook.update({k: body[k] for k in ("webhook_url", "webhook_events") if k in body})
         items = body.get("inputs")
         # An id is 32 hex digits; anything much longer is not one, and is not echoed back whole.
         if not isinstance(items, list) or not all(

@@ -45,6 +45,8 @@ WORKER_ONLY = {
     "EXPORTD_JOB_TIME_LIMIT_S",
     "EXPORTD_WORKER_SHUTDOWN_TIMEOUT_S",
     "EXPORTD_WORKER_ALIVE_FILE",
+    "EXPORTD_WEBHOOK_PROCESSES",
+    "EXPORTD_WEBHOOK_THREADS",
 }
 #: Settings that must come from a Secret, never from the ConfigMap or a literal env value.
 SECRET_SETTINGS = {"EXPORTD_SIGNING_KEYS", "EXPORTD_API_KEYS"}
@@ -401,7 +403,7 @@ SECOND_QUEUE = (
 def test_a_second_queue_is_one_more_entry_merged_over_the_defaults() -> None:
     docs = render("default", *SECOND_QUEUE)
     by_queue = {w["metadata"]["labels"]["exportd/queue"]: w for w in workers(docs)}
-    assert set(by_queue) == {"exports", "documents"}
+    assert set(by_queue) == {"exports", "documents", "webhooks"}  # webhooks: a default queue since issue 14
     documents = by_queue["documents"]
     spec = documents["spec"]["template"]["spec"]
     env = container_env(docs, spec["containers"][0])
@@ -423,7 +425,8 @@ def test_a_second_queue_is_one_more_entry_merged_over_the_defaults() -> None:
 
 
 def test_a_queue_can_be_switched_off() -> None:
-    assert not workers(render("default", "workers.exports.enabled=false"))
+    assert not [w for w in workers(render("default", "workers.exports.enabled=false"))
+                if w["metadata"]["labels"]["exportd/queue"] == "exports"]  # fmt: skip
 
 
 def test_cleanup_is_a_cronjob_that_never_overlaps(
@@ -1136,7 +1139,7 @@ def test_alerts_are_valid_promql_on_metrics_that_exist(tmp_path: Path) -> None:
     (rule,) = of_kind(render("metrics-values"), "PrometheusRule")
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
     assert set(alerts) == {"ExportdQueueStalled", "ExportdJobsFailing", "ExportdDeadLetters",
-                           "ExportdWorkersRestarting", "ExportdRedisMemoryHigh"}  # fmt: skip
+                           "ExportdWorkersRestarting", "ExportdRedisMemoryHigh", "ExportdWebhooksGivenUp"}  # fmt: skip
     known = _metric_names()
     for name, r in alerts.items():
         assert _series_names(r["expr"]) <= known, (name, _series_names(r["expr"]) - known)
@@ -1271,7 +1274,8 @@ def test_worker_defaults_reach_every_queue() -> None:
     values = values_of("default")
     assert not set(values["workers"]["exports"]) & set(values["workerDefaults"]) - {"enabled"}
     docs = render("default", "workerDefaults.threads=3", "workerDefaults.processes=1")
-    (w,) = workers(docs)
+    # (webhooks, a queue since issue 14, sets its own processes and threads)
+    (w,) = [w for w in workers(docs) if w["metadata"]["labels"]["exportd/queue"] == "exports"]
     env = container_env(docs, w["spec"]["template"]["spec"]["containers"][0])
     assert env["EXPORTD_WORKER_THREADS"] == "3" and env["EXPORTD_WORKER_PROCESSES"] == "1"
 

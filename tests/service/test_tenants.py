@@ -200,6 +200,16 @@ def test_another_tenants_ids_answer_exactly_as_unknown_ones(client: Any) -> None
             never = _problem(client.simulate_get(template.format(unknown), headers=bearer(KEY_B), params=params),
                              404, "not_found")  # fmt: skip
             _same_problem(theirs, never)
+    # A job's webhook deliveries: their log and a re-send, as an unknown job.
+    for method in ("GET", "POST"):
+        theirs = _problem(client.simulate_request(method, f"/v1/exports/{job_id}/deliveries", headers=bearer(KEY_B)),
+                          404, "not_found")  # fmt: skip
+        never = _problem(client.simulate_request(method, f"/v1/exports/{unknown}/deliveries", headers=bearer(KEY_B)),
+                         404, "not_found")  # fmt: skip
+        _same_problem(theirs, never)
+    assert client.simulate_get(f"/v1/exports/{job_id}/deliveries", headers=bearer(KEY_A)).json == {
+        "deliveries": []
+    }
     # Its owner sees both.
     assert client.simulate_get(f"/v1/exports/{job_id}", headers=bearer(KEY_A)).status_code == 200
     assert client.simulate_get(f"/v1/uploads/{upload_id}", headers=bearer(KEY_A)).status_code == 200
