@@ -17,8 +17,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from PIL import Image
-
 MiB = 1024 * 1024
 
 # -- the one table of measured factors ---------------------------------------------------------
@@ -152,6 +150,10 @@ class ImageHeader:
 
 def image_header(file: BinaryIO, *, kept_frames: bool, max_frames: int) -> ImageHeader:
     """The header of the image in `file` (nothing decoded). Raises what Pillow raises."""
+    from PIL import Image
+
+    import exporters.pictures  # noqa: F401  # Pillow as the picture engine sets it up (the HEIF opener)
+
     with Image.open(file) as image:
         frames = max(1, min(getattr(image, "n_frames", 1), max_frames)) if kept_frames else 1
         icc = image.info.get("icc_profile")
@@ -181,7 +183,7 @@ def pdf_render_bytes(file: BinaryIO, *, dpi: float, width_px: int | None, pages:
     """(bytes of the largest page's bitmap, basis) of the PDF in `file`: page sizes only, nothing rendered."""
     import pypdfium2 as pdfium
 
-    from exporters.pdfdocs import PDFIUM_LOCK
+    from exporters.pdfium import PDFIUM_LOCK
 
     with PDFIUM_LOCK:
         document = pdfium.PdfDocument(file)
