@@ -97,6 +97,8 @@ ENCODERS: dict[str, Encoder] = dict(media.IMAGE_OUTPUTS)
 
 def can_write(encoder: Encoder) -> bool:
     """Whether this process can write the format (HEIC needs libheif with an HEVC encoder)."""
+    if encoder.pillow_format not in Image.SAVE:
+        Image.init()  # Pillow loads its own plugins lazily: SAVE is complete after this
     return encoder.pillow_format in Image.SAVE
 
 
