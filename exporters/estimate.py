@@ -304,7 +304,7 @@ def _image_peak(
     decoded = header.decoded_bytes
     if target == "pdf" and kind in ("image", "pdf"):  # a page per picture (images_to_pdf)
         if header.format in ("JPEG", "MPO"):
-            from exporters.images import is_srgb
+            from exporters.pictures import is_srgb
 
             as_is = header.mode == "L" or (
                 header.mode == "RGB" and (header.icc_profile is None or is_srgb(header.icc_profile))
@@ -316,7 +316,7 @@ def _image_peak(
     scale = output_scale(header, options)
     resized = kind == "markdown" or scale != 1.0 or bool(options.get("crop"))
     if header.format in ("JPEG", "MPO") and header.frames == 1 and scale < 1.0 and not options.get("crop"):
-        # libjpeg decodes at 1/2, 1/4 or 1/8 scale when the output is that much smaller (images._draft).
+        # libjpeg decodes at 1/2, 1/4 or 1/8 scale when the output is that much smaller (pictures._draft).
         from exporters.resample import REDUCE_MARGIN
 
         reduction = 1
