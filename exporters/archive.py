@@ -23,7 +23,8 @@ from exporters.options import ZipOptions as ZipOptions
 from exporters.pictures import ENCODERS, can_write, convert_one
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # every entry's date: the same bytes for the same job
-_COMPRESSIBLE = ("bmp", "tiff")  # the other formats are compressed already: stored as they are
+#: Formats whose files still shrink in a ZIP (exporters.media); the others are stored as they are.
+_COMPRESSIBLE = tuple(name for name, record in ENCODERS.items() if record.compressible)
 MANIFEST = "manifest.json"
 
 

@@ -17,6 +17,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from exporters import media
+
 MiB = 1024 * 1024
 
 # -- the one table of measured factors ---------------------------------------------------------
@@ -89,7 +91,8 @@ MARKDOWN_PAGE_BYTES = 256 * 1024
 #: Every job, however small: buffers, the converter's objects, the outputs' upload.
 JOB_BASE_BYTES = 16 * MiB
 
-_FRAMES_KEPT = {"png", "webp", "gif", "tiff"}  # formats whose output keeps an animation's frames
+#: Formats whose output keeps an animation's frames (or a TIFF's pages): their records say so.
+_FRAMES_KEPT = {name for name, record in media.IMAGE_OUTPUTS.items() if record.animation}
 
 
 @dataclass(frozen=True)

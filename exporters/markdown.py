@@ -38,7 +38,7 @@ from reportlab.platypus import (
 )
 
 import exporters.canvas  # noqa: F401  # its reportlab setting (no ASCII85 streams) applies to these PDFs
-from exporters import fonts, resample, typefaces
+from exporters import fonts, media, resample, typefaces
 from exporters.base import (
     CorruptInput,
     InputFile,
@@ -51,7 +51,6 @@ from exporters.base import (
 )
 from exporters.fonts import FONTS
 from exporters.jpeg import passthrough
-from exporters.media import MARKDOWN
 from exporters.naming import UniqueNames
 from exporters.options import MarkdownPdfOptions as MarkdownPdfOptions
 from exporters.pages import PAGE_SIZES
@@ -67,7 +66,7 @@ from exporters.pictures import (
 from exporters.sniff import detect_encoding
 from exporters.sniff import sniff_markdown as sniff_markdown
 
-MARKDOWN_TYPE = MARKDOWN
+MARKDOWN_TYPE = media.MARKDOWN
 _FONT_DIR = fonts.FONT_DIR
 _SANS = FONTS["sans"]
 _MONO = FONTS["mono"]
@@ -80,7 +79,8 @@ _MAX_IMAGE_PIXELS_PER_DOCUMENT = 4  # × limits.max_pixels: all images of one do
 PRINT_DPI = 300
 _POINTS_PER_INCH = 72.0
 _JPEG_QUALITY = 90
-_PHOTO_FORMATS = ("JPEG", "MPO", "WEBP", "HEIF", "AVIF")  # re-encoded as JPEG; the others losslessly
+# Pictures of lossy formats (their records in exporters.media) are re-encoded as JPEG; the others losslessly.
+_PHOTO_FORMATS = ("MPO", *(f.pillow for f in media.FORMATS if f.lossy and f.pillow))
 _WHITE = (255, 255, 255)
 
 

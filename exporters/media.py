@@ -39,6 +39,7 @@ class Format:
     animation: str = ""  # "animation" (frames over time), "pages" (a multi-page file) or "" (one picture)
     alpha: bool = False  # keeps transparency (else it is flattened onto the background)
     lossy: bool = False  # written with a quality setting
+    compressible: bool = False  # its files still shrink in a ZIP (the others are stored as they are)
     # -- encoder parameters (Pillow writers) --
     grey: bool = False  # stores L and LA as they are (else they become RGB)
     icc: bool = False  # can embed an ICC profile
@@ -107,13 +108,13 @@ FORMATS: tuple[Format, ...] = (
     Format("avif", "image/avif", ("avif",), kind="image", reads="pillow", writes="pillow", pillow="AVIF", alpha=True, lossy=True, icc=True,
            exif=True, save_params={"speed": 6, "max_threads": 1},  # one thread: reproducible bytes
            description="Each image as an AVIF, upright, optionally resized."),
-    Format("tiff", "image/tiff", ("tif", "tiff"), kind="image", reads="pillow", writes="pillow", pillow="TIFF", animation="pages", alpha=True,
+    Format("tiff", "image/tiff", ("tif", "tiff"), kind="image", reads="pillow", writes="pillow", pillow="TIFF", animation="pages", alpha=True, compressible=True,
            grey=True, icc=True, exif=True, dpi=True, save_params={"compression": "tiff_adobe_deflate"},
            description="Each image as a losslessly compressed TIFF (every page of a multi-page TIFF)."),
     Format("gif", "image/gif", ("gif",), kind="image", reads="pillow", writes="pillow", pillow="GIF", animation="animation", alpha=True,
            grey=True, animation_params={"disposal": 2},
            description="Each image as a GIF of at most 256 colours (animated for an animation)."),
-    Format("bmp", "image/bmp", ("bmp",), kind="image", reads="pillow", writes="pillow", pillow="BMP", grey=True, dpi=True,
+    Format("bmp", "image/bmp", ("bmp",), kind="image", reads="pillow", writes="pillow", pillow="BMP", grey=True, dpi=True, compressible=True,
            description="Each image as a BMP; transparency is flattened onto the background."),
     # Read only with pillow-heif; written only where libheif has an HEVC encoder (a worker capability).
     Format("heic", "image/heic", ("heic", "heif"), kind="image" if HEIF_READS else None,
