@@ -20,16 +20,23 @@ from exporters.pictures import ENCODERS as ENCODERS
 from exporters.pictures import HEIF_READS as HEIF_READS
 from exporters.pictures import HEIF_WRITES as HEIF_WRITES
 from exporters.pictures import PILLOW_FORMAT_OF_CONTENT_TYPE as PILLOW_FORMAT_OF_CONTENT_TYPE
+from exporters.pictures import STRIP_PIXELS as STRIP_PIXELS
 from exporters.pictures import Encoder as Encoder
+from exporters.pictures import Geometry as Geometry
+from exporters.pictures import Rendered as Rendered
 from exporters.pictures import can_write
 from exporters.pictures import convert_one as convert_one
 from exporters.pictures import decode_upright as decode_upright
+from exporters.pictures import decoding as decoding
+from exporters.pictures import finish_mode as finish_mode
 from exporters.pictures import flatten as flatten
 from exporters.pictures import is_srgb as is_srgb
 from exporters.pictures import metadata_found as metadata_found
 from exporters.pictures import open_image as open_image
 from exporters.pictures import orientation_of as orientation_of
 from exporters.pictures import parse_colour as parse_colour
+from exporters.pictures import plan_geometry as plan_geometry
+from exporters.pictures import reduce_16_bit as reduce_16_bit
 from exporters.pictures import render as render
 from exporters.pictures import save as save
 from exporters.pictures import to_srgb as to_srgb

@@ -11,6 +11,7 @@ from exporters.naming import UniqueNames
 from exporters.options import ImagePdfOptions as ImagePdfOptions
 from exporters.pages import PAGE_SIZES as PAGE_SIZES
 from exporters.pdfpages import MAX_PAGE_SIDE_PT as MAX_PAGE_SIDE_PT
+from exporters.pdfpages import STRIP_BYTES as STRIP_BYTES
 from exporters.pdfpages import write_pages
 
 

@@ -29,6 +29,7 @@ GROUND = frozenset(
         "base", "media", "sniff", "options", "naming", "pages", "fonts", "typefaces", "canvas", "pdfium",
         "pictures", "pdfpages", "geometry", "metadata", "resample", "jpeg", "charsets", "templates",
         "typeset", "pdfactive", "estimate",
+        "cancel",  # cooperative cancellation (checkpoint), from the cancellation work
     }
 )  # fmt: skip
 #: Libraries that only a converting process may load.
