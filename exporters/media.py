@@ -94,27 +94,33 @@ PPT = "application/vnd.ms-powerpoint"
 
 FORMATS: tuple[Format, ...] = (
     # Pictures: read and written by Pillow. The order is the order of the image conversions.
-    Format("png", "image/png", ("png",), kind="image", reads="pillow", writes="pillow", pillow="PNG", animation="animation", alpha=True,
-           grey=True, icc=True, exif=True, dpi=True, save_params={"compress_level": 6},
+    Format("png", "image/png", ("png",), kind="image", reads="pillow", writes="pillow", pillow="PNG",
+           animation="animation", alpha=True, grey=True, icc=True, exif=True, dpi=True,
+           save_params={"compress_level": 6},
            description="Each image as a PNG (an APNG for an animation), upright, optionally resized."),
     # JPEG is also read as MPO: Pillow's JPEG reader opens the first picture of a dual camera.
-    Format("jpeg", "image/jpeg", ("jpg", "jpeg"), kind="image", reads="pillow", writes="pillow", pillow="JPEG", lossy=True,
-           grey=True, icc=True, exif=True, dpi=True,
+    Format("jpeg", "image/jpeg", ("jpg", "jpeg"), kind="image", reads="pillow", writes="pillow", pillow="JPEG",
+           lossy=True, grey=True, icc=True, exif=True, dpi=True,
            description="Each image as a JPEG, upright, optionally resized; transparency is flattened onto "
                        "the background."),
-    Format("webp", "image/webp", ("webp",), kind="image", reads="pillow", writes="pillow", pillow="WEBP", animation="animation", alpha=True,
-           lossy=True, icc=True, exif=True, save_params={"method": 4},
+    Format("webp", "image/webp", ("webp",), kind="image", reads="pillow", writes="pillow", pillow="WEBP",
+           animation="animation", alpha=True, lossy=True, icc=True, exif=True,
+           save_params={"method": 4},
            description="Each image as a WebP (animated for an animation), upright, optionally resized."),
-    Format("avif", "image/avif", ("avif",), kind="image", reads="pillow", writes="pillow", pillow="AVIF", alpha=True, lossy=True, icc=True,
-           exif=True, save_params={"speed": 6, "max_threads": 1},  # one thread: reproducible bytes
+    Format("avif", "image/avif", ("avif",), kind="image", reads="pillow", writes="pillow", pillow="AVIF",
+           alpha=True, lossy=True, icc=True, exif=True,
+           save_params={"speed": 6, "max_threads": 1},  # one thread: reproducible bytes
            description="Each image as an AVIF, upright, optionally resized."),
-    Format("tiff", "image/tiff", ("tif", "tiff"), kind="image", reads="pillow", writes="pillow", pillow="TIFF", animation="pages", alpha=True, compressible=True,
-           grey=True, icc=True, exif=True, dpi=True, save_params={"compression": "tiff_adobe_deflate"},
+    Format("tiff", "image/tiff", ("tif", "tiff"), kind="image", reads="pillow", writes="pillow", pillow="TIFF",
+           animation="pages", alpha=True, compressible=True, grey=True, icc=True, exif=True, dpi=True,
+           save_params={"compression": "tiff_adobe_deflate"},
            description="Each image as a losslessly compressed TIFF (every page of a multi-page TIFF)."),
-    Format("gif", "image/gif", ("gif",), kind="image", reads="pillow", writes="pillow", pillow="GIF", animation="animation", alpha=True,
-           grey=True, animation_params={"disposal": 2},
+    Format("gif", "image/gif", ("gif",), kind="image", reads="pillow", writes="pillow", pillow="GIF",
+           animation="animation", alpha=True, grey=True,
+           animation_params={"disposal": 2},
            description="Each image as a GIF of at most 256 colours (animated for an animation)."),
-    Format("bmp", "image/bmp", ("bmp",), kind="image", reads="pillow", writes="pillow", pillow="BMP", grey=True, dpi=True, compressible=True,
+    Format("bmp", "image/bmp", ("bmp",), kind="image", reads="pillow", writes="pillow", pillow="BMP",
+           compressible=True, grey=True, dpi=True,
            description="Each image as a BMP; transparency is flattened onto the background."),
     # Read only with pillow-heif; written only where libheif has an HEVC encoder (a worker capability).
     Format("heic", "image/heic", ("heic", "heif"), kind="image" if HEIF_READS else None,
