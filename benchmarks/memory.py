@@ -41,6 +41,7 @@ from actors.memory import keep_large_buffers
 from exporters import registry
 from exporters.base import InputFile, Limits, parse_options
 keep_large_buffers()
+registry.prepare()  # every family loaded and the fonts registered, as a worker does at start-up
 content_type, target, options_json, path, recipe = sys.argv[1:6]
 
 def status(field):
@@ -77,6 +78,7 @@ from actors.memory import keep_large_buffers
 from exporters import registry
 from exporters.base import InputFile, Limits, parse_options
 keep_large_buffers()
+registry.prepare()  # every family loaded and the fonts registered, as a worker does at start-up
 if sys.argv[2] == "default":
     ctypes.CDLL("libc.so.6").mallopt(-8, 0)  # M_ARENA_MAX back to glibc's default
 conversion = registry.find(["image/jpeg"], "jpeg")

@@ -7,28 +7,25 @@ import json
 import shutil
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exporters.base import ConversionError, InputFile, InputTooLarge, Limits, OutputFile, option
-from exporters.images import ENCODERS, HEIF_WRITES, JpegOptions, UniqueNames, convert_one
+from exporters.base import (
+    ConversionError,
+    InputFile,
+    InputTooLarge,
+    Limits,
+    OutputFile,
+    UnsupportedConversion,
+)
+from exporters.naming import UniqueNames
+from exporters.options import ZipOptions as ZipOptions
+from exporters.pictures import ENCODERS, can_write, convert_one
 
-_IMAGE_FORMATS = tuple(name for name in ENCODERS if name != "heic" or HEIF_WRITES)
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # every entry's date: the same bytes for the same job
-_COMPRESSIBLE = ("bmp", "tiff")  # the other formats are compressed already: stored as they are
+#: Formats whose files still shrink in a ZIP (exporters.media); the others are stored as they are.
+_COMPRESSIBLE = tuple(name for name, record in ENCODERS.items() if record.compressible)
 MANIFEST = "manifest.json"
-
-
-@dataclass(frozen=True)
-class ZipOptions(JpegOptions):
-    image_format: str = option("jpeg", "Format of every image in the ZIP.", choices=_IMAGE_FORMATS)
-    lossless: bool = option(False, "Lossless WebP (image_format webp only).")
-    skip_failed: bool = option(
-        False,
-        "When a photo cannot be converted (damaged, too large, not an image), leave it out and say why "
-        "in manifest.json instead of failing the whole export. The export still fails if none converts.",
-    )
 
 
 def images_to_zip(
@@ -42,6 +39,8 @@ def images_to_zip(
     if len(inputs) > limits.max_pages:
         raise InputTooLarge(f"{len(inputs)} images in one ZIP; the limit is {limits.max_pages}")
     encoder = ENCODERS[options.image_format]
+    if not can_write(encoder):
+        raise UnsupportedConversion(f"this installation cannot write {encoder.name.upper()}")
     work = out_dir / ".zip-parts"
     work.mkdir()
     names = UniqueNames()

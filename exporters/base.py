@@ -50,6 +50,12 @@ class UnsupportedConversion(ConversionError):
     code = "unsupported_conversion"
 
 
+class EncryptedInput(ConversionError):
+    """A PDF protected by a password that was not given, or was wrong."""
+
+    code = "encrypted_input"
+
+
 @dataclass(frozen=True)
 class InputFile:
     """One input of a job, already on local disk."""

@@ -11,10 +11,15 @@ from PIL import Image, ImageDraw, ImageFont
 from reportlab.lib.utils import ImageReader
 from reportlab.pdfbase import pdfmetrics
 
-from exporters.base import ConversionError, InputFile, InputTooLarge, Limits, OutputFile, option
-from exporters.images import ImageOptions, UniqueNames, flatten, render
-from exporters.pdf import PAGE_SIZES, new_canvas
-from exporters.text import FONTS
+from exporters import fonts
+from exporters.base import ConversionError, InputFile, InputTooLarge, Limits, OutputFile
+from exporters.canvas import new_canvas
+from exporters.fonts import FONTS
+from exporters.naming import UniqueNames
+from exporters.options import ContactSheetOptions as ContactSheetOptions
+from exporters.options import ImageOptions
+from exporters.pages import PAGE_SIZES
+from exporters.pictures import flatten, render
 
 _FONT_FILE = Path(__file__).parent / "fonts" / "DejaVuSans.ttf"
 _WHITE = (255, 255, 255)
@@ -23,21 +28,6 @@ _INK = (40, 40, 40)
 #: Thumbnails are decoded at this many times the size they are drawn at, so they stay sharp when
 #: the PDF is zoomed or printed (a 300 dpi print of a 4-column A4 sheet needs about 500 px).
 _PDF_THUMB_OVERSAMPLE = 2.5
-
-
-@dataclass(frozen=True)
-class ContactSheetOptions:
-    columns: int = option(4, "Thumbnails per row.", minimum=1, maximum=12)
-    rows: int = option(5, "Rows per page (PDF) or per sheet (PNG).", minimum=1, maximum=16)
-    page_size: str = option("A4", "Paper size; a PNG sheet has its proportions.", choices=("A4", "Letter"))
-    landscape: bool = option(False, "Pages or sheets wider than tall.")
-    title: str = option("", "A line printed at the top of every page, e.g. the album's name.")
-    sheet_width_px: int = option(2480, "Width of each PNG sheet in pixels (2480 is A4 at 300 dpi).",
-                                 minimum=600, maximum="max_output_side_px")  # fmt: skip
-    skip_failed: bool = option(
-        False,
-        "When a photo cannot be read, show a grey cell saying why instead of failing the whole sheet.",
-    )
 
 
 @dataclass(frozen=True)
@@ -201,6 +191,7 @@ def contact_sheet_png(
 
     Raises UnsupportedInput, CorruptInput, InputTooLarge (unless skip_failed for unreadable photos).
     """
+    fonts.register()  # captions are measured with the bundled face
     total = _check(inputs, options, limits)
     page_w, page_h = _page_size(options)
     width = options.sheet_width_px

@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from PIL import Image
+from exporters import media
 
 MiB = 1024 * 1024
 
@@ -91,7 +91,8 @@ MARKDOWN_PAGE_BYTES = 256 * 1024
 #: Every job, however small: buffers, the converter's objects, the outputs' upload.
 JOB_BASE_BYTES = 16 * MiB
 
-_FRAMES_KEPT = {"png", "webp", "gif", "tiff"}  # formats whose output keeps an animation's frames
+#: Formats whose output keeps an animation's frames (or a TIFF's pages): their records say so.
+_FRAMES_KEPT = {name for name, record in media.IMAGE_OUTPUTS.items() if record.animation}
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,10 @@ class ImageHeader:
 
 def image_header(file: BinaryIO, *, kept_frames: bool, max_frames: int) -> ImageHeader:
     """The header of the image in `file` (nothing decoded). Raises what Pillow raises."""
+    from PIL import Image
+
+    import exporters.pictures  # noqa: F401  # Pillow as the picture engine sets it up (the HEIF opener)
+
     with Image.open(file) as image:
         frames = max(1, min(getattr(image, "n_frames", 1), max_frames)) if kept_frames else 1
         icc = image.info.get("icc_profile")
@@ -181,7 +186,7 @@ def pdf_render_bytes(file: BinaryIO, *, dpi: float, width_px: int | None, pages:
     """(bytes of the largest page's bitmap, basis) of the PDF in `file`: page sizes only, nothing rendered."""
     import pypdfium2 as pdfium
 
-    from exporters.pdfdocs import PDFIUM_LOCK
+    from exporters.pdfium import PDFIUM_LOCK
 
     with PDFIUM_LOCK:
         document = pdfium.PdfDocument(file)
@@ -302,7 +307,7 @@ def _image_peak(
     decoded = header.decoded_bytes
     if target == "pdf" and kind in ("image", "pdf"):  # a page per picture (images_to_pdf)
         if header.format in ("JPEG", "MPO"):
-            from exporters.images import is_srgb
+            from exporters.pictures import is_srgb
 
             as_is = header.mode == "L" or (
                 header.mode == "RGB" and (header.icc_profile is None or is_srgb(header.icc_profile))
@@ -314,7 +319,7 @@ def _image_peak(
     scale = output_scale(header, options)
     resized = kind == "markdown" or scale != 1.0 or bool(options.get("crop"))
     if header.format in ("JPEG", "MPO") and header.frames == 1 and scale < 1.0 and not options.get("crop"):
-        # libjpeg decodes at 1/2, 1/4 or 1/8 scale when the output is that much smaller (images._draft).
+        # libjpeg decodes at 1/2, 1/4 or 1/8 scale when the output is that much smaller (pictures._draft).
         from exporters.resample import REDUCE_MARGIN
 
         reduction = 1

@@ -11,7 +11,6 @@ import json
 import re
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,59 +23,17 @@ from exporters.base import (
     Limits,
     OutputFile,
     UnsupportedConversion,
-    option,
     reading_input,
 )
-from exporters.charsets import detect_encoding
+from exporters.options import HtmlPdfOptions as HtmlPdfOptions
+from exporters.sniff import detect_encoding
 from exporters.templates import Template
-from exporters.typeset import HTML_TYPE, PageOptions, Typesetter, check_elements
+from exporters.typeset import HTML_TYPE, Typesetter, check_elements
 
 #: Records one template run may render: an invoice run of ten thousand documents in one export.
 MAX_RECORDS = 10_000
 MANIFEST = "manifest.json"
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # every entry's date: the same bytes for the same job
-
-
-@dataclass(frozen=True)
-class HtmlPdfOptions(PageOptions):
-    template: bool = option(
-        False,
-        "Render the HTML as a Jinja2 template (sandboxed, autoescaped) with the JSON input's data before "
-        "typesetting it: a JSON object's keys are its variables, and `data` is the whole input. Without "
-        "it the HTML is typeset as it is.",
-    )
-    strict: bool = option(False, "With template: a variable the data does not have fails the export.")
-    per_record: bool = option(
-        False,
-        "With template and a JSON array: one PDF per record; the record's keys are the variables, with "
-        "`record` (the whole record) and `index` (from 1).",
-    )
-    name_field: str | None = option(
-        None, "With per_record: the record field that names each PDF (e.g. invoice_number)."
-    )
-    zip: bool = option(False, "With per_record: all PDFs in one ZIP with a manifest.json.")
-    skip_failed: bool = option(
-        False,
-        "With per_record: a record that fails (template error, too large) is left out and listed with "
-        "its reason (in manifest.json, or in the first PDF's details) instead of failing the export.",
-    )
-
-    def __post_init__(self) -> None:
-        """Options that only mean something together are refused alone, before the job exists.
-
-        Raises InvalidOptions."""
-        if not self.template:
-            needs = [n for n in ("per_record", "strict", "zip", "skip_failed") if getattr(self, n)]
-            if self.name_field is not None:
-                needs.append("name_field")
-            if needs:
-                raise InvalidOptions(f"{', '.join(needs)} only apply with template: true")
-        elif not self.per_record:
-            needs = [n for n in ("zip", "skip_failed") if getattr(self, n)]
-            if self.name_field is not None:
-                needs.append("name_field")
-            if needs:
-                raise InvalidOptions(f"{', '.join(needs)} only apply with per_record: true")
 
 
 def html_to_pdf(

@@ -10,7 +10,6 @@ import io
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -22,8 +21,6 @@ from reportlab.lib import colors
 from reportlab.lib.enums import TA_CENTER
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
-from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import (
     Flowable,
@@ -40,7 +37,8 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-from exporters import resample, typefaces
+import exporters.canvas  # noqa: F401  # its reportlab setting (no ASCII85 streams) applies to these PDFs
+from exporters import fonts, media, resample, typefaces
 from exporters.base import (
     CorruptInput,
     InputFile,
@@ -50,11 +48,13 @@ from exporters.base import (
     OutputFile,
     UnsupportedConversion,
     describe,
-    option,
 )
-from exporters.charsets import detect_encoding
-from exporters.images import (
-    UniqueNames,
+from exporters.fonts import FONTS
+from exporters.jpeg import passthrough
+from exporters.naming import UniqueNames
+from exporters.options import MarkdownPdfOptions as MarkdownPdfOptions
+from exporters.pages import PAGE_SIZES
+from exporters.pictures import (
     decode_upright,
     flatten,
     is_srgb,
@@ -63,49 +63,13 @@ from exporters.images import (
     to_srgb,
     to_working_mode,
 )
-from exporters.jpeg import passthrough
-from exporters.pdf import PAGE_SIZES
-from exporters.text import FONTS
+from exporters.sniff import detect_encoding
+from exporters.sniff import sniff_markdown as sniff_markdown
 
-MARKDOWN_TYPE = "text/markdown"
-_MARKDOWN_EXTENSIONS = ("md", "markdown", "mdown", "mkd")
-
-
-def sniff_markdown(filename: str) -> str | None:
-    """text/markdown for UTF-8 text the client named `.md`: any text is valid Markdown, and reading
-    plain notes as Markdown would change them (asterisks vanish), so only the name can ask for it."""
-    extension = filename.rpartition(".")[2].lower() if "." in filename else ""
-    return MARKDOWN_TYPE if extension in _MARKDOWN_EXTENSIONS else None
-
-
-_FONT_DIR = Path(__file__).parent / "fonts"
+MARKDOWN_TYPE = media.MARKDOWN
+_FONT_DIR = fonts.FONT_DIR
 _SANS = FONTS["sans"]
 _MONO = FONTS["mono"]
-_FACES = {
-    "exportd-DejaVuSans-Bold": "DejaVuSans-Bold.ttf",
-    "exportd-DejaVuSans-Oblique": "DejaVuSans-Oblique.ttf",
-    "exportd-DejaVuSans-BoldOblique": "DejaVuSans-BoldOblique.ttf",
-    "exportd-DejaVuSansMono-Bold": "DejaVuSansMono-Bold.ttf",
-}
-# reportlab's font registry is process-wide: registered once, at import, and never changed.
-for _name, _file in _FACES.items():
-    if _name not in pdfmetrics.getRegisteredFontNames():
-        pdfmetrics.registerFont(TTFont(_name, str(_FONT_DIR / _file)))
-# So that <b> and <i> in Paragraph markup pick the bold and oblique faces.
-pdfmetrics.registerFontFamily(
-    _SANS,
-    normal=_SANS,
-    bold="exportd-DejaVuSans-Bold",
-    italic="exportd-DejaVuSans-Oblique",
-    boldItalic="exportd-DejaVuSans-BoldOblique",
-)
-pdfmetrics.registerFontFamily(
-    _MONO,
-    normal=_MONO,
-    bold="exportd-DejaVuSansMono-Bold",
-    italic=_MONO,
-    boldItalic="exportd-DejaVuSansMono-Bold",
-)
 
 _LINK_SCHEMES = ("http://", "https://", "mailto:")
 _MONO_ADVANCE_EM = 0.602  # DejaVu Sans Mono's advance width, for wrapping code by characters
@@ -115,35 +79,9 @@ _MAX_IMAGE_PIXELS_PER_DOCUMENT = 4  # × limits.max_pixels: all images of one do
 PRINT_DPI = 300
 _POINTS_PER_INCH = 72.0
 _JPEG_QUALITY = 90
-_PHOTO_FORMATS = ("JPEG", "MPO", "WEBP", "HEIF", "AVIF")  # re-encoded as JPEG; the others losslessly
+# Pictures of lossy formats (their records in exporters.media) are re-encoded as JPEG; the others losslessly.
+_PHOTO_FORMATS = ("MPO", *(f.pillow for f in media.FORMATS if f.lossy and f.pillow))
 _WHITE = (255, 255, 255)
-
-
-@dataclass(frozen=True)
-class MarkdownPdfOptions:
-    page_size: str = option("A4", "Paper size.", choices=tuple(PAGE_SIZES))
-    orientation: str = option("portrait", "Page orientation.", choices=("portrait", "landscape"))
-    margin_mm: float = option(
-        20.0, "White border in millimetres on every side of the page.", minimum=5, maximum=100
-    )
-    font_size: float = option(
-        10.5, "Font size of body text in points; headings scale with it.", minimum=6, maximum=24
-    )
-    title: str | None = option(
-        None, "Title in the PDF's metadata (and its outline); by default the document's first heading."
-    )
-    author: str | None = option(None, "Author in the PDF's metadata.")
-    header: str | None = option(None, "Text at the top of every page.")
-    footer: str | None = option(
-        None, 'Text at the bottom of every page; "{page}" and "{pages}" become the page number and count.'
-    )
-    page_numbers: bool = option(True, 'Print "page N of M" at the bottom right of every page.')
-    engine: str = option(
-        "reportlab",
-        "reportlab: the built-in typesetter. html: Markdown made HTML and typeset with print CSS like "
-        "HTML exports, styled further by any .css input of the same export (a user stylesheet).",
-        choices=("reportlab", "html"),
-    )
 
 
 def markdown_to_pdf(
@@ -156,6 +94,7 @@ def markdown_to_pdf(
     """
     if options.engine == "html":
         return _markdown_via_html(inputs, out_dir, options, limits=limits)
+    fonts.register()
     if any(s.content_type == "text/css" or s.content_type.startswith("font/") for s in inputs):
         raise InvalidOptions('stylesheets and fonts style Markdown only with engine: "html"')
     documents = [s for s in inputs if not s.content_type.startswith("image/")]

@@ -9,13 +9,11 @@ from __future__ import annotations
 import io
 import math
 import re
-import threading
 import zipfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +21,8 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 from PIL import Image, ImageChops
 
+from exporters import media
 from exporters.base import (
-    ConversionError,
     CorruptInput,
     InputFile,
     InputTooLarge,
@@ -33,63 +31,24 @@ from exporters.base import (
     OutputFile,
     UnsupportedConversion,
     describe,
-    option,
     reading_input,
 )
-from exporters.images import UniqueNames, safe_stem
+from exporters.base import EncryptedInput as EncryptedInput
+from exporters.naming import UniqueNames, safe_stem
+from exporters.options import ImagePdfOptions
+from exporters.options import PdfEditOptions as PdfEditOptions
+from exporters.options import PdfLossyOptions as PdfLossyOptions
+from exporters.options import PdfPngOptions as PdfPngOptions
+from exporters.options import PdfRenderOptions as PdfRenderOptions
+from exporters.options import PdfSplitOptions as PdfSplitOptions
 from exporters.pdfactive import document_level_active_content, remove_active_content
+from exporters.pdfium import PDFIUM_LOCK as PDFIUM_LOCK
+from exporters.pdfpages import write_pages
 
-#: Held around every call into PDFium, by every module of this process that uses it.
-PDFIUM_LOCK = threading.Lock()
-
-PDF_TYPE = "application/pdf"
-ZIP_TYPE = "application/zip"
+PDF_TYPE = media.PDF
+ZIP_TYPE = media.ZIP
 _POINTS_PER_INCH = 72.0
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so the same pages give the same archive
-
-
-class EncryptedInput(ConversionError):
-    """A PDF protected by a password that was not given, or was wrong."""
-
-    code = "encrypted_input"
-
-
-# -- options ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PdfRenderOptions:
-    pages: str = option(
-        "",
-        'Pages to render, numbered from 1, as ranges: "1-3,5", "4-" (4 to the end); empty for all.',
-        syntax="page_ranges",
-    )
-    dpi: int = option(150, "Resolution of each page image in dots per inch.", minimum=18, maximum=1200)
-    width: int | None = option(
-        None,
-        "Width of each page image in pixels (the height follows the page); replaces dpi when set.",
-        minimum=16,
-        maximum="max_output_side_px",
-    )
-    thumbnail: bool = option(
-        False, "Only the first page, as a small preview: 256 pixels wide unless width says otherwise."
-    )
-    zip: bool = option(False, "Bundle all page images in one ZIP archive instead of listing them one by one.")
-    password: str | None = option(None, "Password of an encrypted PDF.", secret=True)
-
-
-@dataclass(frozen=True)
-class PdfPngOptions(PdfRenderOptions):
-    compression: str = option(
-        "fast",
-        "PNG compression: fast (zlib level 1: quicker to write, files a few per cent larger) or small (level 9).",
-        choices=("fast", "small"),
-    )
-
-
-@dataclass(frozen=True)
-class PdfLossyOptions(PdfRenderOptions):
-    quality: int = option(85, "Encoder quality, 1 (smallest) to 100 (best).", minimum=1, maximum=100)
 
 
 # PNG: zlib level 1 takes ~45 ms for an A4 page at 150 DPI where Pillow's default (level 6) takes
@@ -160,16 +119,11 @@ def parse_pages(spec: str, count: int) -> list[int]:
 # -- rendering -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Format:
-    extension: str
-    content_type: str
-    pillow: str
+_Format = media.Format  # what a page image is written as: its record
 
-
-_PNG = _Format("png", "image/png", "PNG")
-_JPEG = _Format("jpg", "image/jpeg", "JPEG")
-_WEBP = _Format("webp", "image/webp", "WEBP")
+_PNG = media.BY_NAME["png"]
+_JPEG = media.BY_NAME["jpeg"]
+_WEBP = media.BY_NAME["webp"]
 
 
 def pdf_to_png(
@@ -368,27 +322,6 @@ def _check_size(
 # -- merge, split, rotate --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PdfEditOptions:
-    pages: str = option(
-        "", 'Pages of each PDF to keep, as ranges ("1-3,5"); empty for all.', syntax="page_ranges"
-    )
-    rotate: int = option(0, "Turn every page clockwise by this many degrees.", choices=(0, 90, 180, 270))
-    title: str | None = option(None, "Title written into the PDF's metadata.")
-    author: str | None = option(None, "Author written into the PDF's metadata.")
-    password: str | None = option(None, "Password of the encrypted PDFs among the inputs.", secret=True)
-
-
-@dataclass(frozen=True)
-class PdfSplitOptions(PdfEditOptions):
-    ranges: str = option(
-        "",
-        'How to cut each PDF: ranges separated by ";" each becoming one PDF ("1-3;4-6;7-"); empty for a '
-        "PDF per page. Replaces pages.",
-        syntax="page_range_groups",
-    )
-
-
 def merge_pdfs(
     inputs: Sequence[InputFile], out_dir: Path, options: PdfEditOptions, *, limits: Limits
 ) -> list[OutputFile]:
@@ -494,8 +427,6 @@ def _as_pdfs(
     inputs: Sequence[InputFile], out_dir: Path, *, limits: Limits
 ) -> list[tuple[InputFile, InputFile]]:
     """(input, the input as a PDF): PDFs as they are, each image made a one-page PDF beside the outputs."""
-    from exporters.pdf import ImagePdfOptions, images_to_pdf  # the image side is only needed for images
-
     parts: list[tuple[InputFile, InputFile]] = []
     try:
         for number, source in enumerate(inputs):
@@ -506,12 +437,8 @@ def _as_pdfs(
                 raise UnsupportedConversion(
                     f"{describe(source)} is {source.content_type}; only PDFs and images can be merged"
                 )
-            work = out_dir / f".merge-{number}"
-            work.mkdir()
-            (page,) = images_to_pdf([source], work, ImagePdfOptions(), limits=limits)
             moved = out_dir / f".merge-{number}.pdf"
-            page.path.replace(moved)
-            work.rmdir()
+            write_pages([source], moved, ImagePdfOptions(), limits=limits)
             parts.append((source, InputFile(path=moved, filename=source.filename, content_type=PDF_TYPE)))
     except BaseException:
         for source, part in parts:

@@ -1,59 +1,37 @@
 """The one table of conversions: (input kind, output format) -> converter and its options type.
 
-A new conversion is one function, one row here and one test with a real input file.
+A new conversion is one function, one row here and one test with a real input file; a new image
+output format is one row in exporters.media (its rows make the image conversions here).
+
+Importing this module loads no conversion library: each row names its converter through a small
+function that imports the family's module when the conversion first runs, and its options type
+lives in exporters.options. Workers call `prepare()` once at start-up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from exporters import archive, contact, html, images, markdown, office, pdf, pdfdocs, tables, text, typeset
+from exporters import media
+from exporters import options as opt
 from exporters.base import Converter, Limits, UnsupportedConversion, UnsupportedInput, describe_options
 
-#: What each accepted media type is, for choosing a conversion.
-KIND_OF_CONTENT_TYPE: dict[str, str] = {
-    "image/jpeg": "image",
-    "image/png": "image",
-    "image/gif": "image",
-    "image/webp": "image",
-    "image/tiff": "image",
-    "image/bmp": "image",
-    "image/avif": "image",
-    **({"image/heic": "image"} if images.HEIF_READS else {}),
-    "text/plain": "text",
-    "text/markdown": "markdown",
-    tables.CSV_TYPE: "table",
-    tables.TSV_TYPE: "table",
-    tables.JSON_TYPE: "table",
-    "application/pdf": "pdf",
-    # HTML pages, and what they link to: stylesheets and fonts join them (or Markdown) as companions.
-    typeset.HTML_TYPE: "html",
-    typeset.CSS_TYPE: "stylesheet",
-    **{content_type: "font" for content_type in sorted(set(typeset.FONT_TYPES.values()))},
-    # Office documents: converted only by worker pools that have LibreOffice (their capabilities).
-    **{content_type: "office" for content_type in office.OFFICE_TYPES},
-}
+#: What each accepted media type is, for choosing a conversion (from the records of exporters.media).
+KIND_OF_CONTENT_TYPE: dict[str, str] = dict(media.KIND_OF_MEDIA_TYPE)
 
 #: Output formats: name in the API -> media type of the files produced.
 FORMATS: dict[str, str] = {
-    "png": "image/png",
-    "jpeg": "image/jpeg",
-    "webp": "image/webp",
-    "avif": "image/avif",
-    "tiff": "image/tiff",
-    "gif": "image/gif",
-    "bmp": "image/bmp",
-    **({"heic": "image/heic"} if images.HEIF_WRITES else {}),
-    "pdf": "application/pdf",
-    "zip": "application/zip",
-    "pdf_pages": "application/pdf",
-    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-    "csv": "text/csv",
-    "json": "application/json",
-    "contact_sheet_pdf": "application/pdf",
-    "contact_sheet_png": "image/png",
+    **{name: record.media_type for name, record in media.IMAGE_OUTPUTS.items()},
+    "pdf": media.PDF,
+    "zip": media.ZIP,
+    "pdf_pages": media.PDF,
+    "xlsx": media.XLSX,
+    "csv": media.CSV,
+    "json": media.JSON,
+    "contact_sheet_pdf": media.PDF,
+    "contact_sheet_png": media.BY_NAME["png"].media_type,
 }
 
 
@@ -61,8 +39,10 @@ FORMATS: dict[str, str] = {
 class Conversion:
     kind: str  # input kind, a value of KIND_OF_CONTENT_TYPE
     format: str  # output format, a key of FORMATS
-    convert: Converter[Any]
-    options: type[Any]
+    # The converter, imported when first asked for (see `convert`): the API, which only validates
+    # and describes, never loads a conversion library.
+    load: Callable[[], Converter[Any]]
+    options: type[Any]  # light (exporters.options): the API checks a job's options with it
     outputs: str  # "one_per_input", "one", "one_per_page" or "one_per_range"
     description: str
     companions: tuple[str, ...] = ()  # other input kinds the conversion takes beside its own (pictures)
@@ -70,70 +50,137 @@ class Conversion:
     # while a live pool serving its queue has all of them (actors/queues.py picks the queue).
     needs: tuple[str, ...] = ()
 
+    @property
+    def convert(self) -> Converter[Any]:
+        """The converter itself (its family's module is imported the first time)."""
+        return self.load()
+
+
+# -- the families, imported when a conversion first runs ------------------------------------------
+#
+# One function per family: a plain import, no dotted strings. Nothing here runs at import.
+
+
+def _images() -> Any:
+    from exporters import images
+
+    return images
+
+
+def _pdf() -> Any:
+    from exporters import pdf
+
+    return pdf
+
+
+def _contact() -> Any:
+    from exporters import contact
+
+    return contact
+
+
+def _archive() -> Any:
+    from exporters import archive
+
+    return archive
+
+
+def _text() -> Any:
+    from exporters import text
+
+    return text
+
+
+def _markdown() -> Any:
+    from exporters import markdown
+
+    return markdown
+
+
+def _html() -> Any:
+    from exporters import html
+
+    return html
+
+
+def _tables() -> Any:
+    from exporters import tables
+
+    return tables
+
+
+def _pdfdocs() -> Any:
+    from exporters import pdfdocs
+
+    return pdfdocs
+
+
+def _office() -> Any:
+    from exporters import office
+
+    return office
+
+
+def _image_options(record: media.Format) -> type[opt.ImageOptions]:
+    """The options of an image output: the lossy ones take a quality; JPEG and WebP have their own."""
+    special: dict[str, type[opt.ImageOptions]] = {"jpeg": opt.JpegOptions, "webp": opt.WebpOptions}
+    return special.get(record.name, opt.LossyImageOptions if record.lossy else opt.ImageOptions)
+
+
+def _image_conversion(record: media.Format) -> Conversion:
+    """The conversion of images to one image output format: its row in exporters.media says it all."""
+    return Conversion("image", record.name, lambda: _images().converter_for(record), _image_options(record),
+                      "one_per_input", record.description, needs=record.needs)  # fmt: skip
+
 
 CONVERSIONS: tuple[Conversion, ...] = (
-    Conversion("image", "png", images.to_png, images.ImageOptions, "one_per_input",
-               "Each image as a PNG (an APNG for an animation), upright, optionally resized."),
-    Conversion("image", "jpeg", images.to_jpeg, images.JpegOptions, "one_per_input",
-               "Each image as a JPEG, upright, optionally resized; transparency is flattened onto the background."),
-    Conversion("image", "webp", images.to_webp, images.WebpOptions, "one_per_input",
-               "Each image as a WebP (animated for an animation), upright, optionally resized."),
-    Conversion("image", "avif", images.to_avif, images.LossyImageOptions, "one_per_input",
-               "Each image as an AVIF, upright, optionally resized."),
-    Conversion("image", "tiff", images.to_tiff, images.ImageOptions, "one_per_input",
-               "Each image as a losslessly compressed TIFF (every page of a multi-page TIFF)."),
-    Conversion("image", "gif", images.to_gif, images.ImageOptions, "one_per_input",
-               "Each image as a GIF of at most 256 colours (animated for an animation)."),
-    Conversion("image", "bmp", images.to_bmp, images.ImageOptions, "one_per_input",
-               "Each image as a BMP; transparency is flattened onto the background."),
-    *([Conversion("image", "heic", images.to_heic, images.LossyImageOptions, "one_per_input",
-                  "Each image as an HEIC, upright, optionally resized.")] if images.HEIF_WRITES else []),
-    Conversion("image", "pdf", pdf.images_to_pdf, pdf.ImagePdfOptions, "one",
+    *(_image_conversion(record) for record in media.IMAGE_OUTPUTS.values()),
+    Conversion("image", "pdf", lambda: _pdf().images_to_pdf, opt.ImagePdfOptions, "one",
                "All images in one PDF, a page per image, in the order given."),
-    Conversion("image", "contact_sheet_pdf", contact.contact_sheet_pdf, contact.ContactSheetOptions, "one",
+    Conversion("image", "contact_sheet_pdf", lambda: _contact().contact_sheet_pdf, opt.ContactSheetOptions, "one",
                "A contact sheet: all images as a grid of captioned thumbnails (file names), columns × rows "
                "a page, numbered \"page N of M\"."),
-    Conversion("image", "contact_sheet_png", contact.contact_sheet_png, contact.ContactSheetOptions,
+    Conversion("image", "contact_sheet_png", lambda: _contact().contact_sheet_png, opt.ContactSheetOptions,
                "one_per_page",
                "The contact sheet as PNG images, one per page of columns × rows thumbnails."),
-    Conversion("image", "zip", archive.images_to_zip, archive.ZipOptions, "one",
+    Conversion("image", "zip", lambda: _archive().images_to_zip, opt.ZipOptions, "one",
                "All images converted (image_format, resizing and the other image options) in one ZIP, "
                "under their own names made safe and unique, with a manifest.json (name, size, sha256, "
                "status and what metadata was removed, per input)."),
-    Conversion("text", "pdf", text.text_to_pdf, text.TextPdfOptions, "one_per_input",
+    Conversion("text", "pdf", lambda: _text().text_to_pdf, opt.TextPdfOptions, "one_per_input",
                "Plain text (UTF-8, or the code page it is written in) as a PDF with an embedded Unicode font "
                "(Latin, Cyrillic, Greek)."),
-    Conversion("markdown", "pdf", markdown.markdown_to_pdf, markdown.MarkdownPdfOptions, "one_per_input",
+    Conversion("markdown", "pdf", lambda: _markdown().markdown_to_pdf, opt.MarkdownPdfOptions, "one_per_input",
                "Markdown (.md) as a typeset PDF: headings with bookmarks, lists, tables, code, quotes, and "
                "pictures that are other inputs of the same export.", companions=("image", "stylesheet", "font")),
-    Conversion("html", "pdf", html.html_to_pdf, html.HtmlPdfOptions, "one_per_input",
+    Conversion("html", "pdf", lambda: _html().html_to_pdf, opt.HtmlPdfOptions, "one_per_input",
                "HTML and CSS typeset as a PDF with print CSS (@page size, margins, running headers and footers, "
                "page counters, page breaks, repeated table headers). Relative URLs (images, stylesheets, fonts) "
                "name other inputs of the same export by file name; nothing else is fetched (no network, no "
                "file://), and references left unresolved are listed in the output's details. Scripts are not "
                "run. With template: true, the HTML is a Jinja2 template filled with a JSON input (one PDF, or "
                "one per record).", companions=("image", "stylesheet", "font", "table", "text"), needs=("pango",)),
-    Conversion("table", "pdf", tables.table_to_pdf, tables.TablePdfOptions, "one_per_input",
+    Conversion("table", "pdf", lambda: _tables().table_to_pdf, opt.TablePdfOptions, "one_per_input",
                "Each CSV, TSV or JSON table as a PDF table: header on every page, columns fitted, long "
                "cells wrapped."),
-    Conversion("table", "xlsx", tables.table_to_xlsx, tables.TableXlsxOptions, "one_per_input",
+    Conversion("table", "xlsx", lambda: _tables().table_to_xlsx, opt.TableXlsxOptions, "one_per_input",
                "Each table as a spreadsheet with real numbers and dates."),
-    Conversion("table", "csv", tables.table_to_csv, tables.TableCsvOptions, "one_per_input",
+    Conversion("table", "csv", lambda: _tables().table_to_csv, opt.TableCsvOptions, "one_per_input",
                "Each table (JSON, or CSV in any encoding) as a UTF-8 CSV."),
-    Conversion("table", "json", tables.table_to_json, tables.TableJsonOptions, "one_per_input",
+    Conversion("table", "json", lambda: _tables().table_to_json, opt.TableJsonOptions, "one_per_input",
                "Each table as a JSON array of objects."),
-    Conversion("pdf", "png", pdfdocs.pdf_to_png, pdfdocs.PdfPngOptions, "one_per_page",
+    Conversion("pdf", "png", lambda: _pdfdocs().pdf_to_png, opt.PdfPngOptions, "one_per_page",
                "Each page of each PDF as a PNG (or all of them in one ZIP)."),
-    Conversion("pdf", "jpeg", pdfdocs.pdf_to_jpeg, pdfdocs.PdfLossyOptions, "one_per_page",
+    Conversion("pdf", "jpeg", lambda: _pdfdocs().pdf_to_jpeg, opt.PdfLossyOptions, "one_per_page",
                "Each page of each PDF as a JPEG (or all of them in one ZIP)."),
-    Conversion("pdf", "webp", pdfdocs.pdf_to_webp, pdfdocs.PdfLossyOptions, "one_per_page",
+    Conversion("pdf", "webp", lambda: _pdfdocs().pdf_to_webp, opt.PdfLossyOptions, "one_per_page",
                "Each page of each PDF as a WebP (or all of them in one ZIP)."),
-    Conversion("pdf", "pdf", pdfdocs.merge_pdfs, pdfdocs.PdfEditOptions, "one",
+    Conversion("pdf", "pdf", lambda: _pdfdocs().merge_pdfs, opt.PdfEditOptions, "one",
                "PDFs (and images) merged into one PDF in the order given; page ranges, rotation, title "
                "and author.", companions=("image",)),
-    Conversion("pdf", "pdf_pages", pdfdocs.split_pdf, pdfdocs.PdfSplitOptions, "one_per_range",
+    Conversion("pdf", "pdf_pages", lambda: _pdfdocs().split_pdf, opt.PdfSplitOptions, "one_per_range",
                "Each PDF split into several: one per page, or one per range given."),
-    Conversion("office", "pdf", office.office_to_pdf, office.OfficePdfOptions, "one_per_input",
+    Conversion("office", "pdf", lambda: _office().office_to_pdf, opt.OfficePdfOptions, "one_per_input",
                "Office documents (DOCX, XLSX, PPTX, ODT, ODS, ODP, RTF, DOC, XLS, PPT) as PDF, made by "
                "LibreOffice.", needs=("office",)),
 )  # fmt: skip
@@ -158,7 +205,7 @@ def kind_of(content_type: str) -> str:
 _ACCEPTED = "; ".join(
     part
     for part in (
-        "photos (JPEG, PNG, GIF, WebP, TIFF, BMP, AVIF" + (", HEIC" if images.HEIF_READS else "") + ")",
+        "photos (JPEG, PNG, GIF, WebP, TIFF, BMP, AVIF" + (", HEIC" if media.HEIF_READS else "") + ")",
         "text (UTF-8 or a common code page)",
         "Markdown (.md)",
         "HTML (.html, with its stylesheets and fonts)",
@@ -202,14 +249,38 @@ def find(content_types: Sequence[str], target: str) -> Conversion:
 
 
 def probe_capabilities() -> dict[str, bool]:
-    """What this process can run, probed now (a worker pool publishes it; the API never probes)."""
+    """What this process can run, probed now (a worker pool publishes it; the API never probes).
+
+    Imports the families it asks (Office, the picture engine): call it where conversions run.
+    """
     import ctypes.util
+
+    from exporters import office, pictures
 
     return {
         "office": office.find_soffice() is not None,
         # WeasyPrint lays HTML out with Pango, a system library (libpango-1.0-0).
         "pango": ctypes.util.find_library("pango-1.0") is not None,
+        # libheif with an HEVC encoder (pillow-heif may read HEIC without being able to write it).
+        "heic_write": all(
+            pictures.can_write(r) for r in media.IMAGE_OUTPUTS.values() if "heic_write" in r.needs
+        ),
     }
+
+
+def prepare() -> dict[str, bool]:
+    """Load and set up every conversion once, at worker start-up; returns the capabilities probed.
+
+    The one explicit call that does what importing used to do as a side effect: import each family
+    (before the pool forks, so its processes share the pages), register the bundled fonts with
+    reportlab, and probe what this installation can run. Nothing else calls it: the API never does.
+    """
+    from exporters import fonts
+
+    for family in (_images, _pdf, _contact, _archive, _text, _markdown, _html, _tables, _pdfdocs, _office):
+        family()
+    fonts.register()
+    return probe_capabilities()
 
 
 def describe(*, limits: Limits) -> dict[str, Any]:

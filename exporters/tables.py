@@ -21,11 +21,10 @@ from typing import Any, BinaryIO
 
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfdoc, pdfmetrics
-from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.pdfgen.textobject import PDFTextObject
 
-from exporters import charsets, typefaces
+from exporters import charsets, fonts, typefaces
 from exporters.base import (
     CorruptInput,
     InputFile,
@@ -34,126 +33,32 @@ from exporters.base import (
     Limits,
     OutputFile,
     describe,
-    option,
     reading_input,
 )
-from exporters.images import UniqueNames
-from exporters.pdf import PAGE_SIZES, new_canvas
-from exporters.text import FONTS
+from exporters.canvas import new_canvas
+from exporters.fonts import FONTS, SANS_BOLD
+from exporters.media import CSV, JSON, TSV
+from exporters.naming import UniqueNames
+from exporters.options import DELIMITERS as DELIMITERS
+from exporters.options import ENCODINGS as ENCODINGS
+from exporters.options import TableCsvOptions as TableCsvOptions
+from exporters.options import TableJsonOptions as TableJsonOptions
+from exporters.options import TablePdfOptions as TablePdfOptions
+from exporters.options import TableReadOptions as TableReadOptions
+from exporters.options import TableXlsxOptions as TableXlsxOptions
+from exporters.pages import PAGE_SIZES
+from exporters.sniff import JSON_ARRAY_OF_OBJECTS as _JSON_ARRAY_OF_OBJECTS
+from exporters.sniff import sniff_table as sniff_table
 
-# -- content types and recognition ------------------------------------------------------------
+# -- content types ---------------------------------------------------------------------------------
 
-CSV_TYPE = "text/csv"
-TSV_TYPE = "text/tab-separated-values"
-JSON_TYPE = "application/json"
+CSV_TYPE = CSV
+TSV_TYPE = TSV
+JSON_TYPE = JSON
 TABLE_TYPES = (CSV_TYPE, TSV_TYPE, JSON_TYPE)
 
-_FONT_DIR = Path(__file__).parent / "fonts"
-_BOLD = "exportd-DejaVuSans-Bold"
-if _BOLD not in pdfmetrics.getRegisteredFontNames():
-    pdfmetrics.registerFont(TTFont(_BOLD, str(_FONT_DIR / "DejaVuSans-Bold.ttf")))
+_BOLD = SANS_BOLD
 _REGULAR = FONTS["sans"]
-
-_JSON_ARRAY_OF_OBJECTS = re.compile(rb"\A(?:\xef\xbb\xbf)?[ \t\r\n]*\[[ \t\r\n]*(?:\{|\])")
-
-
-def sniff_table(head: bytes, filename: str) -> str | None:
-    """The table media type of a file, or None: JSON from the bytes, CSV and TSV from the name and bytes.
-
-    A JSON array of objects announces itself (`[` then `{`). A CSV is also plain text, so nothing in
-    its bytes alone says "table"; the client's `.csv`/`.tsv` extension is taken as the hint, and
-    the bytes must still look like text in some 8-bit or UTF-8 encoding (no NUL, few controls), since
-    CSV exports are often cp1251 or Latin-1, which the UTF-8 text sniffer refuses.
-    """
-    if _JSON_ARRAY_OF_OBJECTS.match(head):
-        return JSON_TYPE
-    extension = filename.rpartition(".")[2].lower() if "." in filename else ""
-    if extension not in ("csv", "tsv", "tab"):
-        return None
-    if b"\x00" in head:
-        return None
-    controls = sum(1 for b in head if b < 0x20 and b not in (0x09, 0x0A, 0x0C, 0x0D))
-    if controls > len(head) // 100:
-        return None
-    return TSV_TYPE if extension in ("tsv", "tab") else CSV_TYPE
-
-
-# -- options ---------------------------------------------------------------------------------
-
-ENCODINGS = ("auto", "utf-8", "cp1251", "cp1252", "latin-1")
-DELIMITERS = ("auto", ",", ";", "\t", "|")
-
-
-@dataclass(frozen=True)
-class TableReadOptions:
-    encoding: str = option(
-        "auto",
-        "Text encoding of a CSV or TSV: auto detects it as for every text input (UTF-8 with or without "
-        "BOM, else the Windows, KOI8 or CJK code page that reads it best; Latin-1 if none does).",
-        choices=ENCODINGS,
-    )
-    delimiter: str = option(
-        "auto",
-        "Field separator of a CSV: auto picks the one of , ; tab | that splits the first rows into the "
-        "most consistent number of fields (tab for a .tsv).",
-        choices=DELIMITERS,
-    )
-    header: bool = option(
-        True, "The first row of a CSV names the columns (JSON objects always name them by their keys)."
-    )
-
-
-@dataclass(frozen=True)
-class TablePdfOptions(TableReadOptions):
-    page_size: str = option("A4", "Paper size.", choices=tuple(PAGE_SIZES))
-    orientation: str = option(
-        "auto",
-        "Page orientation: portrait, landscape, or auto (landscape when the columns need more room "
-        "than a portrait page has).",
-        choices=("auto", "portrait", "landscape"),
-    )
-    margin_mm: float = option(
-        12.0, "White border in millimetres on every side of the page.", minimum=0, maximum=100
-    )
-    font_size: float = option(8.0, "Font size of the cells in points.", minimum=4, maximum=24)
-    zebra: bool = option(True, "Shade every other row lightly, to guide the eye across wide tables.")
-    max_cell_lines: int = option(
-        12,
-        "Most lines a long cell wraps to; the rest of its text is cut and marked with …",
-        minimum=1,
-        maximum=200,
-    )
-
-
-@dataclass(frozen=True)
-class TableXlsxOptions(TableReadOptions):
-    typed: bool = option(
-        True,
-        "Store numbers as numbers and ISO 8601 dates (2024-07-14, 2024-07-14T12:34:56) as dates; "
-        "false keeps every cell as the text it was. Numbers with leading zeros (zip codes, phone "
-        "numbers) or more than 15 digits always stay text.",
-    )
-    sheet_name: str = option("Sheet1", "Name of the worksheet (at most 31 characters, none of []:*?/\\).",
-                             syntax="worksheet_name")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class TableCsvOptions(TableReadOptions):
-    output_delimiter: str = option(",", "Field separator of the CSV written.", choices=(",", ";", "\t", "|"))
-    bom: bool = option(
-        False, "Start the CSV with a UTF-8 byte order mark, which Excel needs to read UTF-8 correctly."
-    )
-    keep_formulas: bool = option(
-        False,
-        "Write cells that start with = + - @ (formulas to a spreadsheet: =HYPERLINK(...), =cmd|...) as they "
-        "are; by default they are prefixed with ' so that a spreadsheet shows them as text.",
-    )
-
-
-@dataclass(frozen=True)
-class TableJsonOptions(TableReadOptions):
-    pass
-
 
 # -- reading -------------------------------------------------------------------------------
 
@@ -478,6 +383,7 @@ def table_to_pdf(
     Raises CorruptInput, InputTooLarge (more than limits.max_table_pages pages, a line too long, columns
     that cannot fit across the page), InvalidOptions.
     """
+    fonts.register()
     names = UniqueNames()
     outputs: list[OutputFile] = []
     for source in inputs:

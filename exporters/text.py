@@ -5,12 +5,10 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.pdfgen.textobject import PDFTextObject
 
@@ -23,21 +21,13 @@ from exporters.base import (
     Limits,
     OutputFile,
     describe,
-    option,
 )
-from exporters.charsets import detect_encoding
-from exporters.images import UniqueNames
-from exporters.pdf import PAGE_SIZES, new_canvas
-
-_FONT_DIR = Path(__file__).parent / "fonts"
-
-#: Font option value -> the name the font is registered under with reportlab.
-FONTS: dict[str, str] = {"sans": "exportd-DejaVuSans", "mono": "exportd-DejaVuSansMono"}
-
-# reportlab keeps fonts in a process-wide registry; they are registered once, here, and never changed.
-# Each document gets its own subset of glyphs (reportlab keys that state by document).
-pdfmetrics.registerFont(TTFont(FONTS["sans"], str(_FONT_DIR / "DejaVuSans.ttf")))
-pdfmetrics.registerFont(TTFont(FONTS["mono"], str(_FONT_DIR / "DejaVuSansMono.ttf")))
+from exporters.canvas import new_canvas
+from exporters.fonts import FONTS as FONTS
+from exporters.naming import UniqueNames
+from exporters.options import TextPdfOptions as TextPdfOptions
+from exporters.pages import PAGE_SIZES
+from exporters.sniff import detect_encoding
 
 _CHUNK_BYTES = 1 << 16
 _BOM = b"\xef\xbb\xbf"
@@ -49,30 +39,6 @@ _TOKENS = re.compile(r" +|[^ ]+")
 # U+FFFD so that nothing disappears silently. Tabs become spaces.
 _CLEAN = {code: "\ufffd" for code in (*range(0x20), *range(0x7F, 0xA0))} | {0x09: _TAB}
 _MAX_WORD_CHARS = 10_000  # a word this long is broken by characters as it comes, to bound memory
-
-
-@dataclass(frozen=True)
-class TextPdfOptions:
-    page_size: str = option("A4", "Paper size.", choices=tuple(PAGE_SIZES))
-    margin_mm: float = option(
-        20.0, "White border in millimetres on every side of the page.", minimum=0, maximum=100
-    )
-    font_size: float = option(
-        11.0, "Font size in points; lines are spaced 1.2 times that.", minimum=4, maximum=72
-    )
-    font: str = option(
-        "sans",
-        "Typeface: sans (DejaVu Sans, proportional) or mono (DejaVu Sans Mono, for code, logs and tables).",
-        choices=tuple(FONTS),
-    )
-    orientation: str = option("portrait", "Page orientation.", choices=("portrait", "landscape"))
-    wrap: str = option(
-        "word",
-        "How long lines are broken: word (at spaces; a word longer than the line is broken by "
-        "characters) or char (at the line's edge whatever the character, as a terminal does: logs, "
-        "base64, tables of fixed-width text).",
-        choices=("word", "char"),
-    )
 
 
 def page_size_of(options: TextPdfOptions) -> tuple[float, float]:

@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from exporters import media
 from exporters.base import InputFile, InputTooLarge, Limits, option
+from exporters.sniff import sniff_web as sniff_web
 
 #: The base URL relative references are resolved against. The `.invalid` top-level domain is
 #: reserved never to resolve (RFC 2606); nothing is ever fetched from it anyway, its path is only
@@ -54,15 +56,10 @@ MAX_LISTED_REFERENCES = 50
 PDF_VARIANTS = ("pdf/a-3b", "pdf/ua-1")
 PAGE_SIZES = ("A3", "A4", "A5", "B5", "Letter", "Legal", "Ledger")
 
-#: Media types of companion inputs, by extension when the bytes cannot say (CSS is text).
-CSS_TYPE = "text/css"
-HTML_TYPE = "text/html"
-FONT_TYPES = {
-    b"wOFF": "font/woff",
-    b"wOF2": "font/woff2",
-    b"OTTO": "font/otf",
-    b"\x00\x01\x00\x00": "font/ttf",
-}
+#: Media types of companion inputs (their records are in exporters.media).
+CSS_TYPE = media.CSS
+HTML_TYPE = media.HTML
+FONT_TYPES = dict(media.FONT_MAGIC)
 
 
 @dataclass(frozen=True)
@@ -102,24 +99,6 @@ def page_css(options: PageOptions) -> str:
     if options.margin_mm is not None:
         declarations.append(f"margin: {options.margin_mm:g}mm !important;")
     return f"@page {{ {' '.join(declarations)} }}" if declarations else ""
-
-
-def sniff_web(head: bytes, filename: str) -> str | None:
-    """The media type of an HTML page, a stylesheet or a font, or None.
-
-    Fonts are recognised by their bytes; HTML by its bytes (a doctype or an <html> tag) or its
-    `.html`/`.htm` name; CSS, which nothing in its bytes announces, only by a `.css` name. The caller
-    checks that HTML and CSS are text.
-    """
-    if head[:4] in FONT_TYPES:
-        return FONT_TYPES[head[:4]]
-    extension = filename.rpartition(".")[2].lower() if "." in filename else ""
-    start = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if extension in ("html", "htm") or start.startswith((b"<!doctype html", b"<html")):
-        return HTML_TYPE
-    if extension == "css":
-        return CSS_TYPE
-    return None
 
 
 # -- the sealed fetcher --------------------------------------------------------------------------

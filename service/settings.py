@@ -240,12 +240,13 @@ class Settings:
                 raise ConfigError(f"{var} must be {listed}, not {value!r}")
         if self.storage == "s3" and not self.s3_bucket:
             raise ConfigError("EXPORTD_S3_BUCKET is required when EXPORTD_STORAGE=s3")
-        from storage.keys import InvalidKeySpec, parse_configured_keys
+        if self.api_keys:  # storage.keys loads the Redis client: not for `exportd check-worker` without keys
+            from storage.keys import InvalidKeySpec, parse_configured_keys
 
-        try:
-            parse_configured_keys(self.api_keys)
-        except InvalidKeySpec as exc:
-            raise ConfigError(f"EXPORTD_API_KEYS: {exc}") from None
+            try:
+                parse_configured_keys(self.api_keys)
+            except InvalidKeySpec as exc:
+                raise ConfigError(f"EXPORTD_API_KEYS: {exc}") from None
         from actors.outbound import parse_allow_nets
 
         try:

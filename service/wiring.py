@@ -125,11 +125,11 @@ def build_publisher(settings: Settings) -> Any:
     import redis
 
     from actors.capabilities import Publisher
-    from exporters.registry import probe_capabilities
+    from exporters.registry import prepare
 
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=5)
     return Publisher(client, settings.redis_namespace, uuid.uuid4().hex, queues=settings.queues,
-                     capabilities=probe_capabilities(), ttl_s=3 * settings.sweep_interval_s,
+                     capabilities=prepare(), ttl_s=3 * settings.sweep_interval_s,
                      seen_ttl_s=settings.retention_s)  # fmt: skip
 
 

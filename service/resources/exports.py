@@ -44,7 +44,7 @@ from storage.tenants import Quotas, Tenants
 log = logging.getLogger("exportd.api")
 
 #: What a worker capability is, in words (conversion_unavailable's sentence).
-NEED_NAMES = {"office": "LibreOffice", "pango": "Pango, for HTML layout"}
+NEED_NAMES = {"office": "LibreOffice", "pango": "Pango, for HTML layout", "heic_write": "an HEVC encoder"}
 
 
 def _iso(ts: float | None) -> str | None:

@@ -9,6 +9,7 @@ from typing import Any, BinaryIO
 
 import falcon
 
+from exporters.media import media_type_of_name
 from storage.base import Storage, content_disposition
 from storage.signing import Signer
 
@@ -22,14 +23,9 @@ def _position(digits: str) -> int:
     return int(digits) if len(digits) <= _MAX_POSITION_DIGITS else 10**_MAX_POSITION_DIGITS
 
 
-_CONTENT_TYPES = {".pdf": "application/pdf", ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
-                  ".webp": "image/webp", ".zip": "application/zip", ".json": "application/json"}  # fmt: skip
-
-
 def content_type_of(name: str) -> str:
-    dot = name.rfind(".")
-    ext = name[dot:].lower() if dot >= 0 else ""
-    return _CONTENT_TYPES.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    """The Content-Type of a stored output, from its extension: the format records first (exporters.media)."""
+    return media_type_of_name(name) or mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:

@@ -20,6 +20,8 @@ import actors.export, service.wiring  # noqa: F401  what a worker process has lo
 from actors.memory import keep_large_buffers
 from exporters.base import InputFile, Limits, parse_options
 from exporters.images import JpegOptions, to_jpeg
+from exporters.registry import prepare
+prepare()  # every family loaded and the fonts registered, as a worker does at start-up
 applied = keep_large_buffers() if sys.argv[2] == "tuned" else False
 options = parse_options(JpegOptions, {"width": 1600, "quality": 85})
 def convert():

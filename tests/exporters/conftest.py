@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from exporters import fonts
 from exporters.base import Limits
 from tests.exporters.samples import Pdf
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _bundled_fonts() -> None:
+    """The bundled faces registered with reportlab, as a worker does at start-up (registry.prepare):
+    some tests draw with them on canvases of their own, before any converter has registered them."""
+    fonts.register()
 
 
 @pytest.fixture
