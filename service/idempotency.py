@@ -115,7 +115,7 @@ class _HashingInput:
 class Idempotency:
     """Claims, answers and replays of Idempotency-Keys, in Redis, shared by every API process."""
 
-    def __init__(self, client: redis.Redis, namespace: str, *, wait_s: float = WAIT_S,
+    def __init__(self, client: redis.Redis, namespace: str, *, wait_s: float | None = None,
                  claim_s: int = CLAIM_S, keep_s: int = KEEP_S) -> None:  # fmt: skip
         self.redis = client
         self.namespace = namespace
@@ -178,7 +178,7 @@ class Idempotency:
     def _replay(
         self, key: str, fingerprint: str, resp: falcon.Response, replay: Callable[[str], Any]
     ) -> None:
-        deadline = time.monotonic() + self.wait_s
+        deadline = time.monotonic() + (WAIT_S if self.wait_s is None else self.wait_s)
         while True:
             raw = self.redis.get(key)
             if raw is None:  # the first request was refused and let the key go: send this one again
