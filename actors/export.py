@@ -133,7 +133,10 @@ class ExportTask:
             self._delete_outputs(job.id, outputs)
 
     def _end_canceled(self, job: Job) -> None:
-        """The job stopped at a safe point (or never started): it ends canceled, nothing stored."""
+        """The job stopped at a safe point (or never started): it ends canceled, nothing stored.
+
+        Its cancel was requested, so no other delivery can publish outputs under its keys: what
+        is there is this job's own, and goes before the record says canceled."""
         self._delete_outputs(job.id, ())
         end_job(self.records, job, cancel=CANCEL_NOW, release=self.release)
 

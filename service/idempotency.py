@@ -98,15 +98,17 @@ class _HashingInput:
         self._hash.update(data[:-keep])
         self._pending = data[-keep:]
 
-    def finish(self, declared: int | None, max_bytes: int) -> str:
+    def finish(self, declared: int | None, max_bytes: int, *, refuse: bool = True) -> str:
         """Read the rest of the body (a route may stop before its end) and return its hash.
-        Raises BodyTooLarge past max_bytes."""
+        Past max_bytes: raises BodyTooLarge, or (`refuse` False: the route has answered) stops."""
         while True:
             size = _READ_BYTES if declared is None else min(_READ_BYTES, declared - self.bytes_read)
             if size <= 0 or not self.read(size):
                 break
             if self.bytes_read > max_bytes:
-                raise BodyTooLarge(f"the body is larger than the limit of {max_bytes} bytes")
+                if refuse:
+                    raise BodyTooLarge(f"the body is larger than the limit of {max_bytes} bytes")
+                break
         self._hash.update(self._pending)
         self._pending = b""
         return self._hash.hexdigest()
@@ -158,7 +160,10 @@ class Idempotency:
         try:
             respond()
             status = resp.status_code
-            fingerprint = self._fingerprint(req, media_type, body.finish(req.content_length, max_body_bytes))
+            # What follows the part the route read (a multipart epilogue) is hashed, not refused:
+            # the job or upload exists by now.
+            rest = body.finish(req.content_length, max_body_bytes, refuse=False)
+            fingerprint = self._fingerprint(req, media_type, rest)
         except BaseException:
             self._settle(keys=[key], args=[claim, "", 0])
             raise

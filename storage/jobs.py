@@ -382,13 +382,10 @@ class Records:
 
     @_wrap_redis_errors
     def cancel_requested(self, job_id: str) -> bool:
-        """Whether the job should stop now: a cancel was requested, or it ended (a record that is
-        gone too: past its retention). What a running job's cancel token asks (actors/export.py)."""
+        """Whether DELETE asked to stop the job: what a running job's cancel token asks
+        (actors/export.py). Once true, the job can only end canceled (finish_job_once)."""
         raw = self.redis.get(self._job_key(job_id))
-        if raw is None:
-            return True
-        job = Job.from_json(raw)
-        return job.cancel_requested or job.finished
+        return raw is not None and Job.from_json(raw).cancel_requested
 
     @_wrap_redis_errors
     def events(self, *, after: str = "0", count: int = 1000) -> list[JobEvent]:
