@@ -1,4 +1,4 @@
-"""The client verbs of `exportd`: export, job and formats, talking to a running service over HTTP.
+"""The client verbs of `exportd`: export, job, cancel and formats, talking to a running service over HTTP.
 
 Exit codes: 0 the export succeeded (or, with --no-wait, was accepted), 1 the job failed or the
 service refused the request, 2 usage error, 3 the service cannot be reached (or answered 503),
