@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,21 @@ from exporters.base import (
     parse_options,
     secret_options,
 )
+from exporters.cancel import Canceled, cancel_token, checkpoint
 from exporters.sniff import SNIFF_BYTES, sniff
 from storage.base import ObjectNotFound, Storage
-from storage.jobs import QUEUED, Job, JobError, Output, RecordNotFound, Records, Upload
+from storage.jobs import (
+    CANCEL_NOW,
+    CANCELED,
+    QUEUED,
+    Job,
+    JobError,
+    Output,
+    RecordNotFound,
+    Records,
+    RecordsUnavailable,
+    Upload,
+)
 from storage.sealing import Sealer, Unsealable, is_sealed
 from storage.tenants import Tenants
 
@@ -94,22 +107,44 @@ class ExportTask:
             log.info("job already finished; this delivery is a duplicate", extra=ctx)
             return
         ctx["attempt"] = str(job.attempts)
+        if job.cancel_requested:  # canceled while it ran before (its worker died): it stops here
+            self._end_canceled(job)
+            return
         log.info("job started", extra=ctx)
         try:
             if job.crashes >= MAX_CRASHED_ATTEMPTS:
                 raise CrashedTwice()
-            with running.marked(job_id):
+            with running.marked(job_id), cancel_token(CancelPoll(self.records, job_id)):
                 if any(u.to_fetch for u in job.inputs):
                     job = self._fetch_inputs(job)
                     if job.status == QUEUED:
                         return  # queued again where its inputs are converted
                 outputs = self._convert(job)
+        except Canceled:
+            self._end_canceled(job)
+            return
         except NOT_RETRIED as exc:
             end_job(
                 self.records, job, error=job_error(exc, time_limit_s=self.time_limit_s), release=self.release
             )
             return
-        end_job(self.records, job, outputs=outputs, release=self.release)
+        ended = end_job(self.records, job, outputs=outputs, release=self.release)
+        if ended.status == CANCELED:  # canceled after its last checkpoint: nothing is published
+            self._delete_outputs(job.id, outputs)
+
+    def _end_canceled(self, job: Job) -> None:
+        """The job stopped at a safe point (or never started): it ends canceled, nothing stored.
+
+        Its cancel was requested, so no other delivery can publish outputs under its keys: what
+        is there is this job's own, and goes before the record says canceled."""
+        self._delete_outputs(job.id, ())
+        end_job(self.records, job, cancel=CANCEL_NOW, release=self.release)
+
+    def _delete_outputs(self, job_id: str, outputs: tuple[Output, ...]) -> None:
+        """Remove what this job stored under its output keys: a canceled job publishes nothing."""
+        keys = {out.key for out in outputs} | {o.key for o in self.storage.list_keys(output_key(job_id, ""))}
+        for key in sorted(keys):
+            self.storage.delete(key)
 
     def _convert(self, job: Job) -> tuple[Output, ...]:
         conversion = registry.find([u.content_type for u in job.inputs], job.format)
@@ -141,19 +176,24 @@ class ExportTask:
                     InputFile(path=path, filename=upload.filename, content_type=upload.content_type)
                 )
             produced = conversion.convert(inputs, out_dir, options, limits=self.limits)
-            stored = []
-            for out in produced:
-                obj = self.storage.put_file(output_key(job.id, out.name), out.path)
-                stored.append(
-                    Output(
-                        name=out.name,
-                        key=obj.key,
-                        content_type=out.content_type,
-                        details=dict(out.details),
-                        size=obj.size,
-                        sha256=obj.sha256,
+            stored: list[Output] = []
+            try:
+                for out in produced:
+                    checkpoint()
+                    obj = self.storage.put_file(output_key(job.id, out.name), out.path)
+                    stored.append(
+                        Output(
+                            name=out.name,
+                            key=obj.key,
+                            content_type=out.content_type,
+                            details=dict(out.details),
+                            size=obj.size,
+                            sha256=obj.sha256,
+                        )
                     )
-                )
+            except Canceled:
+                self._delete_outputs(job.id, tuple(stored))
+                raise
             return tuple(stored)
 
     # -- URL inputs --------------------------------------------------------------------------
@@ -194,6 +234,7 @@ class ExportTask:
         return updated
 
     def _fetch(self, job: Job, upload: Upload) -> Upload:
+        checkpoint()  # between inputs: a canceled job downloads no more
         url = self._url_of(job, upload)
         shown = upload.source or "the input URL"
         ctx = {"job_id": job.id, "upload_id": upload.id, "source": upload.source}
@@ -265,6 +306,33 @@ class ExportTask:
         return raw
 
 
+class CancelPoll:
+    """The cancel token of one running job: asks Redis whether its cancel was requested, at most
+    every POLL_S (a checkpoint between frames may come thousands of times a second). Redis
+    unreachable reads as "not canceled": the job goes on, and its end will tell."""
+
+    POLL_S = 0.2
+
+    def __init__(self, records: Records, job_id: str) -> None:
+        self.records = records
+        self.job_id = job_id
+        self._next = 0.0
+        self._canceled = False
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if not self._canceled and now >= self._next:
+            self._next = now + self.POLL_S
+            try:
+                self._canceled = self.records.cancel_requested(self.job_id)
+            except RecordsUnavailable:
+                log.warning("cannot read whether the job was canceled: Redis is unreachable",
+                            extra={"job_id": self.job_id})  # fmt: skip
+            if self._canceled:
+                log.info("job canceled; stopping at a safe point", extra={"job_id": self.job_id})
+        return self._canceled
+
+
 class SecretLost(ConversionError):
     code = "invalid_options"
 
@@ -322,6 +390,11 @@ def enqueue_export(broker: Any, job_id: str, queue: str = EXPORT_QUEUE) -> None:
 
 def releaser(tenants: Tenants, broker: Any) -> Callable[[Job], None]:
     """What end_job calls when a job ends: its tenant's held jobs, released, get their messages."""
+    return release_with(tenants, lambda job_id, queue: enqueue_export(broker, job_id, queue))
+
+
+def release_with(tenants: Tenants, enqueue: Callable[[str, str], None]) -> Callable[[Job], None]:
+    """releaser, queuing the messages with `enqueue(job_id, queue)` (the API's, when it cancels)."""
 
     def release(ended: Job) -> None:
         freed = [ended.id]
@@ -332,6 +405,6 @@ def releaser(tenants: Tenants, broker: Any) -> Callable[[Job], None]:
                 except RecordNotFound:  # held past its retention: its slot goes to the next one
                     freed.append(job_id)
                     continue
-                enqueue_export(broker, job_id, queue if queue in ACTOR_OF_QUEUE else EXPORT_QUEUE)
+                enqueue(job_id, queue if queue in ACTOR_OF_QUEUE else EXPORT_QUEUE)
 
     return release

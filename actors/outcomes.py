@@ -2,7 +2,7 @@
 
 end_job is the only function that ends a job: every outcome passes through it (succeeded, failed
 with the input's error code, crashed twice, timed out, out of memory, dead-lettered after its
-retries, lost from the queue too often). It writes the terminal record, which in the same Redis
+retries, lost from the queue too often, canceled). It writes the terminal record, which in the same Redis
 call leaves the open-jobs index, appends one event to the durable events stream and wakes the
 requests waiting on the job (storage/jobs.py), and logs one line.
 
@@ -42,7 +42,7 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 from actors import metrics
 from exporters import registry
 from exporters.base import ConversionError
-from storage.jobs import Job, JobError, Output, RecordNotFound, Records, RecordsUnavailable
+from storage.jobs import CANCELED, Job, JobError, Output, RecordNotFound, Records, RecordsUnavailable
 
 log = logging.getLogger("exportd.export")
 
@@ -108,27 +108,43 @@ def end_job(
     *,
     outputs: tuple[Output, ...] = (),
     error: JobError | None = None,
+    cancel: str | None = None,
     release: Callable[[Job], None] | None = None,
 ) -> Job:
     """End the job (succeeded without `error`): terminal record, its event and its wake-up, once.
 
     `job`: the record as this caller last saw it (tried first, which saves a read), or its id.
+    `cancel`: CANCEL_NOW ends it canceled; CANCEL_REQUEST (DELETE) ends it canceled unless it is
+    running, which is only marked for its worker to stop (the marked job is returned). A job whose
+    cancel was requested ends canceled however it ends, with no outputs (Records.finish_job_once).
     `release`: called once with the ended job, to queue its tenant's held jobs (fair scheduling);
     should it fail, the sweeper releases them later (storage/tenants.py).
     A job that had already ended is returned unchanged. Raises RecordNotFound, RecordsUnavailable.
     """
     seen = job if isinstance(job, Job) else None
     job_id = job.id if isinstance(job, Job) else job
-    ended, by_this_call = records.finish_job_once(job_id, outputs=outputs, error=error, seen=seen)
+    ended, by_this_call = records.finish_job_once(
+        job_id, outputs=outputs, error=error, seen=seen, cancel=cancel
+    )
     if not by_this_call:
-        log.info("job had already ended; nothing changed", extra={"job_id": job_id, "status": ended.status})
+        if ended.finished:
+            log.info(
+                "job had already ended; nothing changed", extra={"job_id": job_id, "status": ended.status}
+            )
+        else:
+            log.info(
+                "cancel requested; the worker stops the job at its next safe point", extra={"job_id": job_id}
+            )
         return ended
-    metrics.JOBS.labels(_conversion_of(ended), ended.error.code if ended.error else "succeeded").inc()
+    code = ended.error.code if ended.error else ended.status  # succeeded, canceled or the error's code
+    metrics.JOBS.labels(_conversion_of(ended), code).inc()
     ctx: dict[str, Any] = {"job_id": job_id, "status": ended.status, "attempt": ended.attempts}
     if ended.started_at and ended.finished_at:
         ctx["ms"] = round((ended.finished_at - ended.started_at) * 1000)
     if ended.error is not None:
         log.info("job failed", extra={**ctx, "code": ended.error.code, "reason": ended.error.message})
+    elif ended.status == CANCELED:
+        log.info("job canceled", extra=ctx)
     else:
         log.info("job succeeded", extra={**ctx, "outputs": len(ended.outputs)})
     if release is not None:

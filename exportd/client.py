@@ -89,7 +89,7 @@ class Output:
 @dataclass(frozen=True)
 class Job:
     id: str
-    status: str  # queued, running, succeeded or failed
+    status: str  # queued, running, succeeded, failed or canceled
     format: str
     inputs: tuple[Upload, ...]
     options: Mapping[str, Any]
@@ -100,7 +100,7 @@ class Job:
 
     @property
     def finished(self) -> bool:
-        return self.status in ("succeeded", "failed")
+        return self.status in ("succeeded", "failed", "canceled")
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Job:
@@ -179,14 +179,18 @@ class Client:
         return dict(self._request("GET", "/v1/formats").json())
 
     def upload(self, file: str | os.PathLike[str] | BinaryIO, *, filename: str | None = None,
-               progress: Progress | None = None) -> Upload:  # fmt: skip
-        """Upload one file (streamed, never read whole). Raises ExportdError."""
+               progress: Progress | None = None, idempotency_key: str | None = None) -> Upload:  # fmt: skip
+        """Upload one file (streamed, never read whole). With `idempotency_key`, sending it again
+        (after a timeout, say) gives the same upload. Raises ExportdError."""
         if isinstance(file, (str, os.PathLike)):
             path = Path(file)
             with path.open("rb") as fh:
-                return self.upload(fh, filename=filename or path.name, progress=progress)
+                return self.upload(fh, filename=filename or path.name, progress=progress,
+                                   idempotency_key=idempotency_key)  # fmt: skip
         size = _regular_file_size(file)
         headers = {"Content-Type": "application/octet-stream"}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
         if size is not None:
             headers["Content-Length"] = str(size)  # else chunked: a pipe's size is not known
         response = self._request("POST", "/v1/uploads", params={"filename": filename or "upload"},
@@ -195,11 +199,14 @@ class Client:
 
     def export(self, files_or_ids: Sequence[str | os.PathLike[str] | Upload], format: str,
                options: Mapping[str, Any] | None = None, *, wait: bool | float = False,
-               progress: Callable[[str, int, int | None], None] | None = None) -> Job:  # fmt: skip
+               progress: Callable[[str, int, int | None], None] | None = None,
+               idempotency_key: str | None = None) -> Job:  # fmt: skip
         """Export files (paths are uploaded first; an Upload or a string that is no file is an upload id).
 
         `wait=True` waits until the job finishes, a number waits at most that many seconds; a job
-        that ends failed raises JobFailed. Raises ExportdError.
+        that ends failed raises JobFailed. With `idempotency_key`, submitting the same export again
+        gives the same job (sent on the submit; pass upload ids to make the uploads count once too).
+        Raises ExportdError.
         """
         ids: list[str] = []
         for item in files_or_ids:
@@ -214,10 +221,20 @@ class Client:
         first_wait = MAX_WAIT_PER_REQUEST_S if wait is True else min(float(wait), MAX_WAIT_PER_REQUEST_S)
         body = {"inputs": ids, "format": format, "options": dict(options or {})}
         params = {"wait": f"{first_wait:g}"} if first_wait > 0 else {}
-        job = Job.from_json(self._request("POST", "/v1/exports", json=body, params=params).json())
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
+        job = Job.from_json(
+            self._request("POST", "/v1/exports", json=body, params=params, headers=headers).json()
+        )
         if not wait:
             return job
         return self.wait(job, timeout_s=None if wait is True else float(wait))
+
+    def cancel(self, job_id: str, *, wait_s: float = 0) -> Job:
+        """DELETE /v1/exports/{id}: a queued job ends canceled now; a running one stops at its next
+        safe point (waiting up to wait_s, ≤ 30, for that). Canceling twice is harmless.
+        Raises ExportdError (code already_finished for a job that succeeded or failed)."""
+        params = {"wait": f"{min(wait_s, MAX_WAIT_PER_REQUEST_S):g}"} if wait_s > 0 else {}
+        return Job.from_json(self._request("DELETE", f"/v1/exports/{job_id}", params=params).json())
 
     def job(self, job_id: str, *, wait_s: float = 0) -> Job:
         """GET /v1/exports/{id}, waiting up to wait_s (≤ 30) for it to finish. Raises ExportdError."""

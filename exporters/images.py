@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from exporters.base import Converter, InputFile, Limits, OutputFile, UnsupportedConversion
+from exporters.cancel import checkpoint
 from exporters.naming import UniqueNames as UniqueNames
 from exporters.naming import safe_stem as safe_stem
 from exporters.options import ImageOptions as ImageOptions
@@ -139,6 +140,7 @@ def convert_each(
     names = UniqueNames()
     outputs: list[OutputFile] = []
     for source in inputs:
+        checkpoint()
         name = names.add(source.filename, encoder.extension, fallback="image")
         outputs.append(convert_one(source, out_dir / name, options, limits=limits, encoder=encoder))
     return outputs

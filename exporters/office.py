@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from exporters.base import (
     OutputFile,
     describe,
 )
+from exporters.cancel import checkpoint
 from exporters.media import DOC as DOC
 from exporters.media import DOCX as DOCX
 from exporters.media import ODP as ODP
@@ -86,6 +88,7 @@ def office_to_pdf(
     names = UniqueNames()
     outputs: list[OutputFile] = []
     for source in inputs:
+        checkpoint()
         extension = OFFICE_TYPES.get(source.content_type) or source.filename.rpartition(".")[2].lower()
         name = names.add(source.filename, "pdf", fallback="document")
         with tempfile.TemporaryDirectory(prefix="exportd-office-") as work_dir:
@@ -155,13 +158,13 @@ def _run_soffice(
         start_new_session=True,  # its own process group, so a timeout can end every helper it started
     )
     try:
-        output, _ = process.communicate(timeout=timeout_s)
+        output = _wait(process, timeout_s)
     except subprocess.TimeoutExpired:
         _kill_group(process)
         raise ConversionTimedOut(
             f"LibreOffice did not finish converting {describe(source)} within {timeout_s:g} s"
         ) from None
-    except BaseException:
+    except BaseException:  # Canceled at a checkpoint too: LibreOffice is killed with its helpers
         _kill_group(process)
         raise
     finally:
@@ -176,6 +179,24 @@ def _run_soffice(
             f"LibreOffice could not convert {describe(source)}; it may be damaged or not an Office file"
         )
     return produced
+
+
+#: How often a running LibreOffice is checked for its job's cancel.
+_POLL_S = 0.2
+
+
+def _wait(process: subprocess.Popen[bytes], timeout_s: float) -> bytes:
+    """LibreOffice's output once it exits. Raises subprocess.TimeoutExpired, Canceled."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        checkpoint()
+        left = deadline - time.monotonic()
+        try:
+            output, _ = process.communicate(timeout=max(0.0, min(_POLL_S, left)))
+            return output
+        except subprocess.TimeoutExpired:
+            if left <= _POLL_S:
+                raise
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

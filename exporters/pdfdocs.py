@@ -34,6 +34,7 @@ from exporters.base import (
     reading_input,
 )
 from exporters.base import EncryptedInput as EncryptedInput
+from exporters.cancel import checkpoint
 from exporters.naming import UniqueNames, safe_stem
 from exporters.options import ImagePdfOptions
 from exporters.options import PdfEditOptions as PdfEditOptions
@@ -264,6 +265,7 @@ def _rendered_pages(
             raise InputTooLarge(f"{len(indexes)} pages would be rendered; the limit is {limits.max_pages}")
         width = options.width or (256 if options.thumbnail else None)
         for index in indexes:
+            checkpoint()
             with PDFIUM_LOCK:
                 with reading_input(source, "PDF"):
                     page = document[index]

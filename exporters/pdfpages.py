@@ -20,6 +20,7 @@ from exporters.base import (
     InputFile,
     Limits,
 )
+from exporters.cancel import checkpoint
 from exporters.jpeg import passthrough
 from exporters.options import ImagePdfOptions
 from exporters.pages import PAGE_SIZES
@@ -65,6 +66,7 @@ def write_pages(
     # Written page by page: one picture in memory at a time, however many the album has.
     with _StreamingPdf(path) as document:
         for source in inputs:
+            checkpoint()
             picture, orientation, left_out = _embeddable(source, limits=limits)
             removed |= left_out
             _add_page(document, picture, orientation, options)

@@ -32,6 +32,7 @@ from exporters.base import (
     describe,
     reading_input,
 )
+from exporters.cancel import checkpoint
 from exporters.geometry import (
     EXIF_ORIENTATION_METHOD,
     FLIP_MATRIX,
@@ -306,6 +307,7 @@ def render(source: InputFile, options: ImageOptions, *, limits: Limits, encoder:
             kernel = resample.Filter.AFTER_REDUCED_DECODE  # libjpeg did most of the reduction (see Filter)
         rendered = Rendered(frames=[])
         for index in range(frame_count):
+            checkpoint()
             with decoding(source):
                 if index:
                     image.seek(index)

@@ -16,12 +16,14 @@ import falcon.media
 
 from actors.broker import build_broker
 from actors.capabilities import Availability
+from actors.export import release_with
 from actors.outbound import OutboundPolicy
 from actors.webhooks import enqueuer
 from exporters.base import Limits
 from service import errors
 from service.auth import Authenticate
 from service.bodies import strict_loads
+from service.idempotency import Idempotency
 from service.logs import request_id_var
 from service.metrics import Metrics, RequestMetrics
 from service.openapi import OpenApi
@@ -190,7 +192,8 @@ def create_app(
     )
     app.add_route("/metrics", Metrics())  # open like /healthz: counts only, no tenant data
     app.add_route("/v1/formats", Formats(limits_from(settings), availability))
-    app.add_route("/v1/uploads", Uploads(receiver))
+    idempotency = Idempotency(records.redis, records.namespace)
+    app.add_route("/v1/uploads", Uploads(receiver, idempotency))
     app.add_route("/v1/uploads/{upload_id}", UploadItem(records))
     # A waiting request costs a greenlet and a connection: half the connections are left for the others.
     waiter = JobWaiter(records.redis, records.finished_channel, max_waiting=settings.api_connections // 2)
@@ -199,9 +202,12 @@ def create_app(
         Exports(receiver=receiver, records=records, enqueue=enqueue, view=view, waiter=waiter,
                 max_inputs=settings.max_inputs, max_json_bytes=settings.max_json_bytes,
                 limits=limits_from(settings), sealer=Sealer(settings.signing_keys), availability=availability,
-                clock=clock, tenants=tenants, outbound_policy=OutboundPolicy.from_settings(settings)),
+                clock=clock, tenants=tenants, outbound_policy=OutboundPolicy.from_settings(settings),
+                idempotency=idempotency),
     )  # fmt: skip
-    app.add_route("/v1/exports/{job_id}", ExportItem(records=records, view=view, waiter=waiter))
+    # A job canceled before its turn frees its tenant's slot: the next held job is queued.
+    app.add_route("/v1/exports/{job_id}", ExportItem(records=records, view=view, waiter=waiter,
+                                                     release=release_with(tenants, enqueue)))  # fmt: skip
     if enqueue_webhook is None:
         broker = build_broker(records.redis, namespace=records.namespace,
                               heartbeat_timeout_ms=settings.worker_heartbeat_timeout_ms)  # fmt: skip

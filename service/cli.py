@@ -624,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
         if verb == "set-endpoint":
             verb_parser.add_argument("url", nargs="?", help="an absolute http(s) URL")
             verb_parser.add_argument("--clear", action="store_true", help="no default endpoint")
-    client_cli.add_parsers(sub)  # export, job, formats: a client of a running service
+    client_cli.add_parsers(sub)  # export, job, cancel, formats: a client of a running service
     args = parser.parse_args(argv)
     if args.command in client_cli.VERBS:
         try:

@@ -1,4 +1,4 @@
-"""The client verbs of `exportd`: export, job and formats, talking to a running service over HTTP.
+"""The client verbs of `exportd`: export, job, cancel and formats, talking to a running service over HTTP.
 
 Exit codes: 0 the export succeeded (or, with --no-wait, was accepted), 1 the job failed or the
 service refused the request, 2 usage error, 3 the service cannot be reached (or answered 503),
@@ -20,7 +20,7 @@ from typing import Any
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEFAULT_URL = "http://127.0.0.1:8080"
 
-VERBS = ("export", "job", "formats")
+VERBS = ("export", "job", "cancel", "formats")
 
 
 def add_parsers(sub: Any) -> None:
@@ -46,6 +46,12 @@ def add_parsers(sub: Any) -> None:
                          description="Show a job; exit 1 if it failed. " + _EXITS)  # fmt: skip
     job.add_argument("id")
     job.add_argument("--wait", type=float, default=0, help="seconds to wait for it to finish (long poll)")
+
+    cancel = sub.add_parser("cancel", parents=[common], help="cancel a job of a running exportd",
+                            description="Cancel a queued or running job (harmless if it was canceled "
+                            "already); exit 1 if it had succeeded or failed. " + _EXITS)  # fmt: skip
+    cancel.add_argument("id")
+    cancel.add_argument("--wait", type=float, default=0, help="seconds to wait for a running job to stop")
 
     sub.add_parser("formats", parents=[common], help="list the conversions of a running exportd",
                    description="Every conversion with its options. " + _EXITS)  # fmt: skip
@@ -168,6 +174,10 @@ def _export(client: Any, args: argparse.Namespace, report: _Reporter) -> int:
                 _print_job(failed.job, as_json=True)
             print(f"exportd: the export failed: {failed.message} ({failed.code})", file=sys.stderr)
             return EXIT_FAILED
+        if job.status == "canceled":
+            print(f"exportd: job {job.id} was canceled", file=sys.stderr)
+            _print_job(job, as_json=args.json)
+            return EXIT_FAILED
         if not job.finished:
             print(f"exportd: job {job.id} still {job.status} after {args.timeout:g} s", file=sys.stderr)
             _print_job(job, as_json=args.json)
@@ -208,6 +218,10 @@ def run(args: argparse.Namespace) -> int:
                 job = client.job(args.id, wait_s=args.wait)
                 _print_job(job, as_json=args.json)
                 return EXIT_FAILED if job.status == "failed" else EXIT_OK
+            if args.command == "cancel":
+                job = client.cancel(args.id, wait_s=args.wait)
+                _print_job(job, as_json=args.json)
+                return EXIT_OK
             return _formats(client, args)
     except UsageError as exc:
         print(f"exportd: {exc}", file=sys.stderr)

@@ -61,6 +61,33 @@ class ConversionUnavailable(Exception):
     """No live worker pool serves the conversion's queue with what it needs (LibreOffice, ...)."""
 
 
+class AlreadyFinished(Exception):
+    """DELETE of a job that has already succeeded or failed: nothing is left to cancel."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"the job has already {status}; only a queued or running job can be canceled")
+        self.message = str(self)
+
+
+class IdempotencyKeyReused(Exception):
+    """An Idempotency-Key sent again with a different request (method, path, type or body)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this Idempotency-Key was used with a different request in the last 24 hours; "
+            "use a new key for a new request"
+        )
+        self.message = str(self)
+
+
+class IdempotencyKeyInProgress(Exception):
+    """The first request with this Idempotency-Key has not answered yet (or was refused meanwhile)."""
+
+    def __init__(self) -> None:
+        super().__init__("a request with this Idempotency-Key is still being processed; retry after a moment")
+        self.message = str(self)
+
+
 #: Seconds a client whose open jobs fill its quota should wait before submitting again.
 QUEUE_FULL_RETRY_AFTER_S = 5
 
@@ -81,6 +108,9 @@ _TABLE: list[tuple[type[BaseException], int, str, str]] = [
     (UrlNotAllowed, 422, "url_not_allowed", "URL not allowed"),
     (ConversionUnavailable, 422, "conversion_unavailable", "Conversion unavailable"),
     (RecordNotFound, 404, "not_found", "Not found"),
+    (AlreadyFinished, 409, "already_finished", "Already finished"),
+    (IdempotencyKeyReused, 409, "idempotency_key_reused", "Idempotency key reused"),
+    (IdempotencyKeyInProgress, 409, "idempotency_key_in_progress", "Idempotency key in progress"),
     (ObjectNotFound, 404, "not_found", "Not found"),
     (BadSignature, 403, "invalid_signature", "Invalid link"),
     (LinkExpired, 403, "link_expired", "Link expired"),
@@ -139,6 +169,8 @@ def _tenant_headers(resp: falcon.Response, exc: Exception) -> None:
     elif isinstance(exc, QuotaExceeded):
         resp.set_headers({"Retry-After": str(exc.retry_after_s), "RateLimit-Limit": str(exc.limit),
                           "RateLimit-Remaining": "0", "RateLimit-Reset": str(exc.reset_s)})  # fmt: skip
+    elif isinstance(exc, IdempotencyKeyInProgress):
+        resp.set_header("Retry-After", "1")
     elif isinstance(exc, QueueFull):
         resp.set_headers({"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S), "RateLimit-Limit": str(exc.max_queued),
                           "RateLimit-Remaining": "0", "RateLimit-Reset": str(QUEUE_FULL_RETRY_AFTER_S)})  # fmt: skip

@@ -143,6 +143,20 @@ _WEBHOOK_URL = {
     "at submit (422 url_not_allowed). Default: the tenant's endpoint, if it has one.",
 }  # fmt: skip
 
+#: The Idempotency-Key request header of the submits (service/idempotency.py).
+_IDEMPOTENCY_KEY = {
+    **_header(
+        "Idempotency-Key",
+        'Makes the request safe to send again (IETF draft "The Idempotency-Key HTTP '
+        'Header Field"): 1 to 255 printable ASCII characters, e.g. a UUID, as a Structured Field '
+        "string or bare. Within 24 hours, per tenant, the same key with the same request answers the "
+        "first answer's status and Location and the same job or upload (as it is now), with "
+        "`Idempotent-Replayed: true`; with a different request, 409 `idempotency_key_reused`; while "
+        "the first is still in progress, 409 `idempotency_key_in_progress` (with Retry-After).",
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
 
 def _export_request_body() -> dict[str, Any]:
     formats = list(registry.FORMATS)
@@ -241,11 +255,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("Uploads", "POST"): Operation(
         "createUpload", "Upload one file for later exports", "uploads",
-        {201: Answer("Stored; its type sniffed from its bytes.", _json(_ref("Upload")), ("Location",))},
-        problems=(400, 411, 413, 415, 503),
+        {201: Answer("Stored; its type sniffed from its bytes.", _json(_ref("Upload")),
+                     ("Location", "Idempotent-Replayed"))},
+        problems=(400, 409, 411, 413, 415, 503),
         parameters=({"name": "filename", "in": "query", "required": False,
                      "description": "The file's name, for a raw (non-multipart) body.",
-                     "schema": {"type": "string"}},),
+                     "schema": {"type": "string"}}, _IDEMPOTENCY_KEY),
         request_body={
             "required": True,
             "content": {
@@ -266,10 +281,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("Exports", "POST"): Operation(
         "createExport", "Convert files: upload them in the request, or name earlier uploads", "exports",
         {201: Answer("Finished within `wait` (succeeded or failed: `status` says which).", _json(_ref("Job")),
-                     ("Location", "Cache-Control")),
-         202: Answer("Accepted and queued; follow `Location`.", _json(_ref("Job")), ("Location", "Cache-Control"))},
-        problems=(400, 411, 413, 415, 422, 503),
-        parameters=(_WAIT,),
+                     ("Location", "Cache-Control", "Idempotent-Replayed")),
+         202: Answer("Accepted and queued; follow `Location`.", _json(_ref("Job")),
+                     ("Location", "Cache-Control", "Idempotent-Replayed"))},
+        problems=(400, 409, 411, 413, 415, 422, 503),
+        parameters=(_WAIT, _IDEMPOTENCY_KEY),
         request_body=_export_request_body,
         description="The options depend on the conversion, chosen by the inputs' kind and `format`: "
         "see the `*Options` schemas and GET /v1/formats.",
@@ -281,7 +297,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         problems=(400, 503),
         parameters=(
             {"name": "status", "in": "query", "required": False, "description": "Only jobs in this status.",
-             "schema": {"type": "string", "enum": [jobs.QUEUED, jobs.RUNNING, jobs.SUCCEEDED, jobs.FAILED]}},
+             "schema": {"type": "string", "enum": list(jobs.STATUSES)}},
             {"name": "limit", "in": "query", "required": False, "description": "Jobs per page.",
              "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
             {"name": "cursor", "in": "query", "required": False,
@@ -308,6 +324,19 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         parameters=(_path("job_id", "The job's id."),),
         description="409 job_not_finished: the job has not ended yet; 409 no_webhook_endpoint: neither the job "
         "nor its tenant has an endpoint.",
+    ),
+    ("ExportItem", "DELETE"): Operation(
+        "cancelExport", "Cancel a job: a queued one never starts, a running one stops at its next safe point",
+        "exports",
+        {200: Answer("Canceled (now, or by an earlier DELETE): `status` is `canceled`, with no outputs.",
+                     _json(_ref("Job")), ("Cache-Control",)),
+         202: Answer("Running: its worker stops it at the next safe point (between frames, pages or inputs; "
+                     "LibreOffice is killed), then it ends `canceled`. `cancel_requested` is true meanwhile; "
+                     "`wait` waits for the end.", _json(_ref("Job")), ("Cache-Control",))},
+        problems=(400, 404, 409, 503),
+        parameters=(_path("job_id", "The job's id."), _WAIT),
+        description="Canceling twice is harmless (the same answers). A job that has already succeeded or "
+        "failed answers 409 `already_finished`. The `export.canceled` event is emitted once.",
     ),
     ("Files", "GET"): Operation(
         "downloadOutput", "Download an output through its signed link", "files",
@@ -349,6 +378,8 @@ HEADERS: dict[str, dict[str, Any]] = {
                         "schema": {"type": "string"}},
     "RateLimit-Remaining": {"description": "What is left of it now.", "schema": {"type": "string"}},
     "RateLimit-Reset": {"description": "Seconds until it is whole again.", "schema": {"type": "string"}},
+    "Idempotent-Replayed": {"description": "true: the answer to an earlier request with the same "
+                            "Idempotency-Key, replayed.", "schema": {"type": "string", "enum": ["true"]}},
 }  # fmt: skip
 
 #: What every /v1/ operation but the signed links may also answer (service/auth.py).
@@ -442,10 +473,10 @@ def _schemas(limits: Limits) -> dict[str, Any]:
     job = {
         "type": "object",
         "required": ["id", "status", "format", "inputs", "options", "created_at", "started_at",
-                     "finished_at", "attempts", "error", "outputs"],
+                     "finished_at", "attempts", "cancel_requested", "error", "outputs"],
         "properties": {
             "id": {"type": "string"},
-            "status": {"type": "string", "enum": [jobs.QUEUED, jobs.RUNNING, jobs.SUCCEEDED, jobs.FAILED]},
+            "status": {"type": "string", "enum": list(jobs.STATUSES)},
             "format": {"type": "string"},
             "inputs": {"type": "array", "items": _ref("Upload")},
             "options": {"type": "object", "description": "The options accepted, defaults filled in."},
@@ -453,6 +484,8 @@ def _schemas(limits: Limits) -> dict[str, Any]:
             "started_at": nullable_time,
             "finished_at": nullable_time,
             "attempts": {"type": "integer", "minimum": 0},
+            "cancel_requested": {"type": "boolean", "description": "DELETE came while it ran: it stops at "
+                                 "its next safe point and ends `canceled`."},
             "error": {
                 "oneOf": [
                     {"type": "null"},

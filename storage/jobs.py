@@ -22,6 +22,10 @@ import redis
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 CANCELED = "canceled"  # DELETE /v1/exports/{id}: ended by its tenant, with no outputs
 TERMINAL = (SUCCEEDED, FAILED, CANCELED)
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
+#: How finish_job_once cancels: at once (the worker stopped the job), or as DELETE asks (a running
+#: job is only marked, and its worker stops it at its next safe point).
+CANCEL_NOW, CANCEL_REQUEST = "now", "request"
 
 
 class RecordNotFound(Exception):
@@ -108,6 +112,9 @@ class Job:
     # which events are (empty: all of them).
     webhook_url: str = ""
     webhook_events: tuple[str, ...] = ()
+    # DELETE /v1/exports/{id} came while it ran: its worker stops at the next safe point, and
+    # however the job ends then, it ends canceled with no outputs (finish_job_once).
+    cancel_requested: bool = False
 
     @property
     def finished(self) -> bool:
@@ -374,6 +381,13 @@ class Records:
         return job
 
     @_wrap_redis_errors
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether DELETE asked to stop the job: what a running job's cancel token asks
+        (actors/export.py). Once true, the job can only end canceled (finish_job_once)."""
+        raw = self.redis.get(self._job_key(job_id))
+        return raw is not None and Job.from_json(raw).cancel_requested
+
+    @_wrap_redis_errors
     def events(self, *, after: str = "0", count: int = 1000) -> list[JobEvent]:
         """Job events after the entry id `after`, oldest first."""
         entries: Any = self.redis.xrange(
@@ -488,8 +502,16 @@ class Records:
         outputs: tuple[Output, ...] = (),
         error: JobError | None = None,
         seen: Job | None = None,
+        cancel: str | None = None,
     ) -> tuple[Job, bool]:
-        """finish_job, also telling whether this call is the one that finished it."""
+        """finish_job, also telling whether this call is the one that finished it.
+
+        `cancel`: None ends the job succeeded or failed, unless a cancel was requested meanwhile:
+        then it ends canceled, its outputs dropped (a job never succeeds after its cancel).
+        CANCEL_NOW ends it canceled (its worker stopped it). CANCEL_REQUEST (DELETE) ends a job
+        not running canceled at once, and marks a running one `cancel_requested` for its worker
+        to stop; it returns (the marked job, False) then.
+        """
         ended = False
 
         def change(job: Job) -> Job | None:
@@ -497,7 +519,18 @@ class Records:
             ended = False
             if job.finished:
                 return None
+            if cancel == CANCEL_REQUEST and job.status == RUNNING:
+                return None if job.cancel_requested else dataclasses.replace(job, cancel_requested=True)
             ended = True
+            if cancel is not None or job.cancel_requested:
+                return dataclasses.replace(
+                    job,
+                    status=CANCELED,
+                    finished_at=time.time(),
+                    error=None,
+                    outputs=(),
+                    cancel_requested=True,
+                )
             return dataclasses.replace(
                 job,
                 status=FAILED if error else SUCCEEDED,

@@ -106,9 +106,10 @@ redis.call('SADD', KEYS[4], ARGV[3])
 return 0
 """
 
-#: The job ARGV[1] (if any) leaves the dispatched set; held jobs move in while there is room.
+#: The job ARGV[1] (if any) leaves the dispatched set, or the backlog if it ended held (canceled
+#: before its turn); held jobs move in while there is room.
 _RELEASE = """
-if ARGV[1] ~= '' then redis.call('SREM', KEYS[1], ARGV[1]) end
+if ARGV[1] ~= '' and redis.call('SREM', KEYS[1], ARGV[1]) == 0 then redis.call('LREM', KEYS[2], 0, ARGV[1]) end
 local cap = tonumber(redis.call('HGET', KEYS[3], 'max_running') or ARGV[2])
 local out = {}
 while redis.call('SCARD', KEYS[1]) < cap do

@@ -13,21 +13,22 @@ import falcon
 
 from actors import outbound
 from actors.capabilities import Availability
+from actors.outcomes import end_job
 from actors.queues import queue_for
 from exporters import registry
 from exporters.base import Limits, options_as_dict, parse_options, secret_options
 from service.auth import ANY
 from service.bodies import parse_json, read_at_most, read_body
-from service.errors import BadRequest, ConversionUnavailable, UnknownUpload
+from service.errors import AlreadyFinished, BadRequest, ConversionUnavailable, UnknownUpload
+from service.idempotency import Idempotency
 from service.resources.deliveries import MAX_URL_CHARS, check_webhook_url, parse_webhook_events
 from service.resources.uploads import UploadReceiver, check_declared_length, clean_filename, upload_view
 from service.waiting import JobWaiter
 from storage.base import Storage
 from storage.jobs import (
-    FAILED,
-    QUEUED,
-    RUNNING,
-    SUCCEEDED,
+    CANCEL_REQUEST,
+    CANCELED,
+    STATUSES,
     Job,
     Output,
     QueueFull,
@@ -79,6 +80,8 @@ class JobView:
             "started_at": _iso(job.started_at),
             "finished_at": _iso(job.finished_at),
             "attempts": job.attempts,
+            # DELETE came while it ran: its worker stops it at its next safe point.
+            "cancel_requested": job.cancel_requested and not job.finished,
             "error": {"code": job.error.code, "message": job.error.message} if job.error else None,
             "outputs": [self._output(out, expires) for out in job.outputs],
         }
@@ -142,8 +145,8 @@ MAX_PAGE, DEFAULT_PAGE = 100, 20
 def page_params(req: falcon.Request) -> tuple[str | None, int, str | None]:
     """`status`, `limit` and `cursor` of GET /v1/exports. Raises BadRequest."""
     status = req.get_param("status")
-    if status is not None and status not in (QUEUED, RUNNING, SUCCEEDED, FAILED):
-        raise BadRequest(f"status must be one of queued, running, succeeded, failed, not {status[:40]!r}")
+    if status is not None and status not in STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(STATUSES)}, not {status[:40]!r}")
     raw = req.get_param("limit")
     limit = DEFAULT_PAGE
     if raw is not None:
@@ -159,7 +162,9 @@ class Exports:
     def __init__(self, *, receiver: UploadReceiver, records: Records, enqueue: Callable[[str, str], None],
                  view: JobView, waiter: JobWaiter, max_inputs: int, max_json_bytes: int, limits: Limits,
                  sealer: Sealer, availability: Availability, clock: Callable[[], float],
-                 tenants: Tenants, outbound_policy: outbound.OutboundPolicy | None = None) -> None:  # fmt: skip
+                 tenants: Tenants, idempotency: Idempotency,
+                 outbound_policy: outbound.OutboundPolicy | None = None) -> None:  # fmt: skip
+        self.idempotency = idempotency  # the Idempotency-Key header
         # URL inputs and webhook_url are checked against it at submit (and again when the worker connects).
         self.outbound_policy = outbound_policy or outbound.OutboundPolicy()
         self.availability = availability  # what the live worker pools can run
@@ -187,6 +192,14 @@ class Exports:
         resp.cache_control = ["no-store"]  # the body holds freshly signed links
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        tenant: str = req.context.tenant
+        self.idempotency.handle(
+            req, resp, respond=lambda: self._post(req, resp),
+            replay=lambda job_id: self.view(self.records.get_job(job_id, tenant=tenant)),
+            max_body_bytes=max(self.max_json_bytes, (self.receiver.max_bytes + 64 * 1024) * self.max_inputs),
+        )  # fmt: skip
+
+    def _post(self, req: falcon.Request, resp: falcon.Response) -> None:
         wait_s = wait_param(req)  # refused before anything is stored
         tenant: str = req.context.tenant
         quotas = self.tenants.quotas(tenant)
@@ -404,12 +417,32 @@ def _types_for_choice(uploads: list[Upload]) -> list[str]:
 
 
 class ExportItem:
-    scopes: ClassVar[dict[str, str]] = {"GET": READ}
+    scopes: ClassVar[dict[str, str]] = {"GET": READ, "DELETE": SUBMIT}
 
-    def __init__(self, *, records: Records, view: JobView, waiter: JobWaiter) -> None:
+    def __init__(self, *, records: Records, view: JobView, waiter: JobWaiter,
+                 release: Callable[[Job], None] | None = None) -> None:  # fmt: skip
         self.records = records
         self.view = view
         self.waiter = waiter
+        self.release = release  # queues the tenant's held jobs when a canceled one frees a slot
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        """Cancel: a job not yet running ends canceled now (200); a running one is stopped by its
+        worker at its next safe point (202 while it still runs; `?wait` waits for that). Canceling
+        a canceled job answers it again (200); a succeeded or failed one is 409 already_finished."""
+        wait_s = wait_param(req)
+        tenant: str = req.context.tenant
+        job = self.records.get_job(job_id, tenant=tenant)  # another tenant's job: 404 as unknown
+        if not job.finished:
+            job = end_job(self.records, job, cancel=CANCEL_REQUEST, release=self.release)
+            log.info("cancel asked", extra={"job_id": job.id, "status": job.status})
+        if job.finished and job.status != CANCELED:
+            raise AlreadyFinished(job.status)
+        if not job.finished and wait_s:
+            job = read_job(self.records, self.waiter, job_id, wait_s, tenant=tenant)
+        resp.status = falcon.HTTP_200 if job.finished else falcon.HTTP_202
+        resp.media = self.view(job)
+        resp.cache_control = ["no-store"]
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
         job = read_job(self.records, self.waiter, job_id, wait_param(req), tenant=req.context.tenant)

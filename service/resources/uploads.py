@@ -16,6 +16,7 @@ from exporters import registry
 from exporters.base import UnsupportedInput
 from exporters.sniff import OCTET_STREAM, SNIFF_BYTES, needs_whole_file, sniff
 from service.errors import BadRequest
+from service.idempotency import Idempotency
 from storage.base import ObjectTooLarge, Storage
 from storage.jobs import Records, Upload, new_id
 from storage.keys import READ, SUBMIT
@@ -140,10 +141,19 @@ def check_declared_length(req: falcon.Request, max_bytes: int) -> None:
 class Uploads:
     scopes: ClassVar[dict[str, str]] = {"POST": SUBMIT}
 
-    def __init__(self, receiver: UploadReceiver) -> None:
+    def __init__(self, receiver: UploadReceiver, idempotency: Idempotency) -> None:
         self.receiver = receiver
+        self.idempotency = idempotency  # the Idempotency-Key header
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        tenant: str = req.context.tenant
+        self.idempotency.handle(
+            req, resp, respond=lambda: self._post(req, resp),
+            replay=lambda upload_id: upload_view(self.receiver.records.get_uploads([upload_id], tenant=tenant)[0]),
+            max_body_bytes=self.receiver.max_bytes + 64 * 1024,
+        )  # fmt: skip
+
+    def _post(self, req: falcon.Request, resp: falcon.Response) -> None:
         tenant: str = req.context.tenant
         tenants = self.receiver.tenants
         if tenants is not None and req.content_length:  # refused before a byte is read

@@ -213,7 +213,7 @@ function showOutputs(job) {
 
 async function follow(job) {
   const started = Date.now();
-  while (job.status !== "succeeded" && job.status !== "failed") {
+  while (job.status !== "succeeded" && job.status !== "failed" && job.status !== "canceled") {
     say("Job " + job.status + "… " + Math.round((Date.now() - started) / 1000) + " s");
     job = await api("/v1/exports/" + encodeURIComponent(job.id) + "?wait=" + WAIT_S);
   }
@@ -237,6 +237,9 @@ async function submit(event) {
     if (job.status === "failed") {
       say("The export failed.");
       showError(job.error ? job.error.message : "The export failed.");
+    } else if (job.status === "canceled") {
+      say("The export was canceled.");
+      showError("The export was canceled (DELETE /v1/exports/" + job.id + ").");
     } else {
       say("Done: " + job.outputs.length + " file(s) ready to download.");
       showOutputs(job);

@@ -11,9 +11,9 @@ from dramatiq import Worker
 
 from actors.broker import EXPORT_QUEUE, build_broker
 from actors.export import ACTOR_OF_QUEUE, ExportTask, declare_export_actor, enqueue_export
-from actors.outcomes import JobOutcomes
+from actors.outcomes import INTERNAL_ERROR, JobOutcomes, end_job
 from exporters.base import Limits
-from storage.jobs import Job, Records, Upload, new_id
+from storage.jobs import CANCEL_REQUEST, Job, Output, Records, Upload, new_id
 from storage.local import LocalStorage
 from tests.helpers import jpeg_bytes
 
@@ -89,3 +89,42 @@ def test_events_older_than_the_retention_are_trimmed(redis_client: redis.Redis, 
     records.finish_job(second.id)
     assert [e.job_id for e in records.events()] == [second.id]
     assert records.events(after=records.events()[0].id) == []
+
+
+def test_a_running_job_whose_cancel_was_requested_never_succeeds(
+    records: Records, storage: LocalStorage
+) -> None:
+    job = _job(records, storage, jpeg_bytes())
+    running = records.start_job(job.id)
+    marked = end_job(records, running, cancel=CANCEL_REQUEST)  # DELETE: only marked, its worker stops it
+    assert (marked.status, marked.cancel_requested) == ("running", True) and _events_of(records, job.id) == []
+    assert end_job(records, job.id, cancel=CANCEL_REQUEST) == marked  # asked twice: nothing more
+    output = Output(name="a.png", key=f"outputs/{job.id}/a.png", content_type="image/png", size=1, sha256="0")
+    ended = end_job(records, job.id, outputs=(output,))  # the worker finished before its next checkpoint
+    assert (ended.status, ended.outputs, ended.error) == ("canceled", (), None)
+    assert end_job(records, job.id, error=INTERNAL_ERROR).status == "canceled"  # first finish won
+    assert _events_of(records, job.id) == [("export.canceled", "")]
+
+
+def test_a_queued_job_is_canceled_at_once(records: Records, storage: LocalStorage) -> None:
+    job = _job(records, storage, jpeg_bytes())
+    ended = end_job(records, job.id, cancel=CANCEL_REQUEST)
+    assert ended.status == "canceled" and ended.started_at is None
+    assert not records.open_job_ids(created_before=time.time() + 1)
+    ExportTask(records=records, storage=storage, limits=Limits())(job.id)  # its message, delivered later
+    assert records.get_job(job.id).attempts == 0
+    assert _events_of(records, job.id) == [("export.canceled", "")]
+
+
+def test_a_job_redelivered_after_its_cancel_ends_canceled_without_running(
+    records: Records, storage: LocalStorage
+) -> None:
+    """Canceled while running on a worker that then died: the redelivery stops it before it converts."""
+    job = _job(records, storage, jpeg_bytes())
+    records.start_job(job.id)
+    end_job(records, job.id, cancel=CANCEL_REQUEST)
+    ExportTask(records=records, storage=storage, limits=Limits())(job.id)
+    ended = records.get_job(job.id)
+    assert ended.status == "canceled" and ended.outputs == ()
+    assert list(storage.root.glob(f"outputs/{job.id}/*")) == []
+    assert _events_of(records, job.id) == [("export.canceled", "")]

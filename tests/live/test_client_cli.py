@@ -162,3 +162,24 @@ def test_progress_bars_on_a_terminal(live: Live, tmp_path: Path) -> None:
     assert "uploading a.jpg" in text and "downloading a.png" in text and "succeeded" in text
     assert "\x1b[" in text and "━" in text  # rich's bar, drawn in place
     assert (tmp_path / "out" / "a.png").is_file()
+
+
+def test_cancel_stops_a_running_job_and_refuses_a_finished_one(live: Live, tmp_path: Path) -> None:
+    from tests.service.test_cancel import _pdf
+
+    (tmp_path / "long.pdf").write_bytes(_pdf(60))
+    submitted = _run(
+        live, "export", "long.pdf", "--to", "png", "--option", "dpi=300", "--no-wait", cwd=tmp_path
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    canceled = _run(live, "cancel", job_id, "--wait", "20", cwd=tmp_path)
+    assert canceled.returncode == 0, canceled.stderr
+    assert canceled.stdout.splitlines()[0] == f"{job_id} canceled"
+    again = _run(live, "cancel", job_id, "--json", cwd=tmp_path)  # twice: harmless
+    assert again.returncode == 0 and json.loads(again.stdout)["status"] == "canceled"
+    (tmp_path / "a.jpg").write_bytes(jpeg_bytes())
+    done = _run(live, "export", "a.jpg", "--to", "png", "--json", "-o", "o", cwd=tmp_path)
+    finished_id = json.loads(done.stdout)["id"]
+    refused = _run(live, "cancel", finished_id, cwd=tmp_path)
+    assert refused.returncode == 1 and "(already_finished)" in refused.stderr

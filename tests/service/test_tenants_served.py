@@ -35,12 +35,13 @@ class Served:
     records: Records
 
     def call(self, method: str, path: str, key: str, body: bytes | None = None,
-             ctype: str = "") -> tuple[int, dict[str, str], Any]:  # fmt: skip
+             ctype: str = "", headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:  # fmt: skip
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         headers = {
             "Authorization": f"Bearer {key}",
             "Connection": "close",
             **({"Content-Type": ctype} if ctype else {}),
+            **(headers or {}),
         }
         try:
             conn.request(method, path, body=body, headers=headers)
