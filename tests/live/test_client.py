@@ -99,7 +99,11 @@ def test_the_readme_flask_view_hands_over_and_returns_at_once(
 ) -> None:
     monkeypatch.setenv("EXPORTD_API_KEY", live.api_key)
     readme = (ROOT / "README.md").read_text()
-    (source,) = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "Flask(" in block]
+    (source,) = [
+        block
+        for block in re.findall(r"```python\n(.*?)```", readme, re.S)
+        if "Flask(" in block and "exportd.client" in block
+    ]
     namespace: dict[str, object] = {"__name__": "__main__"}
     exec(compile(source.replace("http://127.0.0.1:8080", live.url), "README.md", "exec"), namespace)
     app = namespace["app"]
