@@ -164,6 +164,9 @@ local function take(t, id, q)
   redis.call('HSET', KEYS[3], t, seq)
   return seq
 end
+-- One token per held job in `{ns}:tenants:held:{queue}`: its length is the demand the Dramatiq
+-- queue no longer shows, what KEDA scales the queue's workers on (helm/.../worker-scaledobjects.yaml).
+local function held_list(q) return ARGV[1] .. ':tenants:held:' .. q end
 local function limits(t)
   local q = redis.call('HMGET', key(t, 'quotas'), 'max_running', 'weight')
   return tonumber(q[1] or ARGV[2]), tonumber(q[2] or ARGV[3])
@@ -183,6 +186,7 @@ if redis.call('LLEN', key(t, 'backlog')) == 0 and redis.call('SCARD', key(t, 'di
   return q
 end
 redis.call('RPUSH', key(t, 'backlog'), id)
+redis.call('RPUSH', held_list(q), '1')
 redis.call('SADD', KEYS[1], t)
 return ''
 """
@@ -223,6 +227,7 @@ while true do
       local q = head and queue_of(head)
       if head and not q then  -- past its retention: nothing to run; look at the next one
         redis.call('LPOP', key(s.t, 'backlog'))
+        redis.call('LPOP', held_list('exports'))  -- its queue went with its record: the likeliest
         head = redis.call('LINDEX', key(s.t, 'backlog'), 0)
         q = head and (queue_of(head) or 'exports')
       end
@@ -236,6 +241,7 @@ while true do
   end
   if best == nil then break end
   local id = redis.call('LPOP', key(best.t, 'backlog'))
+  redis.call('LPOP', held_list(best_q))
   best.at = take(best.t, id, best_q)
   best.d = best.d + 1
   table.insert(out, best.t)
@@ -383,7 +389,8 @@ class Tenants:
         """Forget a dispatched job whose submit was refused after all (its message never queued)."""
         self.redis.srem(self._key(tenant, "dispatched"), job_id)
         self.redis.hdel(self._queue_of_dispatched, job_id)
-        self.redis.lrem(self._key(tenant, "backlog"), 0, job_id)
+        if self.redis.lrem(self._key(tenant, "backlog"), 0, job_id):  # it was held: one token less
+            self.redis.lpop(f"{self.records.namespace}:tenants:held:exports")
 
     def held_job_ids(self) -> set[str]:
         """Every job waiting in a backlog: open, with no message, and not lost."""
