@@ -178,3 +178,16 @@ def test_a_queue_served_by_a_pool_that_publishes_no_slots_has_no_cap(
     assert pools.slots() == {}
     sent, held = _submit(records, tenants, "a", 3)
     assert (len(sent), held) == (3, [])
+
+
+def test_a_held_job_that_ends_canceled_leaves_its_backlog_and_the_held_count(
+    records: Records, tenants: Tenants, pools: Pools
+) -> None:
+    pools.publish("one", slots=1)
+    (running,), (canceled, later) = _submit(records, tenants, "a", 3)
+    held = f"{records.namespace}:tenants:held:exports"
+    assert records.redis.llen(held) == 2
+    assert tenants.release("a", canceled) == []  # no slot freed: nothing released
+    assert tenants.held_job_ids() == {later} and records.redis.llen(held) == 1
+    assert tenants.release("a", running) == [("a", later, "exports")]
+    assert records.redis.llen(held) == 0
