@@ -43,6 +43,7 @@ class PoolInfo:
     queues: tuple[str, ...]
     capabilities: Mapping[str, bool]
     versions: Mapping[str, str]
+    slots: int = 0  # jobs it runs at once (processes x threads); 0: not published
 
 
 def versions() -> dict[str, str]:
@@ -59,14 +60,20 @@ class Publisher:
     withdraw() when it stops, so the API stops offering what only it could run at once."""
 
     def __init__(self, client: Any, namespace: str, pool_id: str, *, queues: Sequence[str],
-                 capabilities: Mapping[str, bool], ttl_s: float, seen_ttl_s: float = 7 * 24 * 3600) -> None:  # fmt: skip
+                 capabilities: Mapping[str, bool], ttl_s: float, seen_ttl_s: float = 7 * 24 * 3600,
+                 slots: int = 0) -> None:  # fmt: skip
         self.client = client
         self.key = pool_key(namespace, pool_id)
         self.ttl_ms = max(1, int(ttl_s * 1000))
         self.seen_keys = [seen_key(namespace, q) for q in queues]
         self.seen_ttl_ms = max(1, int(seen_ttl_s * 1000))
         self.body = json.dumps(
-            {"queues": list(queues), "capabilities": dict(capabilities), "versions": versions()},
+            {
+                "queues": list(queues),
+                "capabilities": dict(capabilities),
+                "versions": versions(),
+                "slots": slots,
+            },
             sort_keys=True,
         )
 
@@ -90,7 +97,13 @@ def live_pools(client: Any, namespace: str) -> list[PoolInfo]:
         data = json.loads(raw)
         name = key.decode() if isinstance(key, bytes) else str(key)
         pools.append(
-            PoolInfo(name.rsplit(":", 1)[1], tuple(data["queues"]), data["capabilities"], data["versions"])
+            PoolInfo(
+                name.rsplit(":", 1)[1],
+                tuple(data["queues"]),
+                data["capabilities"],
+                data["versions"],
+                int(data.get("slots", 0)),
+            )
         )
     return pools
 
@@ -117,6 +130,20 @@ class Availability:
         with self._lock:
             self._pools, self._read_at = pools, self.clock()
         return pools
+
+    def slots(self) -> dict[str, int]:
+        """Jobs the live pools run at once, per queue, as they publish it. Fair scheduling
+        dispatches no more than this across tenants (storage/tenants.py). A queue served by a pool
+        that publishes no slots (an older version) is left out: no cap for it."""
+        found: dict[str, int] = {}
+        unknown: set[str] = set()
+        for pool in self.pools():
+            for queue in pool.queues:
+                if pool.slots > 0:
+                    found[queue] = found.get(queue, 0) + pool.slots
+                else:
+                    unknown.add(queue)
+        return {queue: n for queue, n in found.items() if queue not in unknown}
 
     def can_run(self, queue: str, needs: Sequence[str]) -> bool:
         def served(pools: list[PoolInfo]) -> bool:

@@ -60,8 +60,11 @@ MAX_CRASHED_ATTEMPTS = 2
 log = logging.getLogger("exportd.export")
 
 
-def output_key(job_id: str, name: str) -> str:
-    return f"outputs/{job_id}/{name}"
+def output_key(job_id: str, name: str, *, tenant: str = "") -> str:
+    """Where an output goes: `tenants/{tenant}/outputs/{job}/{name}` (`outputs/{job}/{name}` for no
+    tenant). A job's outputs record their key: outputs stored before keys carried the tenant stay
+    reachable."""
+    return f"tenants/{tenant}/outputs/{job_id}/{name}" if tenant else f"outputs/{job_id}/{name}"
 
 
 class ExportTask:
@@ -130,19 +133,24 @@ class ExportTask:
             return
         ended = end_job(self.records, job, outputs=outputs, release=self.release)
         if ended.status == CANCELED:  # canceled after its last checkpoint: nothing is published
-            self._delete_outputs(job.id, outputs)
+            self._delete_outputs(job, outputs)
 
     def _end_canceled(self, job: Job) -> None:
         """The job stopped at a safe point (or never started): it ends canceled, nothing stored.
 
         Its cancel was requested, so no other delivery can publish outputs under its keys: what
         is there is this job's own, and goes before the record says canceled."""
-        self._delete_outputs(job.id, ())
+        self._delete_outputs(job, ())
         end_job(self.records, job, cancel=CANCEL_NOW, release=self.release)
 
-    def _delete_outputs(self, job_id: str, outputs: tuple[Output, ...]) -> None:
+    def _delete_outputs(self, job: Job, outputs: tuple[Output, ...]) -> None:
         """Remove what this job stored under its output keys: a canceled job publishes nothing."""
-        keys = {out.key for out in outputs} | {o.key for o in self.storage.list_keys(output_key(job_id, ""))}
+        keys = {out.key for out in outputs}
+        for prefix in {
+            output_key(job.id, "", tenant=job.tenant),
+            output_key(job.id, ""),
+        }:  # and the old layout
+            keys |= {o.key for o in self.storage.list_keys(prefix)}
         for key in sorted(keys):
             self.storage.delete(key)
 
@@ -180,7 +188,7 @@ class ExportTask:
             try:
                 for out in produced:
                     checkpoint()
-                    obj = self.storage.put_file(output_key(job.id, out.name), out.path)
+                    obj = self.storage.put_file(output_key(job.id, out.name, tenant=job.tenant), out.path)
                     stored.append(
                         Output(
                             name=out.name,
@@ -192,7 +200,7 @@ class ExportTask:
                         )
                     )
             except Canceled:
-                self._delete_outputs(job.id, tuple(stored))
+                self._delete_outputs(job, tuple(stored))
                 raise
             return tuple(stored)
 
@@ -389,7 +397,7 @@ def enqueue_export(broker: Any, job_id: str, queue: str = EXPORT_QUEUE) -> None:
 
 
 def releaser(tenants: Tenants, broker: Any) -> Callable[[Job], None]:
-    """What end_job calls when a job ends: its tenant's held jobs, released, get their messages."""
+    """What end_job calls when a job ends: the held jobs its slot goes to (any tenant's) get their messages."""
     return release_with(tenants, lambda job_id, queue: enqueue_export(broker, job_id, queue))
 
 
@@ -397,14 +405,7 @@ def release_with(tenants: Tenants, enqueue: Callable[[str, str], None]) -> Calla
     """releaser, queuing the messages with `enqueue(job_id, queue)` (the API's, when it cancels)."""
 
     def release(ended: Job) -> None:
-        freed = [ended.id]
-        while freed:
-            for job_id in tenants.release(ended.tenant, freed.pop()):
-                try:
-                    queue = tenants.records.get_job(job_id).queue
-                except RecordNotFound:  # held past its retention: its slot goes to the next one
-                    freed.append(job_id)
-                    continue
-                enqueue(job_id, queue if queue in ACTOR_OF_QUEUE else EXPORT_QUEUE)
+        for _, job_id, queue in tenants.release(ended.tenant, ended.id):
+            enqueue(job_id, queue if queue in ACTOR_OF_QUEUE else EXPORT_QUEUE)
 
     return release

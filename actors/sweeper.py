@@ -19,7 +19,6 @@ jobs are safe to run twice.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import uuid
@@ -85,7 +84,7 @@ class Sweeper:
             for name in (queue, dq_name(queue)):
                 self._requeue_dead_workers(name, now)
         if self.tenants is not None:
-            self.tenants.repair(self._enqueue_id)
+            self.tenants.repair(self._enqueue)
         candidates = self.records.open_job_ids(created_before=now - self.grace_s, limit=10_000)
         if not candidates:
             return SweepReport()
@@ -93,6 +92,10 @@ class Sweeper:
         # its message (the release queues it right after leaving the backlog).
         held = self.tenants.held_job_ids() if self.tenants is not None else set()
         live = self._jobs_with_messages() | held  # held: waiting their turn in a backlog, on purpose
+        if self.tenants is not None and any(job_id not in live for job_id in candidates):
+            # A job released after the held jobs were read gets its message a moment later, possibly
+            # after the scan: look once more before judging it lost (saves running it twice).
+            live |= self._jobs_with_messages()
         requeued = failed = 0
         for job_id in candidates:
             if job_id in live:
@@ -133,10 +136,6 @@ class Sweeper:
                 queue_name=queue, actor_name=self.actor_of_queue[queue], args=(job_id,), kwargs={}, options={}
             )
         )
-
-    def _enqueue_id(self, job_id: str) -> None:
-        with contextlib.suppress(RecordNotFound):
-            self._enqueue(job_id, self.records.get_job(job_id).queue)
 
     def _requeue_dead_workers(self, queue_name: str, now: float) -> None:
         # Dramatiq's own maintenance pass (the dispatch script's documented arguments), made certain.

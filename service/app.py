@@ -30,7 +30,7 @@ from service.openapi import OpenApi
 from service.pacing import ClientTooSlow
 from service.resources.deliveries import Deliveries
 from service.resources.exports import ExportItem, Exports, Formats, JobView
-from service.resources.files import Files
+from service.resources.files import Files, TenantFiles
 from service.resources.health import Healthz, Readyz
 from service.resources.page import Page, PageAsset
 from service.resources.uploads import UploadItem, UploadReceiver, Uploads
@@ -155,7 +155,12 @@ def create_app(
     live worker pools can run (by default read from Redis, as the pools publish it);
     `enqueue_webhook(job_id, event, url)` queues one delivery now (by default on a broker over
     `records`' Redis)."""
-    tenants = Tenants(records, defaults=quotas_from(settings))
+    scale_from_zero = [q.strip() for q in settings.scale_from_zero_queues.split(",") if q.strip()]
+    availability = availability or Availability(
+        records.redis, records.namespace, scale_from_zero=scale_from_zero
+    )
+    # Fair dispatch: at most as many jobs dispatched as the live pools have slots (storage/tenants.py).
+    tenants = Tenants(records, defaults=quotas_from(settings), slots=availability.slots)
     keys = KeyStore(
         records.redis, namespace=records.namespace, configured=parse_configured_keys(settings.api_keys)
     )
@@ -186,10 +191,6 @@ def create_app(
     )
     app.add_route("/healthz", Healthz())
     app.add_route("/readyz", Readyz(records, storage))
-    scale_from_zero = [q.strip() for q in settings.scale_from_zero_queues.split(",") if q.strip()]
-    availability = availability or Availability(
-        records.redis, records.namespace, scale_from_zero=scale_from_zero
-    )
     app.add_route("/metrics", Metrics())  # open like /healthz: counts only, no tenant data
     app.add_route("/v1/formats", Formats(limits_from(settings), availability))
     idempotency = Idempotency(records.redis, records.namespace)
@@ -219,6 +220,8 @@ def create_app(
                    enqueue=enqueue_webhook),
     )  # fmt: skip
     app.add_route("/v1/files/outputs/{job_id}/{name}", Files(storage=storage, signer=signer, clock=clock))
+    app.add_route("/v1/files/tenants/{tenant}/outputs/{job_id}/{name}",
+                  TenantFiles(storage=storage, signer=signer, clock=clock))  # fmt: skip
     app.add_route("/", Page())
     app.add_route("/ui/{name}", PageAsset())
     app.add_route("/v1/openapi.json", OpenApi(app, limits=limits_from(settings), base_url=settings.base_url))

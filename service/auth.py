@@ -81,24 +81,45 @@ class Authenticate:
         if resource is None or not req.path.startswith("/v1/") or getattr(resource, "signed_link", False):
             return
         if self.enabled:
-            caller = self._caller(req, resource)
+            caller, state = self._caller(req, resource)
         else:
             caller = Caller(tenant=DEFAULT_TENANT, key_id="", scopes=SCOPES)
+            state = self._rate("", tenant=DEFAULT_TENANT)
         req.context.caller = caller
         req.context.tenant = caller.tenant
-        state = self.tenants.take_request(caller.tenant, self.tenants.quotas(caller.tenant))
         resp.set_headers(rate_headers(state))
         if not state.allowed:
             raise RateLimited(state)
 
-    def _caller(self, req: falcon.Request, resource: Any) -> Caller:
+    def _rate(self, record_key: str, *, tenant: str) -> RateState:
+        _, _, _, state = self.tenants.authorize(record_key, tenant=tenant)
+        assert state is not None  # a key known without Redis is never unknown
+        return state
+
+    def _caller(self, req: falcon.Request, resource: Any) -> tuple[Caller, RateState]:
+        """The caller and its tenant's rate. The key's record, the tenant's quotas and a token of
+        its bucket are one Redis round trip (storage/tenants.py, Tenants.authorize)."""
         scheme, _, token = (req.get_header("Authorization") or "").strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("send an API key as `Authorization: Bearer exk_...`")
-        key = self.keys.authenticate(token.strip())
-        if key is None:
-            raise Unauthorized("the API key is not valid (unknown, malformed or revoked)")
+        token = token.strip()
+        invalid = Unauthorized("the API key is not valid (unknown, malformed or revoked)")
         needed = getattr(resource, "scopes", {}).get(req.method, ADMIN)
-        if needed != ANY and not key.allows(needed):
-            raise Forbidden(f"this API key lacks the {needed!r} scope that {req.method} {req.path} needs")
-        return Caller(tenant=key.tenant, key_id=key.id, scopes=key.scopes)
+        lacking = Forbidden(f"this API key lacks the {needed!r} scope that {req.method} {req.path} needs")
+        found = self.keys.lookup(token)
+        if found is None:
+            raise invalid
+        record_key, key = found
+        if key is not None:  # configured (a Secret): known without Redis
+            if needed != ANY and not key.allows(needed):
+                raise lacking
+            state = self._rate("", tenant=key.tenant)
+        else:
+            verdict, record, _, rate = self.tenants.authorize(record_key, scope=needed)
+            key = self.keys.verify(token, record) if record is not None else None
+            if key is None:
+                raise invalid
+            if verdict == "forbidden" or rate is None:
+                raise lacking
+            state = rate
+        return Caller(tenant=key.tenant, key_id=key.id, scopes=key.scopes), state

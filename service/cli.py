@@ -272,7 +272,7 @@ def cmd_tenants(args: argparse.Namespace) -> int:
         return 2
     if args.tenants_command == "set":
         values = {f: getattr(args, f) for f in ("requests_per_second", "max_queued", "max_running",
-                                                 "upload_bytes_per_day") if getattr(args, f) is not None}  # fmt: skip
+                                                 "upload_bytes_per_day", "weight") if getattr(args, f) is not None}  # fmt: skip
         try:
             tenants.set_quotas(name, **values)
         except ValueError as exc:
@@ -608,6 +608,9 @@ def main(argv: list[str] | None = None) -> int:
     tenant_set.add_argument("name")
     for flag in ("--requests-per-second", "--max-queued", "--max-running", "--upload-bytes-per-day"):
         tenant_set.add_argument(flag, type=int)
+    tenant_set.add_argument(
+        "--weight", type=int, help="its share of the pool against other busy tenants (default 1)"
+    )
     tenants_sub.add_parser(
         "show", help="a tenant's quotas and its open, dispatched and held jobs"
     ).add_argument("name")

@@ -355,6 +355,23 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         problems=(403, 404, 416, 503),
         parameters=_FILE_PARAMETERS,
     ),
+    ("TenantFiles", "GET"): Operation(
+        "downloadTenantOutput", "Download an output through its signed link", "files",
+        {200: Answer("The file.", {"*/*": {"type": "string", "format": "binary"}}, _FILE_HEADERS),
+         206: Answer("The byte range asked for.", {"*/*": {"type": "string", "format": "binary"}},
+                     (*_FILE_HEADERS, "Content-Range")),
+         304: Answer("Not modified (If-None-Match).", None, _FILE_HEADERS)},
+        problems=(403, 404, 416, 503),
+        parameters=(_path("tenant", "The tenant the output belongs to."), *_FILE_PARAMETERS),
+    ),
+    ("TenantFiles", "HEAD"): Operation(
+        "headTenantOutput", "An output's size and headers, without its bytes", "files",
+        {200: Answer("The file's headers.", None, _FILE_HEADERS),
+         206: Answer("The range's headers.", None, (*_FILE_HEADERS, "Content-Range")),
+         304: Answer("Not modified (If-None-Match).", None, _FILE_HEADERS)},
+        problems=(403, 404, 416, 503),
+        parameters=(_path("tenant", "The tenant the output belongs to."), *_FILE_PARAMETERS),
+    ),
 }  # fmt: skip
 
 #: Response headers, as the operations above name them.
@@ -389,7 +406,7 @@ _PROBLEM_HEADERS = {401: ("WWW-Authenticate",), 429: ("Retry-After", "RateLimit-
 
 
 def _needs_key(path: str, class_name: str) -> bool:
-    return path.startswith("/v1/") and class_name != "Files"
+    return path.startswith("/v1/") and class_name not in ("Files", "TenantFiles")
 
 
 # -- schemas -------------------------------------------------------------------------------------------

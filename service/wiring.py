@@ -8,6 +8,7 @@ from typing import Any
 
 from actors.admission import MemoryAdmission, MemoryBudget, container_memory_limit, worker_budget_bytes
 from actors.broker import build_broker, build_redis
+from actors.capabilities import Availability
 from actors.export import ACTOR_OF_QUEUE, ExportTask, declare_export_actor, releaser
 from actors.outbound import OutboundPolicy
 from actors.outcomes import JobOutcomes
@@ -74,9 +75,16 @@ def build_worker_broker(settings: Settings) -> Any:
 
 
 def _releaser(records: Records, settings: Settings, broker_for: Callable[[], Any]) -> Callable[[Job], None]:
-    """end_job's hook: queue the held jobs of the ended job's tenant (fair scheduling)."""
-    tenants = Tenants(records, defaults=quotas_from(settings))
+    """end_job's hook: queue the held jobs the ended job's slot goes to (fair scheduling)."""
+    tenants = build_tenants(records, settings)
     return lambda job: releaser(tenants, broker_for())(job)
+
+
+def build_tenants(records: Records, settings: Settings) -> Tenants:
+    """Quotas and fair dispatch, capped by the slots the live pools publish."""
+    return Tenants(
+        records, defaults=quotas_from(settings), slots=Availability(records.redis, records.namespace).slots
+    )
 
 
 def build_sweeper(settings: Settings) -> Any:
@@ -93,7 +101,7 @@ def build_sweeper(settings: Settings) -> Any:
     return Sweeper(
         records=records,
         broker=broker,
-        tenants=Tenants(records, defaults=quotas_from(settings)),
+        tenants=build_tenants(records, settings),
         release=_releaser(records, settings, lambda: broker),
         actor_of_queue=ACTOR_OF_QUEUE,
         other_queues=(WEBHOOK_QUEUE,),
@@ -130,7 +138,8 @@ def build_publisher(settings: Settings) -> Any:
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=5)
     return Publisher(client, settings.redis_namespace, uuid.uuid4().hex, queues=settings.queues,
                      capabilities=prepare(), ttl_s=3 * settings.sweep_interval_s,
-                     seen_ttl_s=settings.retention_s)  # fmt: skip
+                     seen_ttl_s=settings.retention_s,
+                     slots=settings.worker_processes * settings.worker_threads)  # fmt: skip
 
 
 def build_webhook_broker(settings: Settings) -> Any:

@@ -59,15 +59,23 @@ class Upload:
     # carries a signature); `source` is the URL without its query, what the API shows.
     url: str = ""
     source: str = ""
+    # Where its bytes are (upload_key); "" in records written before storage keys carried the tenant.
+    storage_key: str = ""
 
     @property
     def key(self) -> str:
-        return f"uploads/{self.id}"
+        return self.storage_key or f"uploads/{self.id}"
 
     @property
     def to_fetch(self) -> bool:
         """A URL input not downloaded yet."""
         return bool(self.url) and not self.sha256
+
+
+def upload_key(tenant: str, upload_id: str) -> str:
+    """Where an upload's bytes go: under its tenant (`tenants/{tenant}/uploads/{id}`), so that a key
+    built for one tenant can never name another's file; `uploads/{id}` for no tenant."""
+    return f"tenants/{tenant}/uploads/{upload_id}" if tenant else f"uploads/{upload_id}"
 
 
 @dataclass(frozen=True)

@@ -55,8 +55,9 @@ def new_key() -> str:
 
 
 def check_tenant(name: str) -> str:
-    """Raises InvalidKeySpec for a name that is not 1-64 letters, digits, - _ or ."""
-    if not 1 <= len(name) <= 64 or not set(name) <= TENANT_CHARS:
+    """Raises InvalidKeySpec for a name that is not 1-64 letters, digits, - _ or . (not dots alone:
+    the name is a segment of storage keys)."""
+    if not 1 <= len(name) <= 64 or not set(name) <= TENANT_CHARS or set(name) == {"."}:
         raise InvalidKeySpec(f"tenant names are 1-64 letters, digits, '-', '_' or '.', not {name!r}")
     return name
 
@@ -148,6 +149,22 @@ class KeyStore:
     def holds(self, key: str) -> bool:
         """Whether `key` is stored (the development key is registered again when it is not)."""
         return bool(self.redis.exists(self._record_key(hash_key(key))))
+
+    def lookup(self, presented: str) -> tuple[str, ApiKey | None] | None:
+        """None for a malformed key; else where its record is in Redis, and the key itself when it
+        is configured (known without Redis). The caller reads the record (service/auth.py reads
+        it in the same round trip as the tenant's quotas and rate) and checks it with verify()."""
+        if not presented.startswith(PREFIX) or len(presented) > 200:
+            return None
+        digest = hash_key(presented)
+        return self._record_key(digest), self._configured.get(digest)
+
+    @staticmethod
+    def verify(presented: str, record: bytes | str) -> ApiKey | None:
+        """The key's stored record, once its hash matches the presented key's (in constant time)."""
+        data = json.loads(record)
+        found = ApiKey(**{**data, "scopes": tuple(data["scopes"])})
+        return found if hmac.compare_digest(found.hash, hash_key(presented)) else None
 
     def authenticate(self, presented: str) -> ApiKey | None:
         """The key's record, or None for an unknown, revoked or malformed key."""

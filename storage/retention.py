@@ -42,11 +42,11 @@ def cleanup(
         if not job.finished:
             live_jobs.add(job.id)
             live_keys.update(upload.key for upload in job.inputs)
-    for prefix in ("uploads/", "outputs/"):
+    for prefix in ("uploads/", "outputs/", "tenants/"):
         for obj in storage.list_keys(prefix):
             if now - obj.modified < retention_s:
                 continue
-            job_id = obj.key.split("/")[1] if prefix == "outputs/" else None
+            job_id = _job_of_output(obj.key)
             if obj.key in live_keys or job_id in live_jobs:
                 report.kept_for_live_jobs += 1
                 continue
@@ -57,3 +57,12 @@ def cleanup(
     if not dry_run:
         report.stale_temp_files = storage.remove_stale_temp_files(older_than_s=STALE_TEMP_S, now=now)
     return report
+
+
+def _job_of_output(key: str) -> str | None:
+    """The job of an output key, `tenants/{tenant}/outputs/{job}/{name}` or, as outputs were stored
+    before keys carried the tenant, `outputs/{job}/{name}`; None for an upload's key."""
+    parts = key.split("/")
+    if parts[0] == "tenants" and len(parts) >= 5 and parts[2] == "outputs":
+        return parts[3]
+    return parts[1] if parts[0] == "outputs" and len(parts) >= 3 else None

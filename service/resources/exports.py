@@ -36,6 +36,7 @@ from storage.jobs import (
     Records,
     Upload,
     new_id,
+    upload_key,
 )
 from storage.keys import READ, SUBMIT
 from storage.sealing import Sealer, is_sealed
@@ -395,6 +396,7 @@ class Exports:
             tenant=tenant,
             url=self.sealer.seal(url, context=outbound.url_context(upload_id)),
             source=source,
+            storage_key=upload_key(tenant, upload_id),  # where the worker stores what it downloads
         )
 
 

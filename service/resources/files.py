@@ -1,4 +1,5 @@
-"""GET /v1/files/outputs/{job_id}/{name}: the signed download link."""
+"""GET /v1/files/tenants/{tenant}/outputs/{job_id}/{name}: the signed download link (and
+/v1/files/outputs/{job_id}/{name}, the links of outputs stored before keys carried the tenant)."""
 
 from __future__ import annotations
 
@@ -70,7 +71,9 @@ class _Slice:
         self._fh.close()
 
 
-class Files:
+class _SignedFile:
+    """What both signed-link routes do once they know the object's key."""
+
     signed_link = True  # the signature is the authorisation: no API key (service/auth.py)
 
     def __init__(self, *, storage: Storage, signer: Signer, clock: Callable[[], float]) -> None:
@@ -81,12 +84,6 @@ class Files:
     def _authorise(self, req: falcon.Request, key: str) -> int:
         exp, kid, sig = req.get_param("exp"), req.get_param("kid"), req.get_param("sig")
         return self.signer.verify(key, exp=exp, kid=kid, sig=sig, now=self.clock())
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str, name: str) -> None:
-        self._serve(req, resp, f"outputs/{job_id}/{name}", name, body=True)
-
-    def on_head(self, req: falcon.Request, resp: falcon.Response, job_id: str, name: str) -> None:
-        self._serve(req, resp, f"outputs/{job_id}/{name}", name, body=False)
 
     def _serve(self, req: falcon.Request, resp: falcon.Response, key: str, name: str, *, body: bool) -> None:
         expires = self._authorise(req, key)
@@ -122,3 +119,26 @@ class Files:
             fh = self.storage.open(key)
             fh.seek(first)
             resp.stream = _Slice(fh, last - first + 1)
+
+
+class Files(_SignedFile):
+    """The signed link of an output stored before keys carried the tenant (`outputs/{job}/{name}`)."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str, name: str) -> None:
+        self._serve(req, resp, f"outputs/{job_id}/{name}", name, body=True)
+
+    def on_head(self, req: falcon.Request, resp: falcon.Response, job_id: str, name: str) -> None:
+        self._serve(req, resp, f"outputs/{job_id}/{name}", name, body=False)
+
+
+class TenantFiles(_SignedFile):
+    """The signed link of an output stored under its tenant (`tenants/{tenant}/outputs/{job}/{name}`):
+    the signature covers the whole key, so the link stays bound to that one file."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, job_id: str, name: str) -> None:
+        self._serve(req, resp, f"tenants/{tenant}/outputs/{job_id}/{name}", name, body=True)
+
+    def on_head(
+        self, req: falcon.Request, resp: falcon.Response, tenant: str, job_id: str, name: str
+    ) -> None:
+        self._serve(req, resp, f"tenants/{tenant}/outputs/{job_id}/{name}", name, body=False)

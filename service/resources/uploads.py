@@ -18,7 +18,7 @@ from exporters.sniff import OCTET_STREAM, SNIFF_BYTES, needs_whole_file, sniff
 from service.errors import BadRequest
 from service.idempotency import Idempotency
 from storage.base import ObjectTooLarge, Storage
-from storage.jobs import Records, Upload, new_id
+from storage.jobs import Records, Upload, new_id, upload_key
 from storage.keys import READ, SUBMIT
 from storage.tenants import QuotaExceeded, Tenants
 
@@ -74,7 +74,7 @@ class UploadReceiver:
         """Raises ObjectTooLarge, UnsupportedInput, QuotaExceeded, StorageUnavailable, RecordsUnavailable."""
         upload_id = new_id()
         recorder = _HeadRecorder(stream)
-        stored = self.storage.put_stream(f"uploads/{upload_id}", recorder, max_bytes=self.max_bytes)
+        stored = self.storage.put_stream(upload_key(tenant, upload_id), recorder, max_bytes=self.max_bytes)
         name = clean_filename(filename)
         content_type = sniff(recorder.head, complete=stored.size <= SNIFF_BYTES, filename=name)
         if content_type == OCTET_STREAM and needs_whole_file(recorder.head):
@@ -97,6 +97,7 @@ class UploadReceiver:
             sha256=stored.sha256,
             created_at=self.clock(),
             tenant=tenant,
+            storage_key=stored.key,
         )
         self.records.add_upload(upload)
         return upload

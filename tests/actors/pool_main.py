@@ -19,7 +19,8 @@ from typing import Any
 import redis
 
 from actors.broker import build_broker
-from actors.export import ACTOR_OF_QUEUE, ExportTask, declare_export_actor
+from actors.capabilities import Availability, Publisher
+from actors.export import ACTOR_OF_QUEUE, ExportTask, declare_export_actor, releaser
 from actors.outcomes import JobOutcomes
 from actors.pool import Pool, PoolConfig
 from actors.sweeper import Sweeper
@@ -27,6 +28,7 @@ from exporters.base import Limits
 from service import logs
 from storage.jobs import Job, Output, RecordNotFound, Records
 from storage.local import LocalStorage
+from storage.tenants import Quotas, Tenants
 
 
 class ScriptedTask(ExportTask):
@@ -44,7 +46,7 @@ class ScriptedTask(ExportTask):
 
 def main() -> int:
     config: dict[str, Any] = json.loads(sys.argv[1])
-    logs.configure("INFO")
+    logs.configure(config.get("log_level", "INFO"))
 
     def client() -> redis.Redis:
         return redis.Redis.from_url(config["redis_url"], socket_connect_timeout=1, socket_timeout=5)
@@ -52,12 +54,27 @@ def main() -> int:
     def records_on(c: redis.Redis) -> Records:
         return Records(c, namespace=config["namespace"], retention_s=3600)
 
+    # With "tenants": fair scheduling wired in as service/wiring.py does, the pool publishing its slots.
+    fair = bool(config.get("tenants"))
+
+    def tenants_on(records: Records) -> Tenants:
+        slots = Availability(records.redis, config["namespace"]).slots
+        return Tenants(records, defaults=Quotas(1000, 1000, 1000, 1 << 40), slots=slots)
+
     def boot() -> Any:
         c = client()
         records = records_on(c)
+        broker: Any = None
+        tenants = tenants_on(records)
+
+        def release(job: Job) -> None:
+            releaser(tenants, broker)(job)
+
         broker = build_broker(c, namespace=config["namespace"], heartbeat_timeout_ms=config["heartbeat_ms"],
-                              extra_middleware=[JobOutcomes(lambda: records, frozenset(ACTOR_OF_QUEUE.values()))])  # fmt: skip
-        task = ScriptedTask(records=records, storage=LocalStorage(Path(config["storage"])), limits=Limits())
+                              extra_middleware=[JobOutcomes(lambda: records, frozenset(ACTOR_OF_QUEUE.values()),
+                                                            release if fair else None)])  # fmt: skip
+        task = ScriptedTask(records=records, storage=LocalStorage(Path(config["storage"])), limits=Limits(),
+                            release=release if fair else None)  # fmt: skip
         declare_export_actor(broker, task, time_limit_s=60, max_retries=3)
         return broker
 
@@ -71,7 +88,13 @@ def main() -> int:
         actor_of_queue=ACTOR_OF_QUEUE,
         interval_s=config["sweep_s"],
         grace_s=config.get("grace_s", 60),
+        tenants=tenants_on(supervisor_records) if fair else None,
     )
+    publisher = None
+    if fair:
+        publisher = Publisher(supervisor_client, config["namespace"], "pool-main", queues=tuple(ACTOR_OF_QUEUE),
+                              capabilities={}, ttl_s=3600, slots=config["processes"] * config["threads"])  # fmt: skip
+        publisher.publish()
 
     def note_crash(job_id: str) -> None:
         with contextlib.suppress(RecordNotFound):
@@ -80,7 +103,9 @@ def main() -> int:
     pool_config = PoolConfig(processes=config["processes"], threads=config["threads"], poll_ms=50,
                              shutdown_timeout_s=5, run_dir=Path(config["run_dir"]),
                              sweep_interval_s=config["sweep_s"])  # fmt: skip
-    return Pool(functools.partial(boot), pool_config, note_crash=note_crash, sweep=sweeper.sweep).run()
+    return Pool(
+        functools.partial(boot), pool_config, note_crash=note_crash, sweep=sweeper.sweep, publisher=publisher
+    ).run()
 
 
 if __name__ == "__main__":

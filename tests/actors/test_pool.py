@@ -65,11 +65,13 @@ class PoolProcess:
 def pool(redis_url: str, namespace: str, tmp_path: Path) -> Iterator[Callable[..., PoolProcess]]:
     started: list[PoolProcess] = []
 
-    def start(*, processes: int = 1, threads: int = 2, grace_s: float = 60) -> PoolProcess:
+    def start(
+        *, processes: int = 1, threads: int = 2, grace_s: float = 60, tenants: bool = False
+    ) -> PoolProcess:
         config = {
             "redis_url": redis_url, "namespace": namespace, "storage": str(tmp_path / "storage"),
             "run_dir": str(tmp_path / "run"), "heartbeat_ms": HEARTBEAT_MS, "sweep_s": SWEEP_S,
-            "processes": processes, "threads": threads, "grace_s": grace_s,
+            "processes": processes, "threads": threads, "grace_s": grace_s, "tenants": tenants,
         }  # fmt: skip
         log = tmp_path / "pool.log"
         proc = subprocess.Popen([sys.executable, "-m", "tests.actors.pool_main", json.dumps(config)], cwd=ROOT,

@@ -419,6 +419,7 @@ def test_a_second_queue_is_one_more_entry_merged_over_the_defaults() -> None:
     assert [t["metadata"]["listName"] for t in so["spec"]["triggers"]] == [
         "exportd:dramatiq:documents",
         "exportd:dramatiq:documents.DQ",
+        "exportd:tenants:held:documents",
     ]
     # documents may scale to 0 and exports has 1 pod: only the API (2 pods) gets a budget.
     assert [p["metadata"]["name"] for p in of_kind(docs, "PodDisruptionBudget")] == [f"{RELEASE}-api"]
@@ -895,7 +896,8 @@ def test_keda_scaled_object_reads_the_dramatiq_queue_lists(
         assert "replicas" not in w["spec"]
         redis_triggers = [t for t in so["spec"]["triggers"] if t["type"] == "redis"]
         lists = [t["metadata"]["listName"] for t in redis_triggers]
-        assert lists == [f"{namespace}:dramatiq:{queue}", f"{namespace}:dramatiq:{queue}.DQ"]
+        assert lists == [f"{namespace}:dramatiq:{queue}", f"{namespace}:dramatiq:{queue}.DQ",
+                         f"{namespace}:tenants:held:{queue}"]  # fmt: skip
         for t in redis_triggers:
             assert t["type"] == "redis"
             assert re.fullmatch(r"[^:/]+:\d+", t["metadata"]["address"])
@@ -936,7 +938,7 @@ def test_keda_list_keys_are_where_dramatiq_puts_messages(redis_url: str) -> None
     namespace = f"exportd-helm-{uuid.uuid4().hex[:8]}"
     docs = render("default", f"config.redisNamespace={namespace}", "workers.exports.keda.enabled=true")
     (so,) = of_kind(docs, "ScaledObject")
-    pending, delayed = (t["metadata"]["listName"] for t in so["spec"]["triggers"])
+    pending, delayed, held = (t["metadata"]["listName"] for t in so["spec"]["triggers"])
     client = redis.Redis.from_url(redis_url)
     try:
         broker = build_broker(client, namespace=namespace, heartbeat_timeout_ms=30_000)
@@ -947,6 +949,20 @@ def test_keda_list_keys_are_where_dramatiq_puts_messages(redis_url: str) -> None
         broker.enqueue(message.copy(message_id=str(uuid.uuid4())), delay=60_000)
         assert client.type(pending) == b"list" and client.llen(pending) == 1
         assert client.type(delayed) == b"list" and client.llen(delayed) == 1
+        # Past the pools' slots, fair scheduling holds jobs instead of queueing them: KEDA still sees them.
+        from storage.jobs import Job, Records
+        from storage.tenants import Quotas, Tenants
+
+        records = Records(client, namespace=namespace, retention_s=3600)
+        tenants = Tenants(records, defaults=Quotas(100, 100, 100, 1 << 30), slots=lambda: {EXPORT_QUEUE: 1})
+        for i in range(3):
+            records.create_job(
+                Job(id=f"j{i}", format="png", inputs=(), options={}, created_at=0.0, tenant="t")
+            )
+        assert [tenants.dispatch("t", f"j{i}") for i in range(3)] == [True, False, False]
+        assert client.type(held) == b"list" and client.llen(held) == 2
+        tenants.release("t", "j0")
+        assert client.llen(held) == 1
     finally:
         keys = list(client.scan_iter(f"{namespace}:*"))
         if keys:

@@ -249,7 +249,7 @@ def test_photo_to_pdf_download_and_link_security(api: Api, worker: Worker) -> No
     assert job["started_at"] <= job["finished_at"]
     (out,) = job["outputs"]
     assert out["content_type"] == "application/pdf" and out["name"].endswith(".pdf")
-    assert out["url"].startswith("http://exportd.test/v1/files/outputs/")
+    assert out["url"].startswith("http://exportd.test/v1/files/tenants/tests/outputs/")  # under its tenant
 
     result = api.download(out["url"])
     assert result.status_code == 200
@@ -287,7 +287,7 @@ def test_photo_to_pdf_download_and_link_security(api: Api, worker: Worker) -> No
     fresh = api.client.simulate_get(f"/v1/exports/{job_id}").json["outputs"][0]["url"]
     assert api.download(fresh).status_code == 200
     # Once the file is gone: 404.
-    api.storage.delete(f"outputs/{job_id}/{out['name']}")
+    api.storage.delete(f"tenants/tests/outputs/{job_id}/{out['name']}")
     _problem(api.download(fresh), 404, "not_found")
 
 

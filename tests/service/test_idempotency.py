@@ -49,8 +49,9 @@ class Api:
         return [j["id"] for j in listing["exports"]]
 
     def stored_uploads(self) -> list[Path]:
-        folder = self.storage.root / "uploads"
-        return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+        # Under each tenant (tenants/{tenant}/uploads/), and where uploads were kept before.
+        folders = [self.storage.root / "uploads", *(self.storage.root / "tenants").glob("*/uploads")]
+        return [p for folder in folders if folder.exists() for p in folder.rglob("*") if p.is_file()]
 
 
 @pytest.fixture

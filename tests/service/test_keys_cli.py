@@ -61,10 +61,13 @@ def test_tenants_set_and_show(tmp_path: Path, redis_url: str, namespace: str) ->
     assert result.returncode == 0, result.stderr
     shown = json.loads(_exportd(env, "tenants", "show", "shop").stdout)
     assert shown == {"tenant": "shop", "requests_per_second": 7, "max_queued": 9, "max_running": 2,
-                     "upload_bytes_per_day": 1000, "open": 0, "dispatched": 0, "held": 0}  # fmt: skip
+                     "upload_bytes_per_day": 1000, "weight": 1, "open": 0, "dispatched": 0, "held": 0}  # fmt: skip
     other = json.loads(_exportd(env, "tenants", "show", "other").stdout)
     assert other["max_running"] == Settings().tenant_max_running  # the default
     assert _exportd(env, "tenants", "set", "shop", "--max-queued", "0").returncode == 2
+    # Its share of the pool's slots against other busy tenants (storage/tenants.py).
+    assert json.loads(_exportd(env, "tenants", "set", "shop", "--weight", "3").stdout)["weight"] == 3
+    assert _exportd(env, "tenants", "set", "shop", "--weight", "0").returncode == 2
 
 
 def test_production_refuses_to_serve_without_any_key(tmp_path: Path, redis_url: str, namespace: str) -> None:
