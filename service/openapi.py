@@ -73,6 +73,9 @@ def problem_codes() -> dict[int, list[str]]:
     # The webhook fields and routes (service/resources/deliveries.py).
     by_status.setdefault(422, set()).add("url_not_allowed")
     by_status.setdefault(409, set()).update(("job_not_finished", "no_webhook_endpoint"))
+    # Answered by the HTTP server itself, before any route (service/server.py).
+    for status in _SERVER_PROBLEMS:
+        by_status.setdefault(status, set()).add(errors.SERVER_PROBLEMS[status])
     return {status: sorted(codes) for status, codes in sorted(by_status.items())}
 
 
@@ -401,6 +404,8 @@ HEADERS: dict[str, dict[str, Any]] = {
 
 #: What every /v1/ operation but the signed links may also answer (service/auth.py).
 _AUTH_PROBLEMS = (401, 403, 429)
+#: What the server answers on any route when a request's head is too large (service/server.py).
+_SERVER_PROBLEMS = (414, 431)
 _PROBLEM_HEADERS = {401: ("WWW-Authenticate",), 429: ("Retry-After", "RateLimit-Limit", "RateLimit-Remaining",
                                                       "RateLimit-Reset"), 503: ("Retry-After",)}  # fmt: skip
 
@@ -643,7 +648,9 @@ def _responses(operation: Operation, codes: dict[int, list[str]], *, keyed: bool
         names = ("X-Request-ID", *answer.headers)
         entry["headers"] = {name: {"$ref": f"#/components/headers/{name}"} for name in names}
         answers[str(status)] = entry
-    for status in sorted(set(operation.problems) | set(_AUTH_PROBLEMS if keyed else ())):
+    for status in sorted(
+        set(operation.problems) | set(_AUTH_PROBLEMS if keyed else ()) | set(_SERVER_PROBLEMS)
+    ):
         listed = ", ".join(f"`{code}`" for code in codes.get(status, []))
         headers = ("X-Request-ID", *_PROBLEM_HEADERS.get(status, ()))
         answers[str(status)] = {

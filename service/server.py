@@ -16,11 +16,32 @@ import logging
 from typing import Any
 
 import gevent
+from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
 
+from service.errors import SERVER_PROBLEMS
 from service.pacing import ClientTooSlow, PacedSocket
 
 log = logging.getLogger("exportd.api")
+
+
+def problem_answer(status: int, reason: str, detail: str) -> bytes:
+    """A whole HTTP answer (head and problem+json body) that closes the connection."""
+    code = {408: "request_timeout", **SERVER_PROBLEMS}.get(status, "internal_error")
+    body = json.dumps(
+        {"type": f"urn:exportd:problem:{code}", "title": reason, "status": status,
+         "detail": detail[:300] or reason, "code": code}
+    ).encode()  # fmt: skip
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/problem+json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode("latin-1")
+    return head + body
+
+
+def _write_problem(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    # gunicorn's own write_error sends an HTML page; its callers pass the status, reason and message.
+    sock.sendall(problem_answer(status_int, reason, mesg))
 
 
 class ExportdWorker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type hints
@@ -30,6 +51,9 @@ class ExportdWorker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type
         from service.settings import Settings
 
         settings = Settings.from_env()
+        # gunicorn answers a head it cannot take (a request line over 4094 bytes: 414, headers too
+        # large: 431, malformed: 400) with util.write_error before the app runs: as problem+json here.
+        util.write_error = _write_problem
         self.read_timeout_s = float(settings.api_read_timeout_s)
         self.min_body_bytes_per_s = float(settings.api_min_body_bytes_per_s)
         super().run()
@@ -60,13 +84,5 @@ class ExportdWorker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type
             return
         # Cut off while its head was read (the app answers a slow body itself): 408, then close.
         log.info("client too slow", extra={"error": str(exc)})
-        body = json.dumps(
-            {"type": "urn:exportd:problem:request_timeout", "title": "Request too slow", "status": 408,
-             "detail": str(exc), "code": "request_timeout"}
-        ).encode()  # fmt: skip
-        head = (
-            "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/problem+json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        ).encode("latin-1")
         with contextlib.suppress(OSError):
-            client.sendall(head + body)
+            client.sendall(problem_answer(408, "Request Timeout", str(exc)))

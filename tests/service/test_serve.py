@@ -294,6 +294,33 @@ def test_a_body_slower_than_the_minimum_rate_is_cut_off(paced_server: Server) ->
     assert b"too slowly" in answer
 
 
+@pytest.mark.parametrize(
+    ("head", "status", "code"),
+    [
+        (b"GET /v1/exports?" + b"limit=%7B%7D&" * 600 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 414,
+         b"uri_too_long"),
+        (b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Big: " + b"a" * 9000 + b"\r\n\r\n", 431,
+         b"header_fields_too_large"),
+        (b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-A: b\r\n" * 120 + b"\r\n", 431,
+         b"header_fields_too_large"),
+        (b"GET /healthz HTTP/9.1\r\nHost: 127.0.0.1\r\n\r\n", 400, b"invalid_request"),
+    ],
+    ids=["request-line-too-long", "header-too-long", "too-many-headers", "bad-version"],
+)  # fmt: skip
+def test_a_head_the_server_refuses_is_answered_as_a_problem(
+    server: Server, head: bytes, status: int, code: bytes
+) -> None:
+    """gunicorn answers these before the app runs: the answer is problem+json like every other error."""
+    sock = _connect(server)
+    sock.sendall(head)
+    answer = _answer_then_close(sock)
+    assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:200]
+    head_part, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/problem+json" in head_part.lower()
+    problem = json.loads(body)
+    assert problem["status"] == status and problem["code"] == code.decode() and problem["detail"]
+
+
 def _established(process: psutil.Process, port: int) -> int:
     return sum(
         1 for c in process.net_connections("tcp") if c.laddr.port == port and c.status == "ESTABLISHED"
