@@ -225,15 +225,3 @@ def serialize_http_error(req: falcon.Request, resp: falcon.Response, exc: falcon
 def install(app: falcon.App[falcon.Request, falcon.Response]) -> None:
     app.add_error_handler(Exception, handle_domain_error)
     app.set_error_serializer(serialize_http_error)
-
-
-#: Answers gunicorn gives itself, before the app sees the request (a request line or headers too
-#: large, a malformed head): the problem code of each, so every error is application/problem+json.
-SERVER_PROBLEMS = {
-    400: "invalid_request",
-    403: "forbidden",
-    414: "uri_too_long",
-    417: "expectation_failed",
-    431: "header_fields_too_large",
-    501: "not_implemented",
-}

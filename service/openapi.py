@@ -23,6 +23,7 @@ import falcon.inspect
 from exporters import registry
 from exporters.base import ConversionError, Limits
 from service import errors
+from service.early import SERVER_PROBLEMS
 from service.resources import page
 from storage import jobs
 from storage.webhooks import EVENTS
@@ -75,7 +76,7 @@ def problem_codes() -> dict[int, list[str]]:
     by_status.setdefault(409, set()).update(("job_not_finished", "no_webhook_endpoint"))
     # Answered by the HTTP server itself, before any route (service/server.py).
     for status in _SERVER_PROBLEMS:
-        by_status.setdefault(status, set()).add(errors.SERVER_PROBLEMS[status])
+        by_status.setdefault(status, set()).add(SERVER_PROBLEMS[status])
     return {status: sorted(codes) for status, codes in sorted(by_status.items())}
 
 

@@ -19,7 +19,7 @@ import gevent
 from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
 
-from service.errors import SERVER_PROBLEMS
+from service.early import SERVER_PROBLEMS
 from service.pacing import ClientTooSlow, PacedSocket
 
 log = logging.getLogger("exportd.api")

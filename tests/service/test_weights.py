@@ -86,3 +86,15 @@ def test_an_api_process_is_35_mb_lighter_than_one_that_loads_the_conversions(tmp
         f"API after import: {api_kib / 1024:.1f} MiB RSS; with the conversions loaded: {baseline_kib / 1024:.1f} MiB"
     )
     assert baseline_kib - api_kib >= 35 * 1024
+
+
+def test_the_gunicorn_arbiter_imports_no_redis_client_before_gevent_patches_its_workers() -> None:
+    """The arbiter loads the config and the worker class; a Redis client imported there keeps
+    unpatched names in every worker (gevent's MonkeyPatchWarning, on stderr that holds JSON lines)."""
+    probe = (
+        "import sys, gunicorn.config, service.gunicorn_config, service.server; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('redis', 'falcon', 'storage', 'actors', "
+        "'exporters', 'httpx')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
