@@ -30,6 +30,7 @@ from actors.outbound import (
     parse_allow_nets,
     post,
 )
+from tests.receiver import QuietHandler
 
 PUBLIC_V4 = "93.184.215.14"
 PUBLIC_V6 = "2606:2800:21f:cb07:6820:80da:af6b:8b2c"
@@ -272,33 +273,21 @@ class Receiver(http.server.ThreadingHTTPServer):
 BIG = b"x" * 200_000
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
+class Handler(QuietHandler):
     server: Receiver
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _answer(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         self.server.seen.append(("POST", self.path, self.headers["Host"], body))
         if self.path == "/redirect":
-            self._answer(302, b"", {"Location": "/elsewhere"})
+            self.answer(302, b"", {"Location": "/elsewhere"})
         elif self.path == "/big":
-            self._answer(200, BIG)
+            self.answer(200, BIG)
         elif self.path == "/slow":
             time.sleep(2)
-            self._answer(200, b"late")
+            self.answer(200, b"late")
         else:
-            self._answer(200, b"thanks")
+            self.answer(200, b"thanks")
 
     def do_GET(self) -> None:
         self.server.seen.append(("GET", self.path, self.headers["Host"], b""))
@@ -306,15 +295,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if path.startswith("/chain/"):
             n = int(path.rsplit("/", 1)[1])
             if n < 4:
-                self._answer(302, b"", {"Location": f"/chain/{n + 1}"})
+                self.answer(302, b"", {"Location": f"/chain/{n + 1}"})
             else:
-                self._answer(200, b"end of chain", {"Content-Type": "text/plain"})
+                self.answer(200, b"end of chain", {"Content-Type": "text/plain"})
         elif path == "/to-metadata":
-            self._answer(302, b"", {"Location": "http://169.254.169.254/latest/meta-data/"})
+            self.answer(302, b"", {"Location": "http://169.254.169.254/latest/meta-data/"})
         elif path == "/to-name":
-            self._answer(301, b"", {"Location": f"http://rebind.test:{self.server.port}/file"})
+            self.answer(301, b"", {"Location": f"http://rebind.test:{self.server.port}/file"})
         elif path == "/big":
-            self._answer(200, BIG)
+            self.answer(200, BIG)
         elif path == "/big-chunked":
             self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")
@@ -331,11 +320,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(0.05)
         elif path == "/missing":
-            self._answer(404, b"no")
+            self.answer(404, b"no")
         elif path == "/down":
-            self._answer(503, b"later")
+            self.answer(503, b"later")
         else:
-            self._answer(
+            self.answer(
                 200,
                 b"file body",
                 {

@@ -32,6 +32,7 @@ from storage.local import LocalStorage
 from storage.sealing import Sealer
 from tests.conftest import AUTH, TEST_API_KEYS, TEST_KEYS
 from tests.helpers import free_port, jpeg_bytes, png_bytes, publish_pool
+from tests.receiver import QuietHandler
 
 MAX_UPLOAD = 300_000
 PHOTO = jpeg_bytes(320, 200)
@@ -55,51 +56,39 @@ class Files(http.server.ThreadingHTTPServer):
         pass
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server: Files
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def do_GET(self) -> None:
         self.server.seen.append(self.path)
         path = self.path.split("?", 1)[0]
         if path in ("/photo.jpg", "/no-extension", "/report.docx"):
             # The bytes decide what it is, not the name or the Content-Type.
-            self._send(200, PHOTO, {"Content-Type": "application/octet-stream"})
+            self.answer(200, PHOTO, {"Content-Type": "application/octet-stream"})
         elif path == "/by-id/":
-            self._send(200, PHOTO, {"Content-Disposition": 'attachment; filename="../holiday\x07.jpg"'})
+            self.answer(200, PHOTO, {"Content-Disposition": 'attachment; filename="../holiday\x07.jpg"'})
         elif path == "/picture.png":
-            self._send(200, png_bytes(100, 50, alpha=False), {"Content-Type": "image/png"})
+            self.answer(200, png_bytes(100, 50, alpha=False), {"Content-Type": "image/png"})
         elif path == "/huge.jpg":
-            self._send(200, PHOTO + b"\0" * MAX_UPLOAD, {"Content-Type": "image/jpeg"})
+            self.answer(200, PHOTO + b"\0" * MAX_UPLOAD, {"Content-Type": "image/jpeg"})
         elif path == "/to-metadata":
-            self._send(302, b"", {"Location": "http://169.254.169.254/latest/meta-data/"})
+            self.answer(302, b"", {"Location": "http://169.254.169.254/latest/meta-data/"})
         elif path == "/missing.jpg":
-            self._send(404, b"not here")
+            self.answer(404, b"not here")
         elif path == "/down.jpg":
-            self._send(503, b"later")
+            self.answer(503, b"later")
         elif path == "/flaky.jpg":
             if self.server.failures_left > 0:
                 self.server.failures_left -= 1
-                self._send(503, b"later")
+                self.answer(503, b"later")
             else:
-                self._send(200, PHOTO)
+                self.answer(200, PHOTO)
         elif path == "/noise.bin":
-            self._send(200, bytes(range(256)) * 8)
+            self.answer(200, bytes(range(256)) * 8)
         elif path == "/empty.jpg":
-            self._send(200, b"")
+            self.answer(200, b"")
         else:
-            self._send(404)
+            self.answer(404)
 
 
 @pytest.fixture
