@@ -104,7 +104,8 @@ def test_export_through_s3_hands_out_a_presigned_link(cluster: tuple[str, S3Test
     url = urlsplit(out["url"])
     # The link is the store's own: the bytes never pass through the API.
     assert f"{url.scheme}://{url.netloc}" == s3.endpoint_url
-    assert url.path == f"/{bucket}/install-1/outputs/{job_id}/{out['name']}"
+    # The tests' tenant is "tests" (TEST_API_KEYS): its files live under its own prefix.
+    assert url.path == f"/{bucket}/install-1/tenants/tests/outputs/{job_id}/{out['name']}"
     with urllib.request.urlopen(out["url"], timeout=10) as resp:
         data = resp.read()
         disposition = resp.headers["Content-Disposition"]
