@@ -117,6 +117,10 @@ def test_jobs_killed_from_outside_twice_are_not_blamed_and_succeed(
     assert [(d.status, d.crashes, d.attempts) for d in done] == [
         ("succeeded", 0, MAX_CRASHED_ATTEMPTS + 2)
     ] * 2
+    # Killed mid-job three times, each job ended once: one event each in the stream.
+    ids = {j.id for j in jobs}
+    events = sorted((e.job_id, e.type, e.code) for e in records.events() if e.job_id in ids)
+    assert events == sorted((j.id, "export.succeeded", "") for j in jobs)
 
 
 def test_a_job_that_segfaults_twice_fails_and_its_neighbour_is_not_blamed(
