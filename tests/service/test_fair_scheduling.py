@@ -12,6 +12,7 @@ import pytest
 from actors.capabilities import Availability, Publisher
 from storage.jobs import Job, Records, new_id
 from storage.tenants import Quotas, Tenants
+from tests.helpers import expire_job_record
 
 DEFAULTS = Quotas(requests_per_second=1000, max_queued=1000, max_running=1000, upload_bytes_per_day=1 << 40)
 
@@ -164,7 +165,7 @@ def test_a_held_job_past_its_retention_is_dropped_and_the_next_takes_the_slot(
 ) -> None:
     pools.publish("one", slots=1)
     (first,), (expired, third) = _submit(records, tenants, "a", 3)
-    records.redis.delete(f"{records.namespace}:job:{expired}")
+    expire_job_record(records.redis, records.namespace, expired)
     assert tenants.release("a", first) == [("a", third, "exports")]
     assert (tenants.counts("a")["dispatched"], tenants.counts("a")["held"]) == (1, 0)
 

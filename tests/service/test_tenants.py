@@ -29,7 +29,7 @@ from storage.local import LocalStorage
 from storage.retention import cleanup
 from storage.tenants import Tenants
 from tests.conftest import TEST_KEYS
-from tests.helpers import jpeg_bytes, multipart, png_bytes
+from tests.helpers import expire_job_record, jpeg_bytes, multipart, png_bytes
 
 KEY_A = "exk_" + "a" * 43
 KEY_B = "exk_" + "b" * 43
@@ -386,7 +386,7 @@ def test_a_held_job_past_its_retention_passes_its_turn_to_the_next(
     tenants.set_quotas("a", max_running=1)
     upload_id = _upload(client, KEY_A)
     first, expired, third = (_export(client, KEY_A, upload_id).json["id"] for _ in range(3))
-    redis_client.delete(f"{namespace}:job:{expired}")
+    expire_job_record(redis_client, namespace, expired)
     broker = build_broker(redis_client, namespace=namespace, heartbeat_timeout_ms=30_000)
     releaser(tenants, broker)(records.finish_job(first))
     queued = [m.decode() for m in redis_client.lrange(f"{namespace}:dramatiq:exports", 0, -1)]

@@ -37,8 +37,9 @@ def test_job_round_trips_through_redis_with_its_retention(
     job = _job()
     records.create_job(job)
     assert records.get_job(job.id) == job
-    ttl = redis_client.ttl(f"{records.namespace}:job:{job.id}")
+    ttl = redis_client.ttl(records.job_key(job.tenant, job.id))
     assert 3500 < ttl <= 3600
+    assert 3500 < redis_client.ttl(records.job_tenant_key(job.id)) <= 3600  # the index expires with it
 
 
 def test_lifecycle_queued_running_succeeded(records: Records) -> None:
@@ -83,7 +84,7 @@ def test_missing_records(records: Records) -> None:
     with pytest.raises(RecordNotFound):
         records.start_job("nope")
     with pytest.raises(RecordNotFound):
-        records.get_uploads(["nope"])
+        records.get_uploads(["nope"], tenant="")
 
 
 def test_unreachable_redis_is_reported_as_transient() -> None:
@@ -108,7 +109,7 @@ def test_a_write_in_between_is_not_lost_the_change_is_computed_again(
     stored = records.update_job(job.id, change)
     assert seen == [0, 1]  # the first write was refused; the change saw the other worker's
     assert stored.attempts == 11 and records.get_job(job.id) == stored
-    assert 3500 < redis_client.ttl(f"{records.namespace}:job:{job.id}") <= 3600  # expiry kept
+    assert 3500 < redis_client.ttl(records.job_key(job.tenant, job.id)) <= 3600  # expiry kept
 
 
 def test_a_record_that_expires_in_between_is_not_written_again(
@@ -118,12 +119,12 @@ def test_a_record_that_expires_in_between_is_not_written_again(
     records.create_job(job)
 
     def change(current: Job) -> Job:
-        redis_client.delete(f"{records.namespace}:job:{job.id}")
+        redis_client.delete(records.job_key(job.tenant, job.id))
         return dataclasses.replace(current, status=RUNNING)
 
     with pytest.raises(RecordNotFound):
         records.update_job(job.id, change)
-    assert redis_client.exists(f"{records.namespace}:job:{job.id}") == 0
+    assert redis_client.exists(records.job_key(job.tenant, job.id), records.legacy_job_key(job.id)) == 0
 
 
 def test_a_job_that_finishes_is_announced_once_on_the_namespace_channel(
