@@ -295,14 +295,14 @@ class Records:
         return f"{self.namespace}:upload:{upload_id}"
 
     def _raw_job(self, job_id: str, tenant: str | None) -> Any:
-        """The stored record (or None): under `tenant`'s key (or the old key: the caller checks its
-        tenant field), or, for no tenant, wherever the id → tenant index says."""
+        """The stored record (or None), in one round trip: under `tenant`'s key (or the old key: the
+        caller checks its tenant field), or, for no tenant, wherever the id → tenant index says."""
         if tenant is None:
             _, raw = self._locate(keys=[self.job_tenant_key(job_id), self.legacy_job_key(job_id)],
                                   args=[self.namespace, job_id])  # fmt: skip
             return raw
-        raw = self.redis.get(self.job_key(tenant, job_id))
-        return raw if raw is not None else self.redis.get(self.legacy_job_key(job_id))
+        current, legacy = self.redis.mget([self.job_key(tenant, job_id), self.legacy_job_key(job_id)])
+        return current if current is not None else legacy
 
     def tenant_key(self, tenant: str, what: str) -> str:
         """A key of one tenant's own: `{namespace}:tenant:{tenant}:{what}`."""
@@ -515,7 +515,9 @@ class Records:
                     self.tenant_key(changed.tenant, "open"), self.legacy_job_key(job_id)]  # fmt: skip
             if self._swap(keys=keys, args=[raw, changed.to_json(), *event]):
                 return changed
-            raw = self._raw_job(job_id, current.tenant)
+            raw = self.redis.get(self.job_key(current.tenant, job_id))
+            if raw is None:  # gone, or a record of the layout before (where it stays until it expires)
+                raw = self.redis.get(self.legacy_job_key(job_id))
 
     def start_job(self, job_id: str) -> Job:
         """Mark a job running and count the attempt; a finished job is returned unchanged."""
