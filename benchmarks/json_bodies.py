@@ -99,7 +99,7 @@ def _case(label: str, redis_url: str, max_json_bytes: int, size_mb: int) -> floa
                 ms = (time.perf_counter() - began) * 1000
                 print(f"  {label:<28} {how:<15} -> {status} in {ms:7.1f} ms")
             grown_mb = float(worker.memory_info().rss - rss_before) / 1e6
-            records = list(client.scan_iter(f"{namespace}:job:*"))
+            records = list(client.scan_iter(f"{namespace}:tenant:*:job:*"))
             stored_mb = sum(int(client.strlen(k)) for k in records) / 1e6
             print(
                 f"  {label:<28} API process grew {grown_mb:6.1f} MB; {len(records)} job records, {stored_mb:.1f} MB in Redis"

@@ -155,14 +155,17 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k in names}
 
 
-#: Sets KEYS[1] to ARGV[2], keeping its expiry, only while it still holds ARGV[1]: a read and a
+#: Sets KEYS[1] (or, where it does not exist, KEYS[5]: the record's key before record keys carried
+#: the tenant) to ARGV[2], keeping its expiry, only while it still holds ARGV[1]: a read and a
 #: conditional write, two round trips where WATCH/GET/MULTI-EXEC took three. A job that finishes
 #: (ARGV[3] set) leaves the open-jobs index KEYS[2], gets one event in the stream KEYS[3] (events
 #: older than the retention, ARGV[6] ms, are trimmed), and is announced on channel ARGV[3], all in
 #: this one call: a finished record never exists without its event.
 _COMPARE_AND_SET = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then key = KEYS[5] end  -- a record of the layout before (_LOCATE)
+if redis.call('GET', key) == ARGV[1] then
+  redis.call('SET', key, ARGV[2], 'KEEPTTL')
   if ARGV[3] then
     redis.call('ZREM', KEYS[2], ARGV[4])
     redis.call('ZREM', KEYS[4], ARGV[4])
@@ -177,7 +180,9 @@ end
 return 0
 """
 
-#: Stores a new job (KEYS[1]) with its place in the open-jobs index (KEYS[2]), its tenant's open
+#: Stores a new job (KEYS[1]; refused, -1, if its id is known, in the index KEYS[5] or under its old
+#: key KEYS[6]) with its tenant in the id → tenant index (KEYS[5], expiring with it),
+#: its place in the open-jobs index (KEYS[2]), its tenant's open
 #: jobs (KEYS[3]) and its tenant's listing (KEYS[4]), unless the tenant already has ARGV[5] open
 #: jobs (0: no limit): the check and the write are one step, so concurrent submits cannot overrun
 #: the quota. Index entries older than the retention (ARGV[6]) are dropped on the way.
@@ -187,9 +192,10 @@ redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[6])
 if max_queued > 0 and redis.call('ZCARD', KEYS[3]) >= max_queued then
   return 0
 end
-if not redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX') then
+if redis.call('EXISTS', KEYS[5], KEYS[6]) > 0 or not redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX') then
   return -1
 end
+redis.call('SET', KEYS[5], ARGV[7], 'EX', ARGV[2])
 redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[4], 'NX', ARGV[3], ARGV[4])
@@ -197,6 +203,19 @@ redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[6])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 redis.call('EXPIRE', KEYS[4], ARGV[2])
 return 1
+"""
+
+#: The record of job ARGV[2] when only its id is known (the worker side: messages, the sweeper, crash
+#: marks, events carry the id alone): its tenant from the index KEYS[1] (`{ns}:job-tenant:{id}`, written
+#: with the record by _CREATE), then `{ns}:tenant:{tenant}:job:{id}`; without an index entry (a record
+#: written before record keys carried the tenant) the old key KEYS[2], `{ns}:job:{id}`. The key is
+#: computed here, not declared: exportd runs on one Redis, never a cluster, where that is allowed.
+#: One round trip; returns {key, record or nil}.
+_LOCATE = """
+local tenant = redis.call('GET', KEYS[1])
+local key = KEYS[2]
+if tenant then key = ARGV[1] .. ':tenant:' .. tenant .. ':job:' .. ARGV[2] end
+return {key, redis.call('GET', key)}
 """
 
 #: The event type of each way a job ends (the names webhooks use).
@@ -238,7 +257,14 @@ def _wrap_redis_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 
 
 class Records:
-    """Jobs and uploads under `{namespace}:job:{id}` and `{namespace}:upload:{id}`."""
+    """Jobs and uploads under their tenant: `{namespace}:tenant:{tenant}:job:{id}` and
+    `{namespace}:tenant:{tenant}:upload:{id}`. A read for a tenant builds the key from that tenant,
+    so another tenant's id is simply absent. The worker side knows a job by its id alone: the index
+    `{namespace}:job-tenant:{id}` (written with the record, expiring with it) names its tenant.
+
+    Records written before keys carried the tenant (`{namespace}:job:{id}`, `{namespace}:upload:{id}`,
+    no index entry) are still read, updated and finished where they are until they expire: a read
+    for a tenant accepts one only if its `tenant` field is that tenant."""
 
     def __init__(self, client: redis.Redis, *, namespace: str, retention_s: int) -> None:
         self.redis = client
@@ -246,12 +272,37 @@ class Records:
         self.retention_s = retention_s
         self._swap = client.register_script(_COMPARE_AND_SET)
         self._create = client.register_script(_CREATE)
+        self._locate = client.register_script(_LOCATE)
 
-    def _job_key(self, job_id: str) -> str:
+    def job_key(self, tenant: str, job_id: str) -> str:
+        """Where a job's record is: `{namespace}:tenant:{tenant}:job:{id}`."""
+        return self.tenant_key(tenant, f"job:{job_id}")
+
+    def upload_record_key(self, tenant: str, upload_id: str) -> str:
+        """Where an upload's record is: `{namespace}:tenant:{tenant}:upload:{id}`."""
+        return self.tenant_key(tenant, f"upload:{upload_id}")
+
+    def job_tenant_key(self, job_id: str) -> str:
+        """The index entry naming a job's tenant, for the paths that know its id alone."""
+        return f"{self.namespace}:job-tenant:{job_id}"
+
+    def legacy_job_key(self, job_id: str) -> str:
+        """A job record's key before record keys carried the tenant (read until it expires)."""
         return f"{self.namespace}:job:{job_id}"
 
-    def _upload_key(self, upload_id: str) -> str:
+    def legacy_upload_key(self, upload_id: str) -> str:
+        """An upload record's key before record keys carried the tenant (read until it expires)."""
         return f"{self.namespace}:upload:{upload_id}"
+
+    def _raw_job(self, job_id: str, tenant: str | None) -> Any:
+        """The stored record (or None), in one round trip: under `tenant`'s key (or the old key: the
+        caller checks its tenant field), or, for no tenant, wherever the id → tenant index says."""
+        if tenant is None:
+            _, raw = self._locate(keys=[self.job_tenant_key(job_id), self.legacy_job_key(job_id)],
+                                  args=[self.namespace, job_id])  # fmt: skip
+            return raw
+        current, legacy = self.redis.mget([self.job_key(tenant, job_id), self.legacy_job_key(job_id)])
+        return current if current is not None else legacy
 
     def tenant_key(self, tenant: str, what: str) -> str:
         """A key of one tenant's own: `{namespace}:tenant:{tenant}:{what}`."""
@@ -290,18 +341,22 @@ class Records:
     @_wrap_redis_errors
     def add_upload(self, upload: Upload) -> None:
         data = json.dumps(dataclasses.asdict(upload))
-        self.redis.set(self._upload_key(upload.id), data, ex=self.retention_s)
+        self.redis.set(self.upload_record_key(upload.tenant, upload.id), data, ex=self.retention_s)
 
     @_wrap_redis_errors
-    def get_uploads(self, upload_ids: list[str], *, tenant: str | None = None) -> list[Upload]:
-        """Raises RecordNotFound naming the first unknown id, or the first of another tenant."""
+    def get_uploads(self, upload_ids: list[str], *, tenant: str) -> list[Upload]:
+        """`tenant`'s uploads. Raises RecordNotFound naming the first unknown id, or the first of
+        another tenant (whose key is another key; an old-layout record is checked by its field)."""
         if not upload_ids:
             return []
-        raws = self.redis.mget([self._upload_key(u) for u in upload_ids])
+        n = len(upload_ids)
+        raws = self.redis.mget([self.upload_record_key(tenant, u) for u in upload_ids]
+                               + [self.legacy_upload_key(u) for u in upload_ids])  # fmt: skip
         uploads = []
-        for upload_id, raw in zip(upload_ids, raws, strict=True):
+        for upload_id, current, legacy in zip(upload_ids, raws[:n], raws[n:], strict=True):
+            raw = current if current is not None else legacy
             upload = Upload(**_known(Upload, json.loads(raw))) if raw is not None else None
-            if upload is None or (tenant is not None and upload.tenant != tenant):
+            if upload is None or upload.tenant != tenant:
                 raise RecordNotFound(upload_id)
             uploads.append(upload)
         return uploads
@@ -313,11 +368,12 @@ class Records:
         """Store a new job, unless its tenant has `max_queued` open jobs (0: no limit).
 
         Raises QueueFull (nothing stored), ValueError for an id that exists."""
-        keys = [self._job_key(job.id), self.open_key, self.tenant_key(job.tenant, "open"),
-                self.tenant_key(job.tenant, "jobs")]  # fmt: skip
+        keys = [self.job_key(job.tenant, job.id), self.open_key, self.tenant_key(job.tenant, "open"),
+                self.tenant_key(job.tenant, "jobs"), self.job_tenant_key(job.id),
+                self.legacy_job_key(job.id)]  # fmt: skip
         cutoff = job.created_at - self.retention_s
         created = self._create(keys=keys, args=[job.to_json(), self.retention_s, job.created_at, job.id,
-                                                max_queued, cutoff])  # fmt: skip
+                                                max_queued, cutoff, job.tenant])  # fmt: skip
         if created == 0:
             raise QueueFull(max_queued)
         if created != 1:
@@ -351,7 +407,12 @@ class Records:
             members = [(text(m), s) for m, s in batch]
             if after_id is not None:  # equal scores come in reverse order of id: skip up to the cursor's
                 members = [(m, s) for m, s in members if repr(s) != top or m < after_id]
-            raws = self.redis.mget([self._job_key(m) for m, _ in members]) if members else []
+            ids = [m for m, _ in members]
+            both = (self.redis.mget([self.job_key(tenant, m) for m in ids] + [self.legacy_job_key(m) for m in ids])
+                    if ids else [])  # fmt: skip
+            raws = [
+                c if c is not None else old for c, old in zip(both[: len(ids)], both[len(ids) :], strict=True)
+            ]
             for (member, _), raw in zip(members, raws, strict=True):
                 if raw is None:
                     self.redis.zrem(index, member)  # past its retention
@@ -382,7 +443,7 @@ class Records:
     @_wrap_redis_errors
     def get_job(self, job_id: str, *, tenant: str | None = None) -> Job:
         """Raises RecordNotFound, also for a job of a tenant other than `tenant` (when given)."""
-        raw = self.redis.get(self._job_key(job_id))
+        raw = self._raw_job(job_id, tenant)
         job = Job.from_json(raw) if raw is not None else None
         if job is None or (tenant is not None and job.tenant != tenant):
             raise RecordNotFound(job_id)
@@ -392,7 +453,7 @@ class Records:
     def cancel_requested(self, job_id: str) -> bool:
         """Whether DELETE asked to stop the job: what a running job's cancel token asks
         (actors/export.py). Once true, the job can only end canceled (finish_job_once)."""
-        raw = self.redis.get(self._job_key(job_id))
+        raw = self._raw_job(job_id, None)
         return raw is not None and Job.from_json(raw).cancel_requested
 
     @_wrap_redis_errors
@@ -412,7 +473,7 @@ class Records:
     @_wrap_redis_errors
     def delete_job(self, job_id: str, *, tenant: str = "") -> None:
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(self._job_key(job_id))
+        pipe.delete(self.job_key(tenant, job_id), self.legacy_job_key(job_id), self.job_tenant_key(job_id))
         pipe.zrem(self.open_key, job_id)
         pipe.zrem(self.tenant_key(tenant, "open"), job_id)
         pipe.zrem(self.tenant_key(tenant, "jobs"), job_id)
@@ -426,8 +487,7 @@ class Records:
         reading the record when nobody changed it since. Returns the record as stored afterwards.
         Raises RecordNotFound.
         """
-        key = self._job_key(job_id)
-        raw = seen.to_json() if seen is not None else self.redis.get(key)
+        raw = seen.to_json() if seen is not None else self._raw_job(job_id, None)
         while True:
             if raw is None:
                 raise RecordNotFound(job_id)
@@ -449,10 +509,15 @@ class Records:
                 if ends
                 else []
             )
-            keys = [key, self.open_key, self.events_key, self.tenant_key(changed.tenant, "open")]
+            # A job's tenant never changes: its key is known from the record (the old key, where
+            # the new one does not exist, is taken by the script).
+            keys = [self.job_key(current.tenant, job_id), self.open_key, self.events_key,
+                    self.tenant_key(changed.tenant, "open"), self.legacy_job_key(job_id)]  # fmt: skip
             if self._swap(keys=keys, args=[raw, changed.to_json(), *event]):
                 return changed
-            raw = self.redis.get(key)
+            raw = self.redis.get(self.job_key(current.tenant, job_id))
+            if raw is None:  # gone, or a record of the layout before (where it stays until it expires)
+                raw = self.redis.get(self.legacy_job_key(job_id))
 
     def start_job(self, job_id: str) -> Job:
         """Mark a job running and count the attempt; a finished job is returned unchanged."""

@@ -148,8 +148,11 @@ local slots = cjson.decode(ARGV[4])
 local busy = {}  -- dispatched jobs per queue
 for _, q in ipairs(redis.call('HVALS', KEYS[4])) do busy[q] = (busy[q] or 0) + 1 end
 local function room(q) return slots[q] == nil or (busy[q] or 0) < slots[q] end
-local function queue_of(id)  -- nil once the job's record is past its retention
-  local raw = redis.call('GET', ARGV[1] .. ':job:' .. id)
+-- Job `id` of tenant `t`: its record under the tenant (`{ns}:tenant:{t}:job:{id}`), else under the
+-- key it had before record keys carried the tenant (`{ns}:job:{id}`, until it expires). Keys are
+-- computed in the script: exportd runs on one Redis, never a cluster, where that is allowed.
+local function queue_of(t, id)  -- nil once the job's record is past its retention
+  local raw = redis.call('GET', key(t, 'job:' .. id)) or redis.call('GET', ARGV[1] .. ':job:' .. id)
   if not raw then return nil end
   local q = cjson.decode(raw)['queue']
   if type(q) ~= 'string' then q = 'exports' end
@@ -179,7 +182,7 @@ _DISPATCH = (
     _SCHEDULING
     + """
 local t, id = ARGV[5], ARGV[6]
-local q = queue_of(id) or 'exports'
+local q = queue_of(t, id) or 'exports'
 if redis.call('LLEN', key(t, 'backlog')) == 0 and redis.call('SCARD', key(t, 'dispatched')) < limits(t)
    and room(q) then
   take(t, id, q)
@@ -205,7 +208,7 @@ if ARGV[6] ~= '' then
     local q = redis.call('HGET', KEYS[4], ARGV[6])
     if q then busy[q] = busy[q] - 1 end
   elseif redis.call('LREM', key(ARGV[5], 'backlog'), 0, ARGV[6]) > 0 then  -- ended held: canceled
-    redis.call('LPOP', held_list(queue_of(ARGV[6]) or 'exports'))
+    redis.call('LPOP', held_list(queue_of(ARGV[5], ARGV[6]) or 'exports'))
   end
   redis.call('HDEL', KEYS[4], ARGV[6])
   if redis.call('SCARD', key(ARGV[5], 'dispatched')) == 0 then redis.call('SREM', KEYS[2], ARGV[5]) end
@@ -224,12 +227,12 @@ while true do
     if s.d < s.cap and (best == nil or s.d * best.w < best.d * s.w
                         or (s.d * best.w == best.d * s.w and s.at < best.at)) then
       local head = redis.call('LINDEX', key(s.t, 'backlog'), 0)
-      local q = head and queue_of(head)
+      local q = head and queue_of(s.t, head)
       if head and not q then  -- past its retention: nothing to run; look at the next one
         redis.call('LPOP', key(s.t, 'backlog'))
         redis.call('LPOP', held_list('exports'))  -- its queue went with its record: the likeliest
         head = redis.call('LINDEX', key(s.t, 'backlog'), 0)
-        q = head and (queue_of(head) or 'exports')
+        q = head and (queue_of(s.t, head) or 'exports')
       end
       if not head then
         redis.call('SREM', KEYS[1], s.t)

@@ -108,3 +108,26 @@ def wait_finished(records: Any, job_id: str, timeout_s: float = 20) -> Any:
             return job
         time.sleep(0.05)
     raise AssertionError(f"job stuck: {records.get_job(job_id)}")
+
+
+def job_record_keys(client: Any, namespace: str) -> list[Any]:
+    """Every job record in Redis, in either layout: `{ns}:tenant:{t}:job:{id}`, and `{ns}:job:{id}`
+    as records were stored before their keys carried the tenant."""
+    return [*client.scan_iter(f"{namespace}:tenant:*:job:*"), *client.scan_iter(f"{namespace}:job:*")]
+
+
+def raw_job_record(client: Any, namespace: str, job_id: str) -> bytes | None:
+    """A job's record as stored, found by its id through the id → tenant index."""
+    tenant = client.get(f"{namespace}:job-tenant:{job_id}")
+    if tenant is None:
+        return None
+    value: bytes | None = client.get(f"{namespace}:tenant:{tenant.decode()}:job:{job_id}")
+    return value
+
+
+def expire_job_record(client: Any, namespace: str, job_id: str) -> None:
+    """What the end of a job's retention does to its record: the record and its index entry go."""
+    tenant = client.get(f"{namespace}:job-tenant:{job_id}")
+    client.delete(f"{namespace}:job-tenant:{job_id}", f"{namespace}:job:{job_id}")
+    if tenant is not None:
+        client.delete(f"{namespace}:tenant:{tenant.decode()}:job:{job_id}")

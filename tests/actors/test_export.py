@@ -184,3 +184,19 @@ def test_running_out_of_memory_fails_at_once_without_retry(records: Records, tmp
     failed = records.get_job(job.id)
     assert failed.status == "failed" and failed.error is not None
     assert (failed.error.code, failed.attempts) == ("input_too_large", 1)
+
+
+def test_a_job_stored_before_record_keys_carried_the_tenant_still_runs(
+    records: Records, storage: LocalStorage
+) -> None:
+    # Its message carries the id alone, and its record has no id → tenant index entry: it is found
+    # under `{ns}:job:{id}`, started and finished there.
+    task = ExportTask(records=records, storage=storage, limits=Limits())
+    job = _job(records, storage, jpeg_bytes(), fmt="pdf")
+    records.redis.rename(records.job_key(job.tenant, job.id), records.legacy_job_key(job.id))
+    records.redis.delete(records.job_tenant_key(job.id))
+    task(job.id)
+    done = records.get_job(job.id)
+    assert (done.status, done.attempts) == ("succeeded", 1)
+    assert records.redis.exists(records.legacy_job_key(job.id)) == 1
+    assert records.redis.exists(records.job_key(job.tenant, job.id)) == 0

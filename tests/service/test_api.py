@@ -31,7 +31,15 @@ from storage.local import LocalStorage
 from storage.sealing import Sealer
 from storage.signing import Signer
 from tests.conftest import AUTH, TEST_API_KEYS, TEST_KEYS
-from tests.helpers import RUSSIAN, jpeg_bytes, multipart, png_bytes, publish_pool
+from tests.helpers import (
+    RUSSIAN,
+    job_record_keys,
+    jpeg_bytes,
+    multipart,
+    png_bytes,
+    publish_pool,
+    raw_job_record,
+)
 
 
 class Clock:
@@ -425,7 +433,7 @@ def test_enqueue_failure_leaves_no_orphan_job(
     body, ctype = multipart([("file", ("a.jpg", jpeg_bytes())), ("format", "png")])
     _problem(client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype}), 503,
              "service_unavailable")  # fmt: skip
-    assert not [k for k in records.redis.scan_iter(f"{records.namespace}:job:*")]
+    assert not job_record_keys(records.redis, records.namespace)
 
 
 def test_request_id_is_echoed(api: Api) -> None:
@@ -515,7 +523,7 @@ def test_pdf_pages_become_images_and_the_password_is_never_shown(api: Api, worke
     job = _export_files(api, [("a.pdf", pdf_bytes)], "png", {"dpi": 50, "password": "s3cret-pw"})
     assert job["options"]["password"] == "********"
     # Sealed in the record: the password is nowhere in Redis, in any form a reader could use.
-    stored = api.redis.get(f"{api.namespace}:job:{job['id']}")
+    stored = raw_job_record(api.redis, api.namespace, job["id"])
     assert stored is not None and b"s3cret-pw" not in stored and b"sealed:v1:" in stored
     done = api.wait_for(job["id"])
     assert done["status"] == "succeeded", done  # the worker unsealed it and opened the PDF
@@ -721,7 +729,7 @@ class _Unreadable(io.RawIOBase):
 
 
 def _stored_jobs(api: Api) -> list[Any]:
-    return list(api.redis.scan_iter(f"{api.namespace}:job:*"))
+    return job_record_keys(api.redis, api.namespace)
 
 
 def _post_json(api: Api, text: str | bytes, **kwargs: Any) -> falcon.testing.Result:
@@ -947,7 +955,7 @@ def test_a_conversion_no_live_pool_can_run_is_refused_and_shown_unavailable(
     assert refused.status_code == 422 and refused.json["code"] == "conversion_unavailable"
     assert "no worker pool that converts image to png" in refused.json["detail"]
     assert not any(available().values())
-    assert not list(redis_client.scan_iter(f"{namespace}:job:*"))  # nothing stored
+    assert not job_record_keys(redis_client, namespace)  # nothing stored
     # A pool serving only the photos' queue, without LibreOffice (as an image built with it but
     # deployed without office workers): photos yes, Office no.
     pool = publish_pool(redis_client, namespace, queues=("exports",), capabilities={"office": True})

@@ -12,6 +12,7 @@ import pytest
 from actors.capabilities import Availability, Publisher
 from storage.jobs import Job, Records, new_id
 from storage.tenants import Quotas, Tenants
+from tests.helpers import expire_job_record
 
 DEFAULTS = Quotas(requests_per_second=1000, max_queued=1000, max_running=1000, upload_bytes_per_day=1 << 40)
 
@@ -164,7 +165,7 @@ def test_a_held_job_past_its_retention_is_dropped_and_the_next_takes_the_slot(
 ) -> None:
     pools.publish("one", slots=1)
     (first,), (expired, third) = _submit(records, tenants, "a", 3)
-    records.redis.delete(f"{records.namespace}:job:{expired}")
+    expire_job_record(records.redis, records.namespace, expired)
     assert tenants.release("a", first) == [("a", third, "exports")]
     assert (tenants.counts("a")["dispatched"], tenants.counts("a")["held"]) == (1, 0)
 
@@ -191,3 +192,21 @@ def test_a_held_job_that_ends_canceled_leaves_its_backlog_and_the_held_count(
     assert tenants.held_job_ids() == {later} and records.redis.llen(held) == 1
     assert tenants.release("a", running) == [("a", later, "exports")]
     assert records.redis.llen(held) == 0
+
+
+def test_held_jobs_in_either_record_layout_go_to_their_own_queue(records: Records, tenants: Tenants) -> None:
+    # The scheduling scripts read a held job's queue from its record: under its tenant
+    # (`{ns}:tenant:{t}:job:{id}`), or under `{ns}:job:{id}` for a record stored before that.
+    tenants.set_quotas("a", max_running=1)
+    (first,), _ = _submit(records, tenants, "a", 1)
+    new, old = (Job(id=new_id(), format="pdf", inputs=(), options={}, created_at=0.0, tenant="a", queue="office")
+                for _ in range(2))  # fmt: skip
+    for job in (new, old):
+        records.create_job(job)
+    records.redis.rename(records.job_key("a", old.id), records.legacy_job_key(old.id))
+    records.redis.delete(records.job_tenant_key(old.id))
+    assert not tenants.dispatch("a", new.id) and not tenants.dispatch("a", old.id)
+    assert records.redis.llen(f"{records.namespace}:tenants:held:office") == 2
+    assert tenants.release("a", first) == [("a", new.id, "office")]
+    assert tenants.release("a", new.id) == [("a", old.id, "office")]
+    assert records.redis.llen(f"{records.namespace}:tenants:held:office") == 0

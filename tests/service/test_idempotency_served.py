@@ -41,5 +41,5 @@ def test_identical_uploads_racing_store_one_file(served: Served) -> None:  # noq
     )
     assert [a[0] for a in answers] == [201] * RACERS, answers
     assert len({a[2]["id"] for a in answers}) == 1
-    upload_keys = list(served.records.redis.scan_iter(f"{served.records.namespace}:upload:*"))
+    upload_keys = list(served.records.redis.scan_iter(f"{served.records.namespace}:tenant:*:upload:*"))
     assert len(upload_keys) == 1

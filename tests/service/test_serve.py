@@ -375,7 +375,7 @@ def test_more_requests_than_the_old_thread_count_all_wait_and_are_woken(
     waiting: set[str] = set()
     # Finish every job, those POSTed with ?wait as well, once it is known (no worker runs here).
     while len(waiting) < 12 and time.monotonic() < deadline:
-        for job_id in records.redis.scan_iter(f"{records.namespace}:job:*"):
+        for job_id in records.redis.scan_iter(f"{records.namespace}:tenant:*:job:*"):
             waiting.add(job_id.decode().rsplit(":", 1)[1])
         time.sleep(0.2)
     time.sleep(1.0)  # every request is in its wait: none has answered yet

@@ -98,7 +98,7 @@ def test_records_written_before_keys_carried_the_tenant_keep_working(
     legacy = {"id": upload_id, "filename": "a.png", "content_type": "image/png", "size": stored.size,
               "sha256": stored.sha256, "created_at": time.time(), "tenant": "shop"}  # fmt: skip
     records.redis.set(f"{records.namespace}:upload:{upload_id}", json.dumps(legacy))
-    assert records.get_uploads([upload_id])[0].key == f"uploads/{upload_id}"
+    assert records.get_uploads([upload_id], tenant="shop")[0].key == f"uploads/{upload_id}"
     auth = {"Authorization": f"Bearer {KEY_A}", "Content-Type": "application/json"}
     job = app.simulate_post("/v1/exports", body=json.dumps({"inputs": [upload_id], "format": "jpeg"}),
                             headers=auth).json  # fmt: skip

@@ -23,13 +23,13 @@ from actors.outcomes import JobOutcomes
 from actors.sweeper import Sweeper
 from service.app import create_app, limits_from, quotas_from
 from service.settings import Settings, parse_signing_keys
-from storage.jobs import Records
+from storage.jobs import RecordNotFound, Records
 from storage.keys import KeyStore, hash_key, parse_configured_keys
 from storage.local import LocalStorage
 from storage.retention import cleanup
 from storage.tenants import Tenants
 from tests.conftest import TEST_KEYS
-from tests.helpers import jpeg_bytes, multipart, png_bytes
+from tests.helpers import expire_job_record, jpeg_bytes, multipart, png_bytes
 
 KEY_A = "exk_" + "a" * 43
 KEY_B = "exk_" + "b" * 43
@@ -185,6 +185,36 @@ def _same_problem(mine: dict[str, Any], theirs: dict[str, Any]) -> None:
     assert {k: v for k, v in mine.items() if k not in drop} == {
         k: v for k, v in theirs.items() if k not in drop
     }
+
+
+def test_a_routes_read_cannot_reach_another_tenants_record_even_with_its_tenant_field_wrong(
+    client: Any, records: Records, redis_client: Any
+) -> None:
+    # The record keys carry the tenant: a route reads `{ns}:tenant:{caller}:job:{id}`, so B's read of
+    # A's id finds no key at all. Here A's records are rewritten to claim B as their tenant (as if the
+    # tenant check on the record were missing): B still gets 404 / unknown_upload.
+    upload_id = _upload(client, KEY_A)
+    job_id = _export(client, KEY_A, upload_id).json["id"]
+    a = records.get_job(job_id).tenant
+    b_tenant = records.get_job(_export(client, KEY_B, _upload(client, KEY_B)).json["id"]).tenant
+    assert a != b_tenant
+    job_key, upload_key = records.job_key(a, job_id), records.upload_record_key(a, upload_id)
+    assert redis_client.get(records.job_tenant_key(job_id)) == a.encode()
+    assert not redis_client.exists(records.job_key(b_tenant, job_id), records.legacy_job_key(job_id))
+    assert not redis_client.exists(
+        records.upload_record_key(b_tenant, upload_id), records.legacy_upload_key(upload_id)
+    )
+    for key in (job_key, upload_key):
+        record = json.loads(redis_client.get(key))
+        record["tenant"] = b_tenant
+        redis_client.set(key, json.dumps(record), keepttl=True)
+    _problem(client.simulate_get(f"/v1/exports/{job_id}", headers=bearer(KEY_B)), 404, "not_found")
+    _problem(client.simulate_get(f"/v1/uploads/{upload_id}", headers=bearer(KEY_B)), 404, "not_found")
+    _problem(_export(client, KEY_B, upload_id), 422, "unknown_upload")
+    with pytest.raises(RecordNotFound):
+        records.get_job(job_id, tenant=b_tenant)
+    with pytest.raises(RecordNotFound):
+        records.get_uploads([upload_id], tenant=b_tenant)
 
 
 def test_another_tenants_ids_answer_exactly_as_unknown_ones(client: Any) -> None:
@@ -386,7 +416,7 @@ def test_a_held_job_past_its_retention_passes_its_turn_to_the_next(
     tenants.set_quotas("a", max_running=1)
     upload_id = _upload(client, KEY_A)
     first, expired, third = (_export(client, KEY_A, upload_id).json["id"] for _ in range(3))
-    redis_client.delete(f"{namespace}:job:{expired}")
+    expire_job_record(redis_client, namespace, expired)
     broker = build_broker(redis_client, namespace=namespace, heartbeat_timeout_ms=30_000)
     releaser(tenants, broker)(records.finish_job(first))
     queued = [m.decode() for m in redis_client.lrange(f"{namespace}:dramatiq:exports", 0, -1)]

@@ -31,7 +31,7 @@ from storage.jobs import Job, Records
 from storage.local import LocalStorage
 from storage.sealing import Sealer
 from tests.conftest import AUTH, TEST_API_KEYS, TEST_KEYS
-from tests.helpers import free_port, jpeg_bytes, png_bytes, publish_pool
+from tests.helpers import free_port, jpeg_bytes, png_bytes, publish_pool, raw_job_record
 from tests.receiver import QuietHandler
 
 MAX_UPLOAD = 300_000
@@ -247,7 +247,7 @@ def test_the_record_keeps_the_url_sealed_and_shows_it_without_its_query(
     (shown,) = result.json["inputs"]
     assert shown["url"] == f"{files.base}/photo.jpg" and shown["filename"] == "photo.jpg"
     assert (shown["content_type"], shown["size"]) == ("image/jpeg", 0)  # the name's hint, until downloaded
-    raw = service.redis.get(f"{service.namespace}:job:{result.json['id']}")
+    raw = raw_job_record(service.redis, service.namespace, result.json["id"])
     assert raw is not None and b"very-secret-token" not in raw and b"sealed:v1:" in raw
 
 

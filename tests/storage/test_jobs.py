@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 
@@ -37,8 +38,9 @@ def test_job_round_trips_through_redis_with_its_retention(
     job = _job()
     records.create_job(job)
     assert records.get_job(job.id) == job
-    ttl = redis_client.ttl(f"{records.namespace}:job:{job.id}")
+    ttl = redis_client.ttl(records.job_key(job.tenant, job.id))
     assert 3500 < ttl <= 3600
+    assert 3500 < redis_client.ttl(records.job_tenant_key(job.id)) <= 3600  # the index expires with it
 
 
 def test_lifecycle_queued_running_succeeded(records: Records) -> None:
@@ -83,7 +85,7 @@ def test_missing_records(records: Records) -> None:
     with pytest.raises(RecordNotFound):
         records.start_job("nope")
     with pytest.raises(RecordNotFound):
-        records.get_uploads(["nope"])
+        records.get_uploads(["nope"], tenant="")
 
 
 def test_unreachable_redis_is_reported_as_transient() -> None:
@@ -108,7 +110,7 @@ def test_a_write_in_between_is_not_lost_the_change_is_computed_again(
     stored = records.update_job(job.id, change)
     assert seen == [0, 1]  # the first write was refused; the change saw the other worker's
     assert stored.attempts == 11 and records.get_job(job.id) == stored
-    assert 3500 < redis_client.ttl(f"{records.namespace}:job:{job.id}") <= 3600  # expiry kept
+    assert 3500 < redis_client.ttl(records.job_key(job.tenant, job.id)) <= 3600  # expiry kept
 
 
 def test_a_record_that_expires_in_between_is_not_written_again(
@@ -118,12 +120,12 @@ def test_a_record_that_expires_in_between_is_not_written_again(
     records.create_job(job)
 
     def change(current: Job) -> Job:
-        redis_client.delete(f"{records.namespace}:job:{job.id}")
+        redis_client.delete(records.job_key(job.tenant, job.id))
         return dataclasses.replace(current, status=RUNNING)
 
     with pytest.raises(RecordNotFound):
         records.update_job(job.id, change)
-    assert redis_client.exists(f"{records.namespace}:job:{job.id}") == 0
+    assert redis_client.exists(records.job_key(job.tenant, job.id), records.legacy_job_key(job.id)) == 0
 
 
 def test_a_job_that_finishes_is_announced_once_on_the_namespace_channel(
@@ -207,3 +209,89 @@ def test_ping_fails_when_new_connections_fail_though_pooled_ones_work(
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _tenants_job(tenant: str) -> Job:
+    return dataclasses.replace(_job(), tenant=tenant)
+
+
+def _as_stored_before(records: Records, job: Job) -> None:
+    """Move a job's record to the layout of before record keys carried the tenant: `{ns}:job:{id}`,
+    no index entry (its expiry goes with it)."""
+    records.redis.rename(records.job_key(job.tenant, job.id), records.legacy_job_key(job.id))
+    records.redis.delete(records.job_tenant_key(job.id))
+
+
+def test_record_keys_carry_the_tenant_and_a_read_for_another_tenant_finds_no_key(
+    records: Records, redis_client: redis.Redis
+) -> None:
+    job = _tenants_job("a")
+    records.create_job(job)
+    upload = dataclasses.replace(job.inputs[0], tenant="a")
+    records.add_upload(upload)
+    ns = records.namespace
+    assert redis_client.get(f"{ns}:tenant:a:job:{job.id}") == job.to_json().encode()
+    assert redis_client.exists(f"{ns}:tenant:a:upload:{upload.id}") == 1
+    assert redis_client.get(f"{ns}:job-tenant:{job.id}") == b"a"
+    assert (
+        redis_client.exists(f"{ns}:job:{job.id}", f"{ns}:upload:{upload.id}") == 0
+    )  # nothing in the old layout
+    # Even if the records claimed tenant b (a missing check on the field would then let b read them),
+    # b's read builds b's key, which does not exist.
+    for key in (f"{ns}:tenant:a:job:{job.id}", f"{ns}:tenant:a:upload:{upload.id}"):
+        record = json.loads(redis_client.get(key) or b"")
+        record["tenant"] = "b"
+        redis_client.set(key, json.dumps(record), keepttl=True)
+    with pytest.raises(RecordNotFound):
+        records.get_job(job.id, tenant="b")
+    with pytest.raises(RecordNotFound):
+        records.get_uploads([upload.id], tenant="b")
+    assert records.list_jobs("b") == ([], None)
+    # The worker side, knowing the id alone, finds it through the index.
+    assert records.get_job(job.id).id == job.id
+
+
+def test_a_second_job_under_a_known_id_is_refused_in_either_layout(records: Records) -> None:
+    job = _tenants_job("a")
+    records.create_job(job)
+    with pytest.raises(ValueError, match="exists already"):
+        records.create_job(dataclasses.replace(job, tenant="b"))  # another tenant, the same id
+    old = _tenants_job("a")
+    records.create_job(old)
+    _as_stored_before(records, old)
+    with pytest.raises(ValueError, match="exists already"):
+        records.create_job(old)
+
+
+def test_records_stored_before_keys_carried_the_tenant_still_load_start_and_finish(
+    records: Records, redis_client: redis.Redis
+) -> None:
+    job = _tenants_job("a")
+    records.create_job(job)
+    _as_stored_before(records, job)
+    legacy = records.legacy_job_key(job.id)
+    assert records.get_job(job.id) == job  # by id alone (the worker side)
+    assert records.get_job(job.id, tenant="a") == job  # by its tenant (a route)
+    with pytest.raises(RecordNotFound):
+        records.get_job(job.id, tenant="b")  # its tenant field is checked, as before
+    assert records.list_jobs("a")[0] == [job]
+    started = records.start_job(job.id)
+    assert (started.status, started.attempts) == (RUNNING, 1)
+    assert not records.cancel_requested(job.id)
+    records.note_crash(job.id)  # a change without `seen`: read and written where it is
+    finished = records.finish_job(job.id, seen=started)  # `seen` is stale: read again, then written
+    assert finished.status == SUCCEEDED and finished.crashes == 1
+    assert records.get_job(job.id, tenant="a") == finished
+    assert [(e.type, e.job_id) for e in records.events()] == [("export.succeeded", job.id)]
+    assert records.open_job_ids(created_before=time.time() + 1) == []
+    # Still in the old place, with its expiry; nothing was written under the new layout.
+    assert 3500 < redis_client.ttl(legacy) <= 3600
+    assert redis_client.exists(records.job_key("a", job.id), records.job_tenant_key(job.id)) == 0
+    # An old upload record: read for its own tenant only.
+    upload = dataclasses.replace(job.inputs[0], tenant="a")
+    redis_client.set(records.legacy_upload_key(upload.id), json.dumps(dataclasses.asdict(upload)))
+    assert records.get_uploads([upload.id], tenant="a") == [upload]
+    with pytest.raises(RecordNotFound):
+        records.get_uploads([upload.id], tenant="b")
+    records.delete_job(job.id, tenant="a")
+    assert redis_client.exists(legacy) == 0
