@@ -131,3 +131,12 @@ def expire_job_record(client: Any, namespace: str, job_id: str) -> None:
     client.delete(f"{namespace}:job-tenant:{job_id}", f"{namespace}:job:{job_id}")
     if tenant is not None:
         client.delete(f"{namespace}:tenant:{tenant.decode()}:job:{job_id}")
+
+
+def problem_body(result: Any, status: int, code: str) -> dict[str, Any]:
+    """The problem+json body of a test client's `result`, checked to be `status` with `code`."""
+    assert result.status_code == status, result.text
+    assert result.headers["content-type"] == "application/problem+json"
+    body = dict(result.json)
+    assert body["code"] == code and body["status"] == status and body["detail"], body
+    return body

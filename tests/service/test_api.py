@@ -37,6 +37,7 @@ from tests.helpers import (
     jpeg_bytes,
     multipart,
     png_bytes,
+    problem_body,
     publish_pool,
     raw_job_record,
 )
@@ -114,14 +115,6 @@ def worker(api: Api) -> Iterator[Worker]:
     w.stop()
 
 
-def _problem(result: falcon.testing.Result, status: int, code: str) -> dict[str, Any]:
-    assert result.status_code == status, result.text
-    assert result.headers["content-type"] == "application/problem+json"
-    body = dict(result.json)
-    assert body["code"] == code and body["status"] == status and body["detail"]
-    return body
-
-
 # -- uploads ---------------------------------------------------------------------------------------------
 
 
@@ -151,10 +144,10 @@ def test_multipart_upload(api: Api) -> None:
 
 def test_oversize_upload_is_refused_with_413(api: Api) -> None:
     result = api.client.simulate_post("/v1/uploads", body=b"\xff\xd8\xff" + b"x" * 400_000)
-    _problem(result, 413, "payload_too_large")
+    problem_body(result, 413, "payload_too_large")
     body, ctype = multipart([("file", ("big.jpg", b"\xff\xd8\xff" + b"x" * 310_000))])
     result = api.client.simulate_post("/v1/uploads", body=body, headers={"Content-Type": ctype})
-    _problem(result, 413, "payload_too_large")
+    problem_body(result, 413, "payload_too_large")
     assert list(api.storage.root.rglob("uploads/*")) == []
 
 
@@ -170,7 +163,7 @@ def test_oversize_upload_is_refused_with_413(api: Api) -> None:
 )
 def test_unsupported_upload_is_refused_with_415(api: Api, data: bytes) -> None:
     result = api.client.simulate_post("/v1/uploads", body=data, params={"filename": "photo.png"})
-    _problem(result, 415, "unsupported_input")
+    problem_body(result, 415, "unsupported_input")
 
 
 # -- submitting exports --------------------------------------------------------------------------------------
@@ -202,14 +195,14 @@ def test_impossible_exports_are_refused_before_anything_is_queued(
     upload_id = _upload(api, jpeg_bytes())
     text = json.dumps(request_body).replace("UPLOAD", upload_id)
     result = api.client.simulate_post("/v1/exports", body=text, headers={"Content-Type": "application/json"})
-    _problem(result, status, code)
+    problem_body(result, status, code)
     assert api.queue_length() == 0
 
 
 def test_text_cannot_become_a_png(api: Api) -> None:
     body, ctype = multipart([("file", ("notes.txt", RUSSIAN.encode())), ("format", "png")])
     result = api.client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype})
-    problem = _problem(result, 422, "unsupported_conversion")
+    problem = problem_body(result, 422, "unsupported_conversion")
     assert "pdf" in problem["detail"]  # says what text can become
     assert api.queue_length() == 0
     assert list(api.storage.list_keys("uploads/")) == []  # the refused request left no file behind
@@ -219,15 +212,15 @@ def test_malformed_bodies_get_problem_json(api: Api) -> None:
     result = api.client.simulate_post(
         "/v1/exports", body="{nope", headers={"Content-Type": "application/json"}
     )
-    _problem(result, 400, "invalid_request")
+    problem_body(result, 400, "invalid_request")
     result = api.client.simulate_post("/v1/exports", body="x", headers={"Content-Type": "text/plain"})
-    _problem(result, 415, "unsupported_media_type")
+    problem_body(result, 415, "unsupported_media_type")
     body, ctype = multipart([("file", ("a.jpg", jpeg_bytes())), ("format", "pdf"), ("options", "{bad")])
     result = api.client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype})
-    _problem(result, 400, "invalid_request")
-    _problem(api.client.simulate_get("/v1/nothing-here"), 404, "not_found")
-    _problem(api.client.simulate_delete("/v1/formats"), 405, "method_not_allowed")
-    _problem(api.client.simulate_get("/v1/exports/" + "0" * 32), 404, "not_found")
+    problem_body(result, 400, "invalid_request")
+    problem_body(api.client.simulate_get("/v1/nothing-here"), 404, "not_found")
+    problem_body(api.client.simulate_delete("/v1/formats"), 405, "method_not_allowed")
+    problem_body(api.client.simulate_get("/v1/exports/" + "0" * 32), 404, "not_found")
 
 
 def test_submit_queues_the_job_after_storing_it(api: Api) -> None:
@@ -276,7 +269,7 @@ def test_photo_to_pdf_download_and_link_security(api: Api, worker: Worker) -> No
     assert part.headers["content-range"] == f"bytes 0-99/{out['size']}"
     tail = api.download(out["url"], headers={"Range": "bytes=-10"})
     assert tail.status_code == 206 and tail.content == result.content[-10:]
-    _problem(
+    problem_body(
         api.download(out["url"], headers={"Range": f"bytes={out['size'] + 5}-"}), 416, "range_not_satisfiable"
     )
     assert api.download(out["url"], headers={"If-None-Match": result.headers["etag"]}).status_code == 304
@@ -285,18 +278,18 @@ def test_photo_to_pdf_download_and_link_security(api: Api, worker: Worker) -> No
     parts = urlsplit(out["url"])
     sig = parse_qs(parts.query)["sig"][0]
     bad = sig[:5] + ("A" if sig[5] != "A" else "B") + sig[6:]
-    _problem(api.download(out["url"].replace(sig, bad)), 403, "invalid_signature")
+    problem_body(api.download(out["url"].replace(sig, bad)), 403, "invalid_signature")
     # Another object with the same signature: 403.
-    _problem(api.download(out["url"].replace(out["name"], "other.pdf")), 403, "invalid_signature")
+    problem_body(api.download(out["url"].replace(out["name"], "other.pdf")), 403, "invalid_signature")
     # Past its expiry: 403.
     api.clock.now += 3601
-    _problem(api.download(out["url"]), 403, "link_expired")
+    problem_body(api.download(out["url"]), 403, "link_expired")
     # A freshly read job has fresh links.
     fresh = api.client.simulate_get(f"/v1/exports/{job_id}").json["outputs"][0]["url"]
     assert api.download(fresh).status_code == 200
     # Once the file is gone: 404.
     api.storage.delete(f"tenants/tests/outputs/{job_id}/{out['name']}")
-    _problem(api.download(fresh), 404, "not_found")
+    problem_body(api.download(fresh), 404, "not_found")
 
 
 def test_image_conversion_outputs_one_file_per_input(api: Api, worker: Worker) -> None:
@@ -417,7 +410,7 @@ def test_redis_down_gives_503_with_retry_after(settings: Settings, storage: Loca
     assert ready.status_code == 503 and ready.json["checks"]["redis"].startswith("unavailable")
     assert client.simulate_get("/healthz").status_code == 200
     result = client.simulate_get("/v1/exports/abc")
-    _problem(result, 503, "service_unavailable")
+    problem_body(result, 503, "service_unavailable")
     assert result.headers["retry-after"]
 
 
@@ -431,7 +424,7 @@ def test_enqueue_failure_leaves_no_orphan_job(
         create_app(settings, records=records, storage=storage, enqueue=broken_enqueue), headers=AUTH
     )
     body, ctype = multipart([("file", ("a.jpg", jpeg_bytes())), ("format", "png")])
-    _problem(client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype}), 503,
+    problem_body(client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype}), 503,
              "service_unavailable")  # fmt: skip
     assert not job_record_keys(records.redis, records.namespace)
 
@@ -457,7 +450,7 @@ def test_settings_replace_keeps_app_factory_pure(
         ),
         headers=AUTH,
     )
-    _problem(small.simulate_post("/v1/uploads", body=png_bytes()), 413, "payload_too_large")
+    problem_body(small.simulate_post("/v1/uploads", body=png_bytes()), 413, "payload_too_large")
 
 
 def test_job_result_says_which_metadata_was_removed(api: Api, worker: Worker) -> None:
@@ -619,14 +612,14 @@ def test_a_wait_that_runs_out_answers_with_the_job_as_it_is(api: Api) -> None:
 @pytest.mark.parametrize("wait", ["-1", "31", "soon", "nan", "inf"])
 def test_wait_must_be_seconds_from_0_to_30(api: Api, wait: str) -> None:
     job_id = _queued_job(api)
-    body = _problem(
+    body = problem_body(
         api.client.simulate_get(f"/v1/exports/{job_id}", params={"wait": wait}), 400, "invalid_request"
     )
     assert "wait" in body["detail"]
 
 
 def test_waiting_on_an_unknown_job_is_404(api: Api) -> None:
-    _problem(api.client.simulate_get("/v1/exports/" + "0" * 32, params={"wait": "5"}), 404, "not_found")
+    problem_body(api.client.simulate_get("/v1/exports/" + "0" * 32, params={"wait": "5"}), 404, "not_found")
 
 
 def test_a_process_lets_at_most_half_its_connections_wait(
@@ -710,7 +703,7 @@ def test_a_bad_wait_refuses_the_export_before_anything_is_stored(api: Api) -> No
     body, ctype = multipart([("file", ("a.jpg", jpeg_bytes())), ("format", "png")])
     result = api.client.simulate_post("/v1/exports", body=body, headers={"Content-Type": ctype},
                                       params={"wait": "forever"})  # fmt: skip
-    _problem(result, 400, "invalid_request")
+    problem_body(result, 400, "invalid_request")
     assert api.queue_length() == 0
     assert not list(api.storage.list_keys("uploads/"))
 
@@ -747,7 +740,7 @@ def _post_form(
 def test_a_json_export_over_max_json_bytes_is_refused_with_413_and_nothing_stored(api: Api) -> None:
     upload_id = _upload(api, jpeg_bytes())
     body = json.dumps({"inputs": [upload_id], "format": "pdf", "options": {"title": "x" * 2_000_000}})
-    problem = _problem(_post_json(api, body), 413, "payload_too_large")
+    problem = problem_body(_post_json(api, body), 413, "payload_too_large")
     assert "1048576" in problem["detail"]
     assert _stored_jobs(api) == [] and api.queue_length() == 0
 
@@ -758,7 +751,7 @@ def test_a_json_body_whose_declared_length_is_too_large_is_refused_before_it_is_
         headers={"Content-Type": "application/json", "Content-Length": str(2 * 1024**3)},
         extras={"wsgi.input": _Unreadable()},
     )
-    _problem(result, 413, "payload_too_large")
+    problem_body(result, 413, "payload_too_large")
 
 
 def test_the_json_limit_is_a_setting(settings: Settings, records: Records, storage: LocalStorage) -> None:
@@ -766,7 +759,7 @@ def test_the_json_limit_is_a_setting(settings: Settings, records: Records, stora
                      enqueue=lambda job_id, queue: None)  # fmt: skip
     client = falcon.testing.TestClient(app, headers=AUTH)
     body = json.dumps({"inputs": ["0" * 32], "format": "pdf", "options": {"title": "x" * 100}})
-    _problem(client.simulate_post("/v1/exports", body=body, headers={"Content-Type": "application/json"}),
+    problem_body(client.simulate_post("/v1/exports", body=body, headers={"Content-Type": "application/json"}),
              413, "payload_too_large")  # fmt: skip
 
 
@@ -775,9 +768,9 @@ def test_huge_options_and_format_parts_are_refused_with_413(api: Api) -> None:
     result = _post_form(
         api, [("format", "pdf"), ("options", huge_options), ("file", ("a.jpg", jpeg_bytes()))]
     )
-    assert "'options' part" in _problem(result, 413, "payload_too_large")["detail"]
+    assert "'options' part" in problem_body(result, 413, "payload_too_large")["detail"]
     result = _post_form(api, [("format", "pdf" * 1000), ("file", ("a.jpg", jpeg_bytes()))])
-    assert "'format' part" in _problem(result, 413, "payload_too_large")["detail"]
+    assert "'format' part" in problem_body(result, 413, "payload_too_large")["detail"]
     assert _stored_jobs(api) == [] and api.queue_length() == 0
     assert list(api.storage.list_keys("uploads/")) == []
 
@@ -786,10 +779,10 @@ def test_huge_options_and_format_parts_are_refused_with_413(api: Api) -> None:
 def test_nan_and_infinity_are_refused_where_json_is_parsed(api: Api, literal: str) -> None:
     upload_id = _upload(api, jpeg_bytes())
     text = '{"inputs": ["' + upload_id + '"], "format": "pdf", "options": {"margin_mm": ' + literal + "}}"
-    _problem(_post_json(api, text), 400, "invalid_request")
+    problem_body(_post_json(api, text), 400, "invalid_request")
     result = _post_form(api, [("file", ("a.jpg", jpeg_bytes())), ("format", "pdf"),
                               ("options", '{"margin_mm": ' + literal + "}")])  # fmt: skip
-    _problem(result, 400, "invalid_request")
+    problem_body(result, 400, "invalid_request")
     assert _stored_jobs(api) == [] and api.queue_length() == 0
 
 
@@ -799,17 +792,19 @@ def test_overlong_ids_and_formats_in_a_json_export_are_refused_without_being_ech
         {"inputs": ["a" * 500_000], "format": "pdf"},
         {"inputs": [upload_id], "format": "p" * 500_000},
     ):
-        problem = _problem(_post_json(api, json.dumps(body)), 400, "invalid_request")
+        problem = problem_body(_post_json(api, json.dumps(body)), 400, "invalid_request")
         assert len(problem["detail"]) < 200, problem["detail"][:200]
 
 
 def test_json_nested_100000_deep_is_a_400_not_a_500(api: Api) -> None:
     deep = "[" * 100_000 + "]" * 100_000
-    assert "nested too deeply" in _problem(_post_json(api, deep), 400, "invalid_request")["detail"]
+    assert "nested too deeply" in problem_body(_post_json(api, deep), 400, "invalid_request")["detail"]
     result = _post_form(api, [("file", ("a.jpg", jpeg_bytes())), ("format", "pdf"),
                               ("options", '{"title": ' + deep + "}")])  # fmt: skip
-    _problem(result, 400, "invalid_request")
-    _problem(_post_json(api, '{"inputs": [' + "9" * 5000 + "]}"), 400, "invalid_request")  # int() digit limit
+    problem_body(result, 400, "invalid_request")
+    problem_body(
+        _post_json(api, '{"inputs": [' + "9" * 5000 + "]}"), 400, "invalid_request"
+    )  # int() digit limit
 
 
 @pytest.mark.parametrize(
@@ -829,7 +824,7 @@ def test_options_out_of_their_domain_are_refused_at_submit(
 ) -> None:
     upload_id = _upload(api, jpeg_bytes())
     result = _post_json(api, json.dumps({"inputs": [upload_id], "format": target, "options": options}))
-    assert message in _problem(result, 422, "invalid_options")["detail"]
+    assert message in problem_body(result, 422, "invalid_options")["detail"]
     assert _stored_jobs(api) == [] and api.queue_length() == 0
 
 
@@ -849,7 +844,7 @@ def test_page_ranges_and_page_sizes_of_pdfs_are_refused_at_submit(
 ) -> None:
     result = _post_form(api, [("file", ("doc.pdf", _pdf_bytes())), ("format", target),
                               ("options", json.dumps(options))])  # fmt: skip
-    assert message in _problem(result, 422, "invalid_options")["detail"]
+    assert message in problem_body(result, 422, "invalid_options")["detail"]
     assert _stored_jobs(api) == [] and api.queue_length() == 0
 
 
@@ -880,14 +875,14 @@ def test_formats_advertises_the_output_side_limit_the_submit_check_uses(
         return client.simulate_post("/v1/exports", body=body, headers={"Content-Type": "application/json"})
 
     assert submit(5000).status_code == 202
-    _problem(submit(5001), 422, "invalid_options")
+    problem_body(submit(5001), 422, "invalid_options")
 
 
 def test_a_download_link_with_a_unicode_digit_expiry_is_refused_not_a_500(api: Api) -> None:
     for exp in ("²", "١٢٣", "9" * 5000):
         result = api.client.simulate_get("/v1/files/outputs/" + "0" * 32 + "/a.pdf",
                                          params={"exp": exp, "kid": "k1", "sig": "x"})  # fmt: skip
-        _problem(result, 403, "invalid_signature")
+        problem_body(result, 403, "invalid_signature")
 
 
 def test_a_range_with_thousands_of_digits_is_not_a_500(api: Api) -> None:

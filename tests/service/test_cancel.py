@@ -30,7 +30,7 @@ from storage.local import LocalStorage
 from storage.sealing import Sealer
 from storage.tenants import Tenants
 from tests.conftest import AUTH, TEST_API_KEYS, TEST_KEYS
-from tests.helpers import jpeg_bytes
+from tests.helpers import jpeg_bytes, problem_body
 
 OTHER_KEY = "exk_" + "other-tenant-key-" + "o" * 30
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -108,12 +108,6 @@ def api(
     broker.close()
 
 
-def _problem(result: falcon.testing.Result, status: int, code: str) -> None:
-    assert result.status_code == status, result.text
-    assert result.headers["content-type"] == "application/problem+json"
-    assert result.json["code"] == code
-
-
 def _pdf(pages: int) -> bytes:
     """A real PDF of `pages` pages of text and shapes: slow enough to render at a high DPI."""
     out = io.BytesIO()
@@ -153,7 +147,7 @@ def test_a_finished_job_cannot_be_canceled(api: Api) -> None:
     api.start_worker()
     job = api.submit(api.upload(jpeg_bytes(), "a.jpg"), "png")
     api.status_becomes(job["id"], "succeeded")
-    _problem(api.client.simulate_delete(f"/v1/exports/{job['id']}"), 409, "already_finished")
+    problem_body(api.client.simulate_delete(f"/v1/exports/{job['id']}"), 409, "already_finished")
     done = api.client.simulate_get(f"/v1/exports/{job['id']}").json
     assert done["status"] == "succeeded" and len(done["outputs"]) == 1
     assert api.events_of(job["id"]) == ["export.succeeded"]
@@ -164,7 +158,7 @@ def test_another_tenants_job_is_not_found_as_an_unknown_one(api: Api) -> None:
     other = {"Authorization": f"Bearer {OTHER_KEY}"}
     theirs = api.client.simulate_delete(f"/v1/exports/{job['id']}", headers=other)
     unknown = api.client.simulate_delete(f"/v1/exports/{'0' * 32}", headers=other)
-    _problem(theirs, 404, "not_found")
+    problem_body(theirs, 404, "not_found")
     assert theirs.json["detail"] == unknown.json["detail"] and unknown.status_code == 404
     assert api.client.simulate_get(f"/v1/exports/{job['id']}").json["status"] == "queued"
 
@@ -174,7 +168,7 @@ def test_a_read_only_key_cannot_cancel(api: Api, redis_client: redis.Redis) -> N
 
     _, key = KeyStore(redis_client, namespace=api.records.namespace).create("tests", ("read",))
     job = api.submit(api.upload(jpeg_bytes(), "a.jpg"), "png")
-    _problem(api.client.simulate_delete(f"/v1/exports/{job['id']}", headers={"Authorization": f"Bearer {key}"}),
+    problem_body(api.client.simulate_delete(f"/v1/exports/{job['id']}", headers={"Authorization": f"Bearer {key}"}),
              403, "forbidden")  # fmt: skip
 
 

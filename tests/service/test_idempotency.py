@@ -20,7 +20,7 @@ from service.settings import Settings, parse_signing_keys
 from storage.jobs import Records
 from storage.local import LocalStorage
 from tests.conftest import AUTH, TEST_API_KEYS, TEST_KEYS
-from tests.helpers import jpeg_bytes, multipart, png_bytes
+from tests.helpers import jpeg_bytes, multipart, png_bytes, problem_body
 
 OTHER_KEY = "exk_" + "other-tenant-key-" + "o" * 30
 JSON = {"Content-Type": "application/json"}
@@ -68,12 +68,6 @@ def api(
     yield Api(falcon.testing.TestClient(app, headers=AUTH), records, storage, redis_client, enqueued)
 
 
-def _problem(result: falcon.testing.Result, status: int, code: str) -> None:
-    assert result.status_code == status, result.text
-    assert result.headers["content-type"] == "application/problem+json"
-    assert result.json["code"] == code
-
-
 def test_the_same_export_sent_again_answers_the_same_job(api: Api) -> None:
     body = json.dumps({"inputs": [api.upload(jpeg_bytes())], "format": "png"})
     first = api.post("/v1/exports", body, "order-1234", JSON)
@@ -92,8 +86,8 @@ def test_the_same_key_with_another_request_is_refused(api: Api) -> None:
     first = api.post("/v1/exports", json.dumps({"inputs": [upload], "format": "png"}), "k1", JSON)
     assert first.status_code == 202
     other = api.post("/v1/exports", json.dumps({"inputs": [upload], "format": "webp"}), "k1", JSON)
-    _problem(other, 409, "idempotency_key_reused")
-    _problem(api.post("/v1/uploads", png_bytes(), "k1"), 409, "idempotency_key_reused")  # another route
+    problem_body(other, 409, "idempotency_key_reused")
+    problem_body(api.post("/v1/uploads", png_bytes(), "k1"), 409, "idempotency_key_reused")  # another route
     assert api.jobs() == [first.json["id"]]
 
 
@@ -102,13 +96,13 @@ def test_keys_are_per_tenant(api: Api) -> None:
     mine = api.post("/v1/exports", body, "shared-key", JSON)
     other = {"Authorization": f"Bearer {OTHER_KEY}"}
     theirs = api.post("/v1/exports", body, "shared-key", {**JSON, **other})
-    _problem(theirs, 422, "unknown_upload")  # their own request, run as theirs: my upload is not theirs
+    problem_body(theirs, 422, "unknown_upload")  # their own request, run as theirs: my upload is not theirs
     assert api.jobs() == [mine.json["id"]] and api.jobs(other) == []
 
 
 def test_a_refused_request_frees_its_key_for_the_retry(api: Api) -> None:
     refused = api.post("/v1/exports", json.dumps({"inputs": ["0" * 32], "format": "png"}), "retry-me", JSON)
-    _problem(refused, 422, "unknown_upload")
+    problem_body(refused, 422, "unknown_upload")
     body = json.dumps({"inputs": [api.upload(jpeg_bytes())], "format": "png"})
     accepted = api.post("/v1/exports", body, "retry-me", JSON)
     assert accepted.status_code == 202 and "idempotent-replayed" not in accepted.headers
@@ -116,7 +110,7 @@ def test_a_refused_request_frees_its_key_for_the_retry(api: Api) -> None:
 
 @pytest.mark.parametrize("key", ["", '""', "x" * 256, "naïve", "tab\there"])
 def test_malformed_keys_are_refused(api: Api, key: str) -> None:
-    _problem(api.post("/v1/uploads", png_bytes(), key), 400, "invalid_request")
+    problem_body(api.post("/v1/uploads", png_bytes(), key), 400, "invalid_request")
     assert api.stored_uploads() == []
 
 
@@ -131,7 +125,7 @@ def test_uploads_sent_again_answer_the_same_upload_and_store_one_file(api: Api) 
     raw_again = api.post("/v1/uploads", png_bytes(), "up-1", params={"filename": "a.png"})
     assert raw.status_code == raw_again.status_code == 201 and raw.json == raw_again.json
     assert raw_again.headers["idempotent-replayed"] == "true"
-    _problem(
+    problem_body(
         api.post("/v1/uploads", png_bytes(), "up-1", params={"filename": "b.png"}),
         409,
         "idempotency_key_reused",
@@ -144,7 +138,9 @@ def test_uploads_sent_again_answer_the_same_upload_and_store_one_file(api: Api) 
     form_again = api.post("/v1/uploads", body2, "up-2", {"Content-Type": ctype2})
     assert form.status_code == form_again.status_code == 201 and form.json["id"] == form_again.json["id"]
     body3, ctype3 = multipart([("file", ("photo.jpg", jpeg_bytes(quality=80)))])
-    _problem(api.post("/v1/uploads", body3, "up-2", {"Content-Type": ctype3}), 409, "idempotency_key_reused")
+    problem_body(
+        api.post("/v1/uploads", body3, "up-2", {"Content-Type": ctype3}), 409, "idempotency_key_reused"
+    )
     assert len(api.stored_uploads()) == 2
 
 
@@ -168,7 +164,7 @@ def test_a_second_request_waits_for_the_first_or_answers_in_progress(
     api.redis.set(key, json.dumps({"state": "in_progress", "claim": "someone"}), ex=60)
     started = time.monotonic()
     busy = api.post("/v1/uploads", png_bytes(), "slow")
-    _problem(busy, 409, "idempotency_key_in_progress")
+    problem_body(busy, 409, "idempotency_key_in_progress")
     assert busy.headers["retry-after"] == "1" and 0.5 <= time.monotonic() - started < 3
     assert api.stored_uploads() == []  # the waiting request stored nothing
     # The first request answers while the second waits: the second replays that answer.

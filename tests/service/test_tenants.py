@@ -29,7 +29,7 @@ from storage.local import LocalStorage
 from storage.retention import cleanup
 from storage.tenants import Tenants
 from tests.conftest import TEST_KEYS
-from tests.helpers import expire_job_record, jpeg_bytes, multipart, png_bytes
+from tests.helpers import expire_job_record, jpeg_bytes, multipart, png_bytes, problem_body
 
 KEY_A = "exk_" + "a" * 43
 KEY_B = "exk_" + "b" * 43
@@ -61,13 +61,6 @@ def queued() -> list[tuple[str, str]]:
 def client(settings: Settings, records: Records, storage: LocalStorage, queued: list[tuple[str, str]]) -> Any:
     app = create_app(settings, records=records, storage=storage, enqueue=lambda j, q: queued.append((j, q)))
     return falcon.testing.TestClient(app)
-
-
-def _problem(result: falcon.testing.Result, status: int, code: str) -> dict[str, Any]:
-    assert result.status_code == status, result.text
-    assert result.headers["content-type"] == "application/problem+json"
-    assert result.json["code"] == code
-    return dict(result.json)
 
 
 def _upload(client: Any, key: str, data: bytes | None = None) -> str:
@@ -111,7 +104,7 @@ def test_every_v1_route_but_the_signed_links_needs_a_key(client: Any) -> None:
         ]
         if path.startswith("/v1/") and class_name not in ("Files", "TenantFiles"):
             for result in answers:
-                _problem(result, 401, "unauthorized")
+                problem_body(result, 401, "unauthorized")
                 assert result.headers["www-authenticate"].startswith("Bearer")
             checked += 1
         else:  # /healthz, /readyz, the page, and the signed links (which answer on their signature)
@@ -122,12 +115,14 @@ def test_every_v1_route_but_the_signed_links_needs_a_key(client: Any) -> None:
 
 def test_a_key_without_the_scope_is_forbidden(client: Any) -> None:
     upload_id = _upload(client, KEY_A)
-    _problem(
+    problem_body(
         client.simulate_post("/v1/uploads", body=png_bytes(), headers=bearer(KEY_A_READ)), 403, "forbidden"
     )
-    _problem(_export(client, KEY_A_READ, upload_id), 403, "forbidden")
-    _problem(client.simulate_get(f"/v1/uploads/{upload_id}", headers=bearer(KEY_A_SUBMIT)), 403, "forbidden")
-    _problem(client.simulate_get("/v1/exports", headers=bearer(KEY_A_SUBMIT)), 403, "forbidden")
+    problem_body(_export(client, KEY_A_READ, upload_id), 403, "forbidden")
+    problem_body(
+        client.simulate_get(f"/v1/uploads/{upload_id}", headers=bearer(KEY_A_SUBMIT)), 403, "forbidden"
+    )
+    problem_body(client.simulate_get("/v1/exports", headers=bearer(KEY_A_SUBMIT)), 403, "forbidden")
     assert client.simulate_get(f"/v1/uploads/{upload_id}", headers=bearer(KEY_A_READ)).status_code == 200
     assert client.simulate_get("/v1/formats", headers=bearer(KEY_A_SUBMIT)).status_code == 200
 
@@ -136,7 +131,7 @@ def test_signed_links_health_and_page_need_no_key(client: Any) -> None:
     assert client.simulate_get("/healthz").status_code == 200
     assert client.simulate_get("/readyz").status_code == 200
     assert client.simulate_get("/").status_code == 200
-    _problem(client.simulate_get(f"/v1/files/outputs/{'0' * 32}/x.png"), 403, "invalid_signature")
+    problem_body(client.simulate_get(f"/v1/files/outputs/{'0' * 32}/x.png"), 403, "invalid_signature")
 
 
 def test_revoked_key_is_refused_on_the_next_request(client: Any, records: Records) -> None:
@@ -149,7 +144,7 @@ def test_revoked_key_is_refused_on_the_next_request(client: Any, records: Record
         k for k in records.redis.scan_iter(f"{records.namespace}:*") if key.encode() in records.redis.dump(k)
     ]
     assert store.revoke(record.id)
-    _problem(client.simulate_get("/v1/exports", headers=bearer(key)), 401, "unauthorized")
+    problem_body(client.simulate_get("/v1/exports", headers=bearer(key)), 401, "unauthorized")
     assert [k.id for k in store.list()] == []
 
 
@@ -180,7 +175,7 @@ def test_configured_keys_accept_the_hashed_form_and_refuse_garbage() -> None:
 # -- isolation ------------------------------------------------------------------------------------------------
 
 
-def _same_problem(mine: dict[str, Any], theirs: dict[str, Any]) -> None:
+def _sameproblem(mine: dict[str, Any], theirs: dict[str, Any]) -> None:
     drop = ("instance", "request_id")
     assert {k: v for k, v in mine.items() if k not in drop} == {
         k: v for k, v in theirs.items() if k not in drop
@@ -208,9 +203,9 @@ def test_a_routes_read_cannot_reach_another_tenants_record_even_with_its_tenant_
         record = json.loads(redis_client.get(key))
         record["tenant"] = b_tenant
         redis_client.set(key, json.dumps(record), keepttl=True)
-    _problem(client.simulate_get(f"/v1/exports/{job_id}", headers=bearer(KEY_B)), 404, "not_found")
-    _problem(client.simulate_get(f"/v1/uploads/{upload_id}", headers=bearer(KEY_B)), 404, "not_found")
-    _problem(_export(client, KEY_B, upload_id), 422, "unknown_upload")
+    problem_body(client.simulate_get(f"/v1/exports/{job_id}", headers=bearer(KEY_B)), 404, "not_found")
+    problem_body(client.simulate_get(f"/v1/uploads/{upload_id}", headers=bearer(KEY_B)), 404, "not_found")
+    problem_body(_export(client, KEY_B, upload_id), 422, "unknown_upload")
     with pytest.raises(RecordNotFound):
         records.get_job(job_id, tenant=b_tenant)
     with pytest.raises(RecordNotFound):
@@ -225,18 +220,18 @@ def test_another_tenants_ids_answer_exactly_as_unknown_ones(client: Any) -> None
     unknown = "f" * 32
     for template in ("/v1/uploads/{}", "/v1/exports/{}"):
         for params in ({}, {"wait": "0.2"}):
-            theirs = _problem(client.simulate_get(template.format(upload_id if "uploads" in template else job_id),
+            theirs = problem_body(client.simulate_get(template.format(upload_id if "uploads" in template else job_id),
                                                   headers=bearer(KEY_B), params=params), 404, "not_found")  # fmt: skip
-            never = _problem(client.simulate_get(template.format(unknown), headers=bearer(KEY_B), params=params),
+            never = problem_body(client.simulate_get(template.format(unknown), headers=bearer(KEY_B), params=params),
                              404, "not_found")  # fmt: skip
-            _same_problem(theirs, never)
+            _sameproblem(theirs, never)
     # A job's webhook deliveries: their log and a re-send, as an unknown job.
     for method in ("GET", "POST"):
-        theirs = _problem(client.simulate_request(method, f"/v1/exports/{job_id}/deliveries", headers=bearer(KEY_B)),
+        theirs = problem_body(client.simulate_request(method, f"/v1/exports/{job_id}/deliveries", headers=bearer(KEY_B)),
                           404, "not_found")  # fmt: skip
-        never = _problem(client.simulate_request(method, f"/v1/exports/{unknown}/deliveries", headers=bearer(KEY_B)),
+        never = problem_body(client.simulate_request(method, f"/v1/exports/{unknown}/deliveries", headers=bearer(KEY_B)),
                          404, "not_found")  # fmt: skip
-        _same_problem(theirs, never)
+        _sameproblem(theirs, never)
     assert client.simulate_get(f"/v1/exports/{job_id}/deliveries", headers=bearer(KEY_A)).json == {
         "deliveries": []
     }
@@ -244,8 +239,8 @@ def test_another_tenants_ids_answer_exactly_as_unknown_ones(client: Any) -> None
     assert client.simulate_get(f"/v1/exports/{job_id}", headers=bearer(KEY_A)).status_code == 200
     assert client.simulate_get(f"/v1/uploads/{upload_id}", headers=bearer(KEY_A)).status_code == 200
     # Using another tenant's upload is as using none.
-    theirs = _problem(_export(client, KEY_B, upload_id), 422, "unknown_upload")
-    never = _problem(_export(client, KEY_B, unknown), 422, "unknown_upload")
+    theirs = problem_body(_export(client, KEY_B, upload_id), 422, "unknown_upload")
+    never = problem_body(_export(client, KEY_B, unknown), 422, "unknown_upload")
     assert theirs["detail"].replace(upload_id, unknown) == never["detail"]
     # A listing never shows another tenant's jobs.
     assert client.simulate_get("/v1/exports", headers=bearer(KEY_B)).json == {
@@ -275,7 +270,7 @@ def test_listing_is_newest_first_filtered_and_paged(client: Any, records: Record
         "outputs": done["exports"][0]["outputs"]
     }
     for bad in ({"limit": "0"}, {"limit": "101"}, {"limit": "x"}, {"status": "lost"}, {"cursor": "nonsense"}):
-        _problem(
+        problem_body(
             client.simulate_get("/v1/exports", headers=bearer(KEY_A), params=bad), 400, "invalid_request"
         )
 
@@ -295,7 +290,7 @@ def test_requests_past_the_rate_are_refused_with_429_and_ratelimit_headers(
     statuses = [a.status_code for a in answers]
     assert statuses.count(201) == 3 and statuses.count(429) == 3, statuses
     refused = answers[-1]
-    _problem(refused, 429, "rate_limited")
+    problem_body(refused, 429, "rate_limited")
     assert int(refused.headers["retry-after"]) >= 1
     assert refused.headers["ratelimit-limit"] == "3" and refused.headers["ratelimit-remaining"] == "0"
     assert int(refused.headers["ratelimit-reset"]) >= 1
@@ -314,11 +309,11 @@ def test_a_tenant_past_its_open_jobs_quota_gets_429_and_nothing_is_stored(
     assert [_export(client, KEY_A, upload_id).status_code for _ in range(2)] == [202, 202]
     files_before = sorted(storage.root.rglob("*"))
     refused = _export(client, KEY_A, upload_id)
-    _problem(refused, 429, "quota_exceeded")
+    problem_body(refused, 429, "quota_exceeded")
     assert refused.headers["retry-after"] and refused.headers["ratelimit-limit"] == "2"
     body, ctype = multipart([("file", ("a.jpg", jpeg_bytes())), ("format", "png")])
     refused = client.simulate_post("/v1/exports", body=body, headers={**bearer(KEY_A), "Content-Type": ctype})
-    _problem(refused, 429, "quota_exceeded")
+    problem_body(refused, 429, "quota_exceeded")
     assert sorted(storage.root.rglob("*")) == files_before
     assert len(client.simulate_get("/v1/exports", headers=bearer(KEY_A)).json["exports"]) == 2
     # Tenant b is not held back by a's quota.
@@ -333,7 +328,7 @@ def test_upload_bytes_per_day_are_counted_and_refused_past_the_quota(
     _upload(client, KEY_A, data)
     _upload(client, KEY_A, data)
     refused = client.simulate_post("/v1/uploads", body=data, headers=bearer(KEY_A))
-    _problem(refused, 429, "quota_exceeded")
+    problem_body(refused, 429, "quota_exceeded")
     assert 0 < int(refused.headers["retry-after"]) <= 86400 + 1
     assert len(list(storage.root.rglob("uploads/*"))) == 2
 

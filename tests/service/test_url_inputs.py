@@ -31,7 +31,7 @@ from storage.jobs import Job, Records
 from storage.local import LocalStorage
 from storage.sealing import Sealer
 from tests.conftest import AUTH, TEST_API_KEYS, TEST_KEYS
-from tests.helpers import free_port, jpeg_bytes, png_bytes, publish_pool, raw_job_record
+from tests.helpers import free_port, jpeg_bytes, png_bytes, problem_body, publish_pool, raw_job_record
 from tests.receiver import QuietHandler
 
 MAX_UPLOAD = 300_000
@@ -174,14 +174,6 @@ def worker(service: Service) -> Iterator[Worker]:
     w.stop()
 
 
-def _problem(result: falcon.testing.Result, status: int, code: str) -> dict[str, Any]:
-    assert result.status_code == status, result.text
-    assert result.headers["content-type"] == "application/problem+json"
-    body = dict(result.json)
-    assert body["code"] == code, body
-    return body
-
-
 # -- at submit -------------------------------------------------------------------------------------------
 
 
@@ -207,7 +199,7 @@ def test_a_url_the_policy_refuses_answers_422_and_nothing_is_stored(
     service.submit([], fmt="png")  # the tenant's rate-limit bucket exists from here on
     before = set(service.redis.scan_iter(f"{service.namespace}:*"))
     result = service.submit([{"url": url.format(port=port)}])
-    body = _problem(result, 422, "url_not_allowed")
+    body = problem_body(result, 422, "url_not_allowed")
     assert reason in body["detail"]
     assert set(service.redis.scan_iter(f"{service.namespace}:*")) == before  # no job, no message
     assert [p for p in (tmp_path / "storage").rglob("*") if p.is_file()] == []
@@ -219,7 +211,7 @@ def test_production_refuses_http_urls(tmp_path: Path, records: Records, storage:
                                       files: Files) -> None:  # fmt: skip
     production = make_settings(tmp_path, env="production")
     for service in _service(production, production, records, storage, redis_client, namespace):
-        body = _problem(service.submit([{"url": f"{files.base}/photo.jpg"}]), 422, "url_not_allowed")
+        body = problem_body(service.submit([{"url": f"{files.base}/photo.jpg"}]), 422, "url_not_allowed")
         assert "only https" in body["detail"]
 
 
@@ -235,7 +227,7 @@ def test_production_refuses_http_urls(tmp_path: Path, records: Records, storage:
     ],
 )
 def test_malformed_url_inputs_are_400(inputs: list[Any], service: Service) -> None:
-    _problem(service.submit(inputs), 400, "invalid_request")
+    problem_body(service.submit(inputs), 400, "invalid_request")
 
 
 def test_the_record_keeps_the_url_sealed_and_shows_it_without_its_query(
