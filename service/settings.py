@@ -247,12 +247,13 @@ class Settings:
                 parse_configured_keys(self.api_keys)
             except InvalidKeySpec as exc:
                 raise ConfigError(f"EXPORTD_API_KEYS: {exc}") from None
-        from actors.outbound import parse_allow_nets
+        if self.outbound_allow_nets.strip():  # the outbound module (ssl, email) only when there are some
+            from actors.outbound import parse_allow_nets
 
-        try:
-            parse_allow_nets(self.outbound_allow_nets)
-        except ValueError as exc:
-            raise ConfigError(f"EXPORTD_OUTBOUND_ALLOW_NETS: {exc}") from None
+            try:
+                parse_allow_nets(self.outbound_allow_nets)
+            except ValueError as exc:
+                raise ConfigError(f"EXPORTD_OUTBOUND_ALLOW_NETS: {exc}") from None
         try:
             parse_retry_schedule(self.webhook_retry_schedule_s)
         except ValueError as exc:
