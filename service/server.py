@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import uuid
 from typing import Any
 
 import gevent
@@ -26,7 +27,10 @@ log = logging.getLogger("exportd.api")
 
 
 def problem_answer(status: int, reason: str, detail: str) -> bytes:
-    """A whole HTTP answer (head and problem+json body) that closes the connection."""
+    """A whole HTTP answer (head and problem+json body) that closes the connection.
+
+    Its X-Request-ID is a new one, as for every answer: the head was not read, so the client's is not known.
+    """
     code = {408: "request_timeout", **SERVER_PROBLEMS}.get(status, "internal_error")
     body = json.dumps(
         {"type": f"urn:exportd:problem:{code}", "title": reason, "status": status,
@@ -34,7 +38,7 @@ def problem_answer(status: int, reason: str, detail: str) -> bytes:
     ).encode()  # fmt: skip
     head = (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/problem+json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        f"Content-Length: {len(body)}\r\nX-Request-ID: {uuid.uuid4().hex}\r\nConnection: close\r\n\r\n"
     ).encode("latin-1")
     return head + body
 

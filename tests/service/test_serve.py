@@ -317,6 +317,7 @@ def test_a_head_the_server_refuses_is_answered_as_a_problem(
     assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:200]
     head_part, _, body = answer.partition(b"\r\n\r\n")
     assert b"content-type: application/problem+json" in head_part.lower()
+    assert b"x-request-id: " in head_part.lower()  # every answer carries one (the OpenAPI document says so)
     problem = json.loads(body)
     assert problem["status"] == status and problem["code"] == code.decode() and problem["detail"]
 
